@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make train` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: install train test export clean-nbs bench
+
+install: $(STAMP)
+
+# torch goes first by its exact pin so that nothing later pulls a CUDA build.
+$(STAMP): setup.py settings.ini
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Train on the embedded demo market in data/demo; results go to runs/demo.
+train: install
+	$(BIN)/alphanb train --data data/demo --universe csi300 --out runs/demo
+
+# nbdev_clean and nbdev_export must leave the tree as committed; then the notebooks, then pytest.
+test: install
+	@before=$$(git status --porcelain --untracked-files=all -- nbs alphanb 2>/dev/null; git diff -- nbs alphanb 2>/dev/null | sha1sum); \
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_export; \
+	after=$$(git status --porcelain --untracked-files=all -- nbs alphanb 2>/dev/null; git diff -- nbs alphanb 2>/dev/null | sha1sum); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "nbdev_clean/nbdev_export changed files: the notebooks and alphanb/ were not committed clean and in sync:"; \
+	  git status --short -- nbs alphanb; exit 1; fi
+	$(BIN)/nbdev_test --n_workers 2
+	@$(BIN)/pytest tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+export:
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_export
+
+bench: install
+	$(BIN)/alphanb bench load
+	$(BIN)/alphanb bench eval

@@ -1,0 +1,24 @@
+"Shared fixtures: the real A-share data beside the checkout (skipped when absent) and the embedded demo market."
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CN_DATA = Path(os.environ.get('ALPHANB_CN_DATA', ROOT.parent/'shared'/'data'/'cn_data'))
+DEMO = ROOT/'data'/'demo'
+
+
+@pytest.fixture(scope='session')
+def cn_data() -> Path:
+    "The real CSI300/CSI500 Qlib data, or a skip when this machine does not have it."
+    if not (CN_DATA/'calendars'/'day.txt').exists():
+        pytest.skip(f'real A-share data not found at {CN_DATA}')
+    return CN_DATA
+
+
+@pytest.fixture(scope='session')
+def demo_data() -> Path:
+    "The embedded synthetic demo market shipped in data/demo."
+    assert (DEMO/'calendars'/'day.txt').exists(), 'data/demo is missing: run `alphanb demo-data --out data/demo`'
+    return DEMO
