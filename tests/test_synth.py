@@ -44,3 +44,11 @@ def test_generator_is_deterministic_and_rejects_bad_specs(tmp_path):
         simulate_market(MarketSpec(n_stocks=20, n_days=80, planted=['Mean($close, 5)']))
     with pytest.raises(ConfigError, match='one weight per formula'):
         simulate_market(MarketSpec(n_stocks=20, n_days=80, planted=['Pressure'], weights=[1, 2]))
+
+
+def test_demo_factors_file_is_the_planted_pool(demo_data):
+    from alphanb.pool import load_factors
+    from alphanb.synth import planted_factors
+    info = json.loads((demo_data/'planted.json').read_text())
+    assert json.loads((demo_data/'factors.json').read_text()) == json.loads(json.dumps(planted_factors(info)))
+    assert [e['expression'] for e in load_factors(demo_data/'factors.json')] == [p['expression'] for p in info['planted']]

@@ -1,0 +1,81 @@
+"Training runs: configuration overrides, resume equals an uninterrupted run, the train and planted commands."
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alphanb.config import TrainConfig, add_config_args, config_from_args, make_config
+from alphanb.core import ConfigError
+from alphanb.synth import MarketSpec, synthetic_panel
+from alphanb.train import planted, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def small():
+    panel = synthetic_panel(MarketSpec(n_stocks=40, n_days=160, seed=4))
+    return panel, slice(25, 110), slice(120, 160)
+
+
+def settings(out, **kw):
+    return make_config({'out': str(out), 'batch_size': 16, 'minibatch_size': 8, 'ppo_epochs': 2, 'hidden': 32, 'layers': 1,
+                        'heads': 2, 'max_len': 8, 'topk': 5, 'pool_size': 5, 'steps': 4, 'checkpoint_every': 1, **kw})
+
+
+def test_overrides_share_one_path(tmp_path):
+    f = tmp_path/'c.json'
+    f.write_text(json.dumps({'lr': 0.01, 'reward_weights': {'ic': 0.7}}))
+    import argparse
+    p = argparse.ArgumentParser(); add_config_args(p)
+    a = config_from_args(p.parse_args(['--config', str(f), '--set', 'gamma', '0.9', '--set', 'reward_weights/sharpe', '0.1']))
+    b = make_config({'lr': 0.01, 'gamma': 0.9, 'reward_weights': {'ic': 0.7, 'sharpe': 0.1}})
+    assert a == b and a.reward_weights['ic'] == 0.7 and a.gamma == 0.9
+    for bad in [lambda: make_config({'lrate': 1}), lambda: make_config(sets=[('lrate', '1')])]:
+        with pytest.raises(ConfigError, match='valid keys: data, universe'): bad()
+    f.write_text(json.dumps({'lrate': 1}))
+    with pytest.raises(ConfigError, match=r"unknown config key 'lrate' in config file .*valid keys"): make_config(config_file=f)
+    with pytest.raises(ConfigError, match="'steps' expects int"): make_config({'steps': 'many'})
+
+
+def test_resume_equals_uninterrupted(tmp_path, small):
+    full = train(settings(tmp_path/'full'), data=small, progress=False, verbose=False)
+    train(settings(tmp_path/'part', steps=2), data=small, progress=False, verbose=False)
+    resumed = train(settings(tmp_path/'part'), data=small, resume=True, progress=False, verbose=False)
+    assert resumed['steps'] == full['steps'] == 4
+    assert (tmp_path/'full'/'factors.json').read_text() == (tmp_path/'part'/'factors.json').read_text()
+    a, b = np.load(tmp_path/'full'/'model.npz', allow_pickle=False), np.load(tmp_path/'part'/'model.npz', allow_pickle=False)
+    assert set(a.files) == set(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    cols = ['reward_mean', 'best_rank_ic', 'pool_size', 'entropy', 'evaluations']
+    assert full['log'][cols].equals(resumed['log'][cols])
+    m = torch.load(tmp_path/'full'/'model.pt', weights_only=True)
+    assert set(m['state_dict']) == {k for k in a.files if k != '__tokens__'}
+    # a different setting cannot silently continue a checkpoint
+    with pytest.raises(ConfigError, match='cannot resume'):
+        train(settings(tmp_path/'part', lr=0.5), data=small, resume=True, progress=False, verbose=False)
+
+
+def test_train_command_on_demo(tmp_path, demo_data):
+    out = tmp_path/'run'
+    p = subprocess.run([sys.executable, '-m', 'alphanb', 'train', '--data', str(demo_data), '--universe', 'csi300', '--steps', '1',
+                        '--train', '2018-06-01:2018-12-31', '--valid', '2019-01-01:2019-06-28',
+                        '--out', str(out), '--no-progress', '--set', 'batch_size', '8', '--set', 'hidden', '32', '--set', 'max_len', '6', '--set', 'ppo_epochs', '1'],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res['steps'] == 1 and res['episodes'] == 8
+    for name in ['factors.json', 'model.pt', 'model.npz', 'config.json', 'log.csv']: assert (out/name).exists(), name
+    assert json.loads((out/'config.json').read_text())['batch_size'] == 8
+    p = subprocess.run([sys.executable, '-m', 'alphanb', 'train', '--data', str(demo_data), '--set', 'batchsize', '16'],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2 and 'valid keys' in p.stderr
+
+
+def test_planted_reports():
+    res = planted('random', budget=64, seed=0, n_stocks=30, n_days=120, overrides={'batch_size': 32, 'max_len': 8})
+    assert {'policy', 'seed', 'budget', 'recovered', 'evaluations', 'best_corr'} <= set(res)
+    assert res['policy'] == 'random' and res['evaluations'] <= 64 and 0 <= res['best_corr'] <= 1
