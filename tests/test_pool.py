@@ -103,3 +103,12 @@ def test_bad_factors_file(tmp_path, content, needle):
     with pytest.raises(FactorsFileError) as e: load_factors(path)
     assert needle in str(e.value) and str(path) in str(e.value)
     assert isinstance(e.value, AlphanbError)
+
+
+def test_qlib_expression_is_null_when_impractical():
+    from alphanb.formula import Formula
+    from alphanb.pool import QLIB_MAX_CHARS, _qlib_of
+    assert _qlib_of(Formula.parse('Mean($close, 5)')) == Formula.parse('Mean($close, 5)').to_qlib()
+    nested = Formula.parse('EMA(EMA(EMA($close, 40), 40), 40)')
+    assert len(nested.to_qlib()) > QLIB_MAX_CHARS and _qlib_of(nested) is None
+    assert _qlib_of(Formula.parse('Rank($close)')) is None
