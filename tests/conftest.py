@@ -22,3 +22,11 @@ def demo_data() -> Path:
     "The embedded synthetic demo market shipped in data/demo."
     assert (DEMO/'calendars'/'day.txt').exists(), 'data/demo is missing: run `alphanb demo-data --out data/demo`'
     return DEMO
+
+
+# Property tests draw the same examples on every run, so CI is reproducible; `HYPOTHESIS_PROFILE=explore pytest`
+# draws fresh random examples to hunt for new failures.
+from hypothesis import settings as _hsettings
+_hsettings.register_profile('ci', derandomize=True, database=None)
+_hsettings.register_profile('explore', derandomize=False)
+_hsettings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
