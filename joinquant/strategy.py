@@ -300,15 +300,16 @@ def np_evaluate(tree, bars, member=None, cache=None):
 @_quiet
 def np_features(raw):
     "The seed features (name -> `[day, stock]`) from the raw fields '$open' .. '$amount' (and '$float_mktcap' if given)."
+    # computed in float64 and rounded to float32 once at the end, as alphanb computes them
     f = as_f32
     o, h, l, c, v = (raw[k] for k in ['$open', '$high', '$low', '$close', '$volume'])
-    liq = (f(raw['$amount'] / raw['$float_mktcap']) if '$float_mktcap' in raw else f(v / f(np_ts_mean(v, 60))))
-    return {'Returns': f(np.log(f(c / np_delay(c, 1)))),
-            'Liquidity': liq,
-            'Pressure': f(f(c - o) / np.maximum(f(h - l), f(1e-12))),
-            'FOMO': f(f(f(v - f(2 * np_delay(v, 1))) + np_delay(v, 2)) / f(np_ts_mean(v, 20))),
-            'Deviation': f(f(c - f(np_ts_mean(c, 20))) / f(np_ts_std(c, 20))),
-            'LogVolume': f(np.log(f(v + 1)))}
+    liq = raw['$amount'] / raw['$float_mktcap'] if '$float_mktcap' in raw else v / np_ts_mean(v, 60)
+    return {'Returns': f(np.log(c / np_delay(c, 1))),
+            'Liquidity': f(liq),
+            'Pressure': f((c - o) / np.maximum(h - l, 1e-12)),
+            'FOMO': f((v - 2 * np_delay(v, 1) + np_delay(v, 2)) / np_ts_mean(v, 20)),
+            'Deviation': f((c - np_ts_mean(c, 20)) / np_ts_std(c, 20)),
+            'LogVolume': f(np.log(v + 1))}
 
 FACTORS_FILE, MODEL_FILE = 'alphanb_factors.json', 'alphanb_model.npz'
 RAW_BAR_FIELDS = ['open', 'close', 'high', 'low', 'volume', 'money', 'pre_close', 'paused']
