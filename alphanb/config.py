@@ -41,9 +41,11 @@ class TrainConfig:
     dropout: float = 0.0                 # dropout inside the network (0 keeps PPO's ratios exact)
     max_len: int = 12                    # most tokens in one formula (the <sep> after them not counted)
     policy_kwargs: dict = field(default_factory=dict)  # extra keyword arguments of the policy class
+    sampling_prior: str = 'kind'         # log-prior added to the logits (and random search's): 'kind' or 'uniform'
     # reward
-    reward: str = 'seed'                 # 'seed': multi-objective reward; 'pool': AlphaGen's combined-pool IC
+    reward: str = 'seed'                 # 'seed': multi-objective reward; 'pool': AlphaGen's combined-pool IC; 'ic': the formula's |IC|
     reward_weights: dict = field(default_factory=lambda: dict(SEED_REWARD_WEIGHTS))  # seed reward weights
+    size_penalty: float = 0.002          # 'ic' reward: taken off per node of the formula (parsimony)
     # PPO
     steps: int = 30                      # PPO iterations; each samples batch_size formulas
     batch_size: int = 32                 # episodes (formulas) per step
@@ -56,6 +58,7 @@ class TrainConfig:
     max_grad_norm: float = 0.5           # gradient clipping
     ppo_epochs: int = 4                  # passes over each batch
     minibatch_size: int = 32             # episodes per gradient step (all their tokens)
+    risk_quantile: float = 0.0           # ε of risk-seeking PPO: train on the batch's top ε episodes only; 0: plain PPO
     # LoRD
     lord_decay: float = 1.0              # λ of Newton-Schulz low-rank decay; each step subtracts lr·λ·NS(W); 0 turns it off
     lord_iterations: int = 5             # Newton-Schulz iterations
@@ -142,7 +145,10 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     "Check values that must be in a range or one of a few choices; returns `cfg`."
     def need(ok, msg):
         if not ok: raise ConfigError(msg)
-    need(cfg.reward in ('seed', 'pool'), f"config key 'reward' must be 'seed' or 'pool', got {cfg.reward!r}")
+    need(cfg.reward in ('seed', 'pool', 'ic'), f"config key 'reward' must be 'seed', 'pool' or 'ic', got {cfg.reward!r}")
+    need(cfg.sampling_prior in ('kind', 'uniform'), f"config key 'sampling_prior' must be 'kind' or 'uniform', got {cfg.sampling_prior!r}")
+    need(0 <= cfg.risk_quantile < 1, f"config key 'risk_quantile' must be in [0, 1), got {cfg.risk_quantile}")
+    need(cfg.size_penalty >= 0, f"config key 'size_penalty' must be >= 0, got {cfg.size_penalty}")
     for k in ['hidden', 'layers', 'heads', 'batch_size', 'minibatch_size', 'ppo_epochs', 'horizon', 'topk',
               'pool_size', 'lord_iterations']:
         need(getattr(cfg, k) >= 1, f"config key '{k}' must be >= 1, got {getattr(cfg, k)}")

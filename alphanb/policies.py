@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_policies.ipynb #8bee5923
 from __future__ import annotations
-import math, time
+import math, re, time
 from typing import NamedTuple, Sequence
 
 import torch
@@ -16,10 +16,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .core import ConfigError, did_you_mean
 
 # %% auto #0
-__all__ = ['MASKED_LOGIT', 'POLICIES', 'POLICY_ARGS', 'GrammarSpec', 'grammar_spec', 'RPNTree', 'rpn_tree', 'TokenEmbedding',
-           'RMSNorm', 'Policy', 'QKNormAttention', 'SwiGLU', 'DecoderBlock', 'MultiTaskHead', 'TransformerPolicy',
-           'EncoderPolicy', 'TreeLSTMCell', 'TreeLSTMPolicy', 'stack_roots', 'ParallelLSTMPolicy',
-           'SelfAttentionLSTMPolicy', 'PackedLSTMPolicy', 'make_policy', 'attention_weights', 'time_policies']
+__all__ = ['MASKED_LOGIT', 'PRIORS', 'POLICIES', 'POLICY_ARGS', 'GrammarSpec', 'grammar_spec', 'RPNTree', 'rpn_tree',
+           'TokenPrior', 'TokenEmbedding', 'RMSNorm', 'Policy', 'QKNormAttention', 'SwiGLU', 'DecoderBlock',
+           'MultiTaskHead', 'TransformerPolicy', 'EncoderPolicy', 'TreeLSTMCell', 'TreeLSTMPolicy', 'stack_roots',
+           'ParallelLSTMPolicy', 'SelfAttentionLSTMPolicy', 'PackedLSTMPolicy', 'make_policy', 'attention_weights',
+           'time_policies']
 
 # %% ../nbs/06_policies.ipynb #1bc2e70d
 MASKED_LOGIT = -1e9  # finite, so softmax gives exactly 0 and entropy stays finite
@@ -116,6 +117,48 @@ def rpn_tree(tokens:Tensor, # [batch, t] RPN prefixes (anything beyond `lengths`
     children = children.scatter(1, flat, pos.expand(B, t)).view(B, t + 1, K)[:, :t]
     return RPNTree(valid, stack, start, parent, slot, depth, level, children, valid & (parent < 0))
 
+# %% ../nbs/06_policies.ipynb #88c2202c
+PRIORS = ('kind', 'uniform')
+
+class TokenPrior(nn.Module):
+    "Log-prior over tokens given the mask: equal mass per allowed kind, per allowed member of a kind, per window of an operator."
+    def __init__(self, grammar, # a grammar: `names`, per-token `arity` (and `kind`, `sep_id` when it has them)
+                 mode:str='kind', # 'kind' (the hierarchical prior) or 'uniform' (no prior)
+                ):
+        super().__init__()
+        if mode not in PRIORS: raise ConfigError(f"unknown sampling prior '{mode}'{did_you_mean(mode, PRIORS)}; valid: {', '.join(PRIORS)}")
+        self.mode = mode
+        spec = grammar_spec(grammar)
+        n = len(spec.arity)
+        names = [str(x) for x in getattr(grammar, 'names', range(n))]
+        sep = getattr(grammar, 'sep_id', None)
+        kinds, groups = [], []
+        for i in range(n):
+            if i == sep: k, g = 'sep', 'sep'
+            elif i in spec.specials: k, g = None, None                     # padding and <bos>: never sampled
+            elif spec.arity[i] > 0: k, g = f'op{spec.arity[i]}', re.sub(r'_\d+$', '', names[i])   # Mean_10 -> Mean
+            else: k, g = f'leaf{spec.kind[i]}' if spec.kind else 'leaf', names[i]
+            kinds.append(k); groups.append(None if k is None else (k, g))
+        gkeys = list(dict.fromkeys(g for g in groups if g is not None))
+        kkeys = list(dict.fromkeys(g[0] for g in gkeys))
+        member = torch.zeros(n, len(gkeys))                               # [token, group]
+        for i, g in enumerate(groups):
+            if g is not None: member[i, gkeys.index(g)] = 1.
+        of_kind = torch.zeros(len(gkeys), len(kkeys))                    # [group, kind]
+        for j, g in enumerate(gkeys): of_kind[j, kkeys.index(g[0])] = 1.
+        self.register_buffer('member', member, persistent=False)
+        self.register_buffer('of_kind', of_kind, persistent=False)
+
+    def forward(self, mask:Tensor, # [batch, n_tokens] bool legal next tokens
+               )->Tensor: # [batch, n_tokens] log-prior (0 everywhere for 'uniform'; only its values on the mask matter)
+        if self.mode == 'uniform': return torch.zeros(mask.shape, device=mask.device)
+        m = mask.to(self.member.dtype)
+        in_group = m @ self.member                                         # [batch, group] allowed tokens of each group
+        groups_of_kind = (in_group > 0).to(m.dtype) @ self.of_kind         # [batch, kind] allowed groups of each kind
+        siblings = groups_of_kind @ self.of_kind.T                         # [batch, group] allowed groups of its kind
+        lp = -torch.log(in_group.clamp_min(1)) - torch.log(siblings.clamp_min(1))
+        return lp @ self.member.T                                          # the kind level is equal for every allowed kind: a constant
+
 # %% ../nbs/06_policies.ipynb #09dde678
 class TokenEmbedding(nn.Module):
     "Embedding of token ids plus their arity, kind and log window/offset; id `n_tokens` is BOS and `n_tokens + 1` padding."
@@ -175,6 +218,7 @@ class Policy(nn.Module):
         self.register_buffer('special', torch.zeros(self.n_tokens + 2, dtype=torch.bool).index_fill(
             0, torch.tensor(spec.specials, dtype=torch.long), True), persistent=False)
         self.embed = TokenEmbedding(spec, hidden)
+        self.prior = TokenPrior(grammar, 'kind')                             # sampling prior added to the logits
 
     def make_heads(self, features:int):
         "Policy and value heads on a feature vector of size `features`."
@@ -196,7 +240,8 @@ class Policy(nn.Module):
         "Masked next-token logits and state value for a batch of RPN prefixes."
         tokens, lengths = self.clean(tokens, lengths, mask)
         logits, value = self.head(self.features(tokens, lengths))
-        return logits.masked_fill(~mask.to(torch.bool), MASKED_LOGIT), value
+        mask = mask.to(torch.bool)
+        return (logits + self.prior(mask)).masked_fill(~mask, MASKED_LOGIT), value
 
     def clean(self, tokens:Tensor, lengths:Tensor, mask:Tensor)->tuple[Tensor, Tensor]:
         "Check shapes; put the internal padding id beyond each prefix so any padding the caller used is harmless."
@@ -480,6 +525,7 @@ POLICY_ARGS = ('hidden', 'layers', 'heads', 'dropout')
 
 def make_policy(name:str, # one of `POLICIES`
                 grammar, # the grammar whose tokens the policy writes
+                prior:str='kind', # sampling prior added to the logits: 'kind' (see `TokenPrior`) or 'uniform'
                 **kw, # `hidden`, `layers`, `heads`, `dropout`
                )->Policy: # a freshly initialised policy (seed torch first for a reproducible one)
     "Build the policy called `name` for `grammar`."
@@ -488,7 +534,9 @@ def make_policy(name:str, # one of `POLICIES`
                           f"{', '.join(POLICIES)}")
     bad = [k for k in kw if k not in POLICY_ARGS]
     if bad: raise ConfigError(f"unknown policy option(s) {', '.join(bad)}: valid options are {', '.join(POLICY_ARGS)}")
-    return POLICIES[name](grammar, **kw)
+    pol = POLICIES[name](grammar, **kw)
+    pol.prior = TokenPrior(grammar, prior)
+    return pol
 
 def attention_weights(policy:Policy, # a policy
                      )->list[nn.Parameter]: # 2-D weight matrices, possibly empty

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .core import *
+from .policies import TokenPrior
 
 # %% auto #0
 __all__ = ['MASKED_LOGIT', 'newton_schulz', 'lord_step', 'stable_rank', 'mean_stable_rank', 'gae', 'Rollout', 'flat_states',
@@ -144,11 +145,18 @@ def ppo_loss(policy:nn.Module, # Policy: forward(tokens, lengths, mask) -> (mask
 def prepare_states(r:Rollout, # episodes
                    gamma:float=1.0, # discount
                    lam:float=0.95, # GAE lambda
+                   risk_quantile:float=0.0, # ε of the risk-seeking objective: keep the top ε of episodes; 0: all (plain PPO)
                   )->dict: # flat states with 'old_logp', 'adv' (normalised), 'ret'
     "Flatten a rollout into PPO states with advantages and value targets."
     adv, ret = gae(r.values, r.rewards, r.lengths, gamma, lam)
     s = flat_states(r)
     e, t = s['episode'], s['step']
+    if risk_quantile > 0:
+        q = torch.quantile(r.rewards, 1 - risk_quantile)
+        top = (r.rewards >= q)[e]                                          # [state] states of the top episodes
+        a = (r.rewards - q)[e] / (r.rewards.std() + 1e-8) if r.n_episodes > 1 else torch.zeros(len(e))
+        s.update(old_logp=r.logp[e, t], adv=a, ret=ret[e, t])
+        return {k: v[top] for k, v in s.items()}
     a = adv[e, t]
     s.update(old_logp=r.logp[e, t], adv=(a - a.mean()) / (a.std() + 1e-8) if len(a) > 1 else a, ret=ret[e, t])
     return s
@@ -164,14 +172,16 @@ def ppo_update(policy:nn.Module, # the policy being trained
                lord_params:list|None=None, # matrices LoRD decays after each step
                lord_decay:float=0.0, # lambda; the step is lr * lambda
                lord_iterations:int=5, # Newton-Schulz iterations
+               risk_quantile:float=0.0, # ε of the risk-seeking objective (0: plain PPO); see `prepare_states`
               )->dict: # mean loss parts over the gradient steps
     "PPO epochs over shuffled minibatches of episodes, each step followed by a LoRD step."
-    s = prepare_states(r, gamma, lam)
+    s = prepare_states(r, gamma, lam, risk_quantile)
     E = r.n_episodes
+    kept = torch.unique(s['episode']) if risk_quantile > 0 else None   # the episodes trained on
     stats = []
     for _ in range(epochs):
-        perm = torch.randperm(E)
-        for i in range(0, E, minibatch_size):
+        perm = torch.randperm(E) if kept is None else kept[torch.randperm(len(kept))]
+        for i in range(0, len(perm), minibatch_size):
             keep = torch.zeros(E, dtype=torch.bool)
             keep[perm[i:i + minibatch_size]] = True
             sel = keep[s['episode']]                                    # [state] states of these episodes
@@ -190,10 +200,13 @@ def ppo_update(policy:nn.Module, # the policy being trained
 
 # %% ../nbs/07a_ppo.ipynb #d0b49cb6
 class UniformPolicy(nn.Module):
-    "Uniform choice among the tokens the grammar allows: random search through the same interface as the policies."
-    def __init__(self, grammar): super().__init__(); self.n_tokens = grammar.n_tokens
+    "Random search through the same interface as the policies: the grammar's allowed tokens drawn from a fixed prior."
+    def __init__(self, grammar, # the grammar written in
+                 prior:str='uniform', # 'uniform': every allowed token equally likely; 'kind': the policies' `TokenPrior`
+                ):
+        super().__init__(); self.n_tokens = grammar.n_tokens; self.prior = TokenPrior(grammar, prior)
     def forward(self, tokens:Tensor, lengths:Tensor, mask:Tensor)->tuple[Tensor, Tensor]:
-        logits = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, MASKED_LOGIT)
+        logits = self.prior(mask).masked_fill(~mask, MASKED_LOGIT)
         return logits, torch.zeros(mask.shape[0], device=mask.device)
     def attention_weights(self)->list: return []
 

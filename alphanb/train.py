@@ -76,14 +76,15 @@ class FormulaEnv:
     def __init__(self,
                  panel:Panel, # the data, with history
                  train_days:slice, # the days train metrics and rewards use
-                 reward:str='seed', # 'seed' or 'pool'
+                 reward:str='seed', # 'seed', 'pool' or 'ic'
                  weights:dict|None=None, # seed reward weights
                  topk:int=30, # stocks in the top-k book
                  pool_size:int=20, # pool capacity
                  corr_max:float=0.99, # pool's near-duplicate threshold
                  cache_mb:int=1024, # budget of the evaluator's sub-expression cache
+                 size_penalty:float=0.0, # 'ic' reward: taken off per node of the formula
                 ):
-        self.panel, self.train_days, self.mode = panel, train_days, reward
+        self.panel, self.train_days, self.mode, self.size_penalty = panel, train_days, reward, size_penalty
         self.ctx = RewardContext(panel, train_days, topk=topk, config=RewardConfig(weights=dict(weights or SEED_REWARD_WEIGHTS)))
         self.pool = FactorPool(self.ctx, pool_size, corr_max)
         self.cache = FormulaCache(cache_mb * 2**20)
@@ -129,6 +130,9 @@ class FormulaEnv:
             fresh = f.key not in self.scores
             s = self.score(f)
             if self.mode == 'seed': out.append(s['reward'])
+            elif self.mode == 'ic':
+                ic = abs(s['ic']) if s['valid'] and math.isfinite(s['ic']) else 0.
+                out.append(ic - self.size_penalty * f.size)
             elif not s['valid']: out.append(POOL_INVALID_REWARD)
             else:
                 # a repeat is offered again: the pool may have changed since, and its reward is what adding it gives now
@@ -195,12 +199,12 @@ RESUME_FREE = {'steps', 'out', 'checkpoint_every', 'threads', 'device', 'cache_m
 
 def build_policy(cfg:TrainConfig, grammar:Grammar)->nn.Module:
     "The policy `cfg.policy` for `grammar`: a network from `alphanb.policies`, or `UniformPolicy` for 'random'."
-    if cfg.policy == 'random': return UniformPolicy(grammar)
+    if cfg.policy == 'random': return UniformPolicy(grammar, cfg.sampling_prior)
     if cfg.policy not in POLICIES:
         raise ConfigError(f"unknown policy '{cfg.policy}'{did_you_mean(cfg.policy, list(POLICIES) + ['random'])}; "
                           f"valid: {', '.join(list(POLICIES) + ['random'])}")
-    return make_policy(cfg.policy, grammar, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout,
-                       **cfg.policy_kwargs)
+    return make_policy(cfg.policy, grammar, prior=cfg.sampling_prior, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                       dropout=cfg.dropout, **cfg.policy_kwargs)
 
 class Trainer:
     "A training run: data, grammar, policy, optimiser, environment and log, advanced one PPO step at a time."
@@ -218,7 +222,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr) if params else None
         self.lord_params = list(attention_weights(self.policy)) if cfg.policy != 'random' else []
         self.env = FormulaEnv(self.panel, self.train_days, cfg.reward, cfg.reward_weights, cfg.topk, cfg.pool_size,
-                              cfg.pool_corr_max, cfg.cache_mb)
+                              cfg.pool_corr_max, cfg.cache_mb, cfg.size_penalty)
         self.step, self.log = 0, []
 
     def run_step(self)->dict:
@@ -233,7 +237,8 @@ class Trainer:
         st = {}
         if self.optimizer is not None:
             st = ppo_update(self.policy, self.optimizer, r, c.ppo_epochs, c.minibatch_size, c.clip_eps, c.value_coef,
-                            c.entropy_coef, c.max_grad_norm, c.gamma, c.gae_lambda, self.lord_params, c.lord_decay, c.lord_iterations)
+                            c.entropy_coef, c.max_grad_norm, c.gamma, c.gae_lambda, self.lord_params, c.lord_decay, c.lord_iterations,
+                            c.risk_quantile)
         t3 = time.perf_counter()
         self.step += 1
         best = self.env.best()
@@ -397,8 +402,8 @@ def planted(policy:str='transformer', # a policy name or 'random'
     from alphanb.metrics import daily_corr
     panel = planted_market(formula, seed, n_stocks, n_days)
     cut = int(panel.n_days * 0.75)
-    cfg = make_config({'policy': policy, 'seed': seed, 'reward': 'pool', 'horizon': 1, 'topk': max(5, n_stocks // 10),
-                       'max_len': 8, 'steps': 10**9, 'out': '', **(overrides or {})})
+    cfg = make_config({'policy': policy, 'seed': seed, 'reward': 'ic', 'risk_quantile': 0.1, 'batch_size': 64, 'minibatch_size': 64,
+                       'horizon': 1, 'topk': max(5, n_stocks // 10), 'max_len': 8, 'steps': 10**9, 'out': '', **(overrides or {})})
     tr = Trainer(cfg, (panel, slice(30, cut - 1), slice(cut, panel.n_days)))
     truth = evaluate_formula(panel, Formula.parse(formula))
     ok = panel.valid & torch.isfinite(truth)

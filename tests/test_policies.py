@@ -154,3 +154,20 @@ def test_rpn_tree_agrees_with_formula_stack_and_profile(grammar):
         assert tr.depth[b, :n].tolist() == depth and tr.parent[b, :n].tolist() == parent and tr.slot[b, :n].tolist() == slot
         compared += 1
     assert compared > len(lens) // 2
+
+
+def test_sampling_prior(grammar):
+    "The kind prior: an untrained policy writes short formulas too; 'uniform' leaves the network's logits as they are."
+    from alphanb.ppo import sample_rollout
+    with pytest.raises(ConfigError, match='uniform'): make_policy('lstm', grammar, prior='flat')
+    share = {}
+    for prior in ['uniform', 'kind']:
+        torch.manual_seed(0)
+        pol = make_policy('transformer', grammar, prior=prior, hidden=32, layers=1, heads=2)
+        r = sample_rollout(pol, grammar, 400)
+        share[prior] = float(((r.lengths - 1) <= 5).float().mean())
+    assert share['kind'] > 0.3 and share['kind'] > 5 * share['uniform'], share
+    # the prior is a buffer outside the state dict: checkpoints keep the same keys
+    a = make_policy('enco', grammar, prior='kind', hidden=32).state_dict()
+    b = make_policy('enco', grammar, prior='uniform', hidden=32).state_dict()
+    assert set(a) == set(b)

@@ -63,3 +63,13 @@ def test_lord_lowers_stable_rank(small):
         for _ in range(3): tr.run_step()
         ranks[decay] = mean_stable_rank(tr.lord_params)
     assert ranks[30.0] < ranks[0.0] - 0.5, ranks
+
+
+@pytest.mark.parametrize('name', ['transformer', 'lstm', 'random'])
+def test_risk_seeking_and_ic_reward_train(small, name):
+    "The planted experiment's settings: |IC| reward, risk-seeking PPO, the kind prior; every step is finite."
+    tr = Trainer(cfg(policy=name, reward='ic', risk_quantile=0.25, steps=3), small)
+    for _ in range(3):
+        r = tr.run_step()
+        assert math.isfinite(r['reward_mean']) and r['reward_max'] <= 1
+        if name != 'random': assert math.isfinite(r['policy_loss']) and r['entropy'] > 0

@@ -59,6 +59,20 @@ def test_resume_equals_uninterrupted(tmp_path, small):
         train(settings(tmp_path/'part', lr=0.5), data=small, resume=True, progress=False, verbose=False)
 
 
+def test_resume_equals_uninterrupted_risk_seeking(tmp_path, small):
+    "The same under the planted experiment's settings: the 'ic' reward and risk-seeking PPO."
+    kw = dict(reward='ic', risk_quantile=0.25, policy='lstm')
+    full = train(settings(tmp_path/'full', **kw), data=small, progress=False, verbose=False)
+    train(settings(tmp_path/'part', steps=2, **kw), data=small, progress=False, verbose=False)
+    resumed = train(settings(tmp_path/'part', **kw), data=small, resume=True, progress=False, verbose=False)
+    assert (tmp_path/'full'/'factors.json').read_text() == (tmp_path/'part'/'factors.json').read_text()
+    cols = ['reward_mean', 'reward_max', 'best_rank_ic', 'pool_size', 'entropy', 'evaluations', 'policy_loss']
+    assert full['log'][cols].equals(resumed['log'][cols])
+    for bad, msg in [({'reward': 'best'}, "'pool' or 'ic'"), ({'sampling_prior': 'flat'}, "'kind' or 'uniform'"),
+                     ({'risk_quantile': 1.0}, 'risk_quantile'), ({'size_penalty': -1}, 'size_penalty')]:
+        with pytest.raises(ConfigError, match=msg): make_config(bad)
+
+
 def test_train_command_on_demo(tmp_path, demo_data):
     out = tmp_path/'run'
     p = subprocess.run([sys.executable, '-m', 'alphanb', 'train', '--data', str(demo_data), '--universe', 'csi300', '--steps', '1',
