@@ -1010,26 +1010,29 @@ def bench_eval(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when No
     t_met = t_met[0]
 
     qfs = [f for f in fs if not f.has_cross_section][:qlib_n]
-    t_acold, _ = timed(lambda: each(qfs))
-    init_qlib(panel.provider_uri)
-    from qlib.data import D
-    t = time.perf_counter()
-    D.features(panel.symbols, [f.to_qlib() for f in qfs], start_time=panel.dates[0], end_time=panel.dates[-1])
-    t_qlib = time.perf_counter() - t
+    q = {'qlib_formulas': len(qfs), 'qlib_fps': math.nan, 'alphanb_cold_fps_same': math.nan, 'speedup_cold_vs_qlib': math.nan}
+    if qfs:                                                 # `qlib_n=0`: alphanb alone
+        t_acold, _ = timed(lambda: each(qfs))
+        init_qlib(panel.provider_uri)
+        from qlib.data import D
+        t = time.perf_counter()
+        D.features(panel.symbols, [f.to_qlib() for f in qfs], start_time=panel.dates[0], end_time=panel.dates[-1])
+        t_qlib = time.perf_counter() - t
+        q |= {'qlib_fps': len(qfs) / t_qlib, 'alphanb_cold_fps_same': len(qfs) / t_acold, 'speedup_cold_vs_qlib': t_qlib / t_acold}
     res = {'universe': universe, 'start': f"{panel.dates[0]:%Y-%m-%d}", 'end': f"{panel.dates[-1]:%Y-%m-%d}",
            'days': panel.n_days, 'stocks': panel.n_stocks, 'formulas': n, 'max_depth': max_depth, 'seed': seed,
            'device': str(panel.device), 'load_s': t_load,
            'alphanb_cold_fps': n / t_cold, 'alphanb_shared_fps': n / t_shared, 'alphanb_warm_fps': n / t_warm,
-           'cache_mib': cache.nbytes / 2**20, 'cache_hits': cache.hits, 'cache_misses': cache.misses,
-           'qlib_formulas': len(qfs), 'qlib_fps': len(qfs) / t_qlib, 'alphanb_cold_fps_same': len(qfs) / t_acold,
-           'speedup_cold_vs_qlib': t_qlib / t_acold, 'rank_ic_stock_days_per_s': stock_days / t_ic,
+           'cache_mib': cache.nbytes / 2**20, 'cache_hits': cache.hits, 'cache_misses': cache.misses, **q,
+           'rank_ic_stock_days_per_s': stock_days / t_ic,
            'metrics_ms': 1000 * t_met / n, 'eval_cold_ms': 1000 * t_cold / n, 'metrics_over_eval': t_met / t_cold}
     say(f"alphanb  cold   {res['alphanb_cold_fps']:9.2f} formulas/s  ({n} formulas, depth <= {max_depth})")
     say(f"alphanb  shared {res['alphanb_shared_fps']:9.2f} formulas/s  (one cache, {res['cache_mib']:.0f} MiB)")
     say(f"alphanb  warm   {res['alphanb_warm_fps']:9.2f} formulas/s  (again, sub-expressions cached)")
-    say(f"pyqlib          {res['qlib_fps']:9.4f} formulas/s  ({len(qfs)} Qlib-expressible formulas; "
-        f"alphanb cold on them {res['alphanb_cold_fps_same']:.2f}/s)")
-    say(f"speed-up cold vs pyqlib: {res['speedup_cold_vs_qlib']:.0f}x")
+    if qfs:
+        say(f"pyqlib          {res['qlib_fps']:9.4f} formulas/s  ({len(qfs)} Qlib-expressible formulas; "
+            f"alphanb cold on them {res['alphanb_cold_fps_same']:.2f}/s)")
+        say(f"speed-up cold vs pyqlib: {res['speedup_cold_vs_qlib']:.0f}x")
     say(f"RankIC   {res['rank_ic_stock_days_per_s']:.3g} stock-days/s")
     say(f"metrics  {res['metrics_ms']:.1f} ms per factor (every scalar metric) vs its cold evaluation "
         f"{res['eval_cold_ms']:.1f} ms: {res['metrics_over_eval']:.0%}")
@@ -1043,7 +1046,7 @@ def _bench_eval_args(p):
     p.add_argument('--n', type=int, default=200, help='random formulas')
     p.add_argument('--max-depth', type=int, default=4, help='deepest root-to-leaf path')
     p.add_argument('--seed', type=int, default=0, help='seed of the formulas')
-    p.add_argument('--qlib-n', type=int, default=10, help='formulas also timed through pyqlib')
+    p.add_argument('--qlib-n', type=int, default=10, help='formulas also timed through pyqlib (0: none)')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
 
 @command('bench-eval', 'formulas/second of alphanb (cold and warm cache) vs pyqlib, and RankIC throughput', _bench_eval_args)

@@ -340,7 +340,23 @@ class RewardContext:
 
 # %% ../nbs/04_metrics.ipynb #dd1a1717
 @_jit
-def _nb_sort_keys(f, valid): # the factor where it is usable (masked, finite), +inf elsewhere; usable cells per day
+def _nb_sort_keys(f, valid): # [day, stock] each day's usable cells (masked, finite) as sortable keys, then padding; their count
+    days, stocks = f.shape
+    keys, n_book = np.empty((days, stocks), np.uint64), np.zeros(days, np.int64)
+    for t in numba.prange(days):
+        n = 0
+        for s in range(stocks):
+            if valid[t, s] and math.fabs(f[t, s]) < np.inf:
+                # the float32 value's bits made to sort like the value, then the stock: a day's sort is its argsort
+                b = np.uint64(np.float32(f[t, s]).view(np.uint32))
+                b = b ^ np.uint64(0xFFFFFFFF) if b >> np.uint64(31) else b | np.uint64(0x80000000)
+                keys[t, n] = (b << np.uint64(32)) | np.uint64(s); n += 1
+        for j in range(n, stocks): keys[t, j] = np.uint64(0xFFFFFFFFFFFFFFFF)
+        n_book[t] = n
+    return keys, n_book
+
+@_jit
+def _nb_inf_keys(f, valid): # the factor where it is usable (masked, finite), +inf elsewhere; usable cells per day
     days, stocks = f.shape
     keys, n_book = np.empty_like(f), np.zeros(days, np.int64)
     for t in numba.prange(days):
@@ -350,56 +366,53 @@ def _nb_sort_keys(f, valid): # the factor where it is usable (masked, finite), +
             n_book[t] += ok
     return keys, n_book
 
-@_jit
-def _nb_day_scores(f, order, n_book, has, y, tord, yspread, min_n, k): # one factor's daily IC, RankIC and top/bottom-k books
-    # `order`: each day's stocks by ascending factor value, its `n_book` usable cells (masked, finite) first
+@_jit(reassociate=True)
+def _nb_day_scores(f, order, low, n_book, has, y, tc, stt, n_target, yspread, min_n, k): # daily IC, RankIC, top/bottom-k books
+    # `order & low`: each day's usable cells (masked, finite) by ascending factor value, `n_book` of them; `tc`, `stt`,
+    # `n_target`: the target's 2 x centred tie-averaged ranks over all its cells, their sum of squares and count
     days, stocks = f.shape
     ic, ric = np.full(days, np.nan), np.full(days, np.nan)
     top, bottom = np.zeros((days, k), np.int64), np.zeros((days, k), np.int64)
-    for t in numba.prange(days):
-        na = n_book[t]                                       # stocks the books choose from
-        for j in range(min(k, na)):
-            top[t, j] = order[t, na - 1 - j]; bottom[t, j] = order[t, j]
-        # the IC's stocks: usable and with a target, in the factor's order
-        both = np.empty(na, np.int64); inb = np.zeros(stocks, np.bool_)
-        n = 0
-        for j in range(na):
-            s = order[t, j]
-            if has[t, s]: both[n] = s; inb[s] = True; n += 1
-        if n < max(min_n, 2): continue
-        mx, my = 0., 0.                                      # float64 sums whatever the factor's dtype
-        for j in range(n): mx += f[t, both[j]]; my += y[t, both[j]]
-        mx /= n; my /= n
-        sxx, syy, sxy, x2 = 0., 0., 0., 0.
-        for j in range(n):
-            v = np.float64(f[t, both[j]])
-            a, b = v - mx, y[t, both[j]] - my
-            sxx += a * a; syy += b * b; sxy += a * b; x2 += v * v
-        if yspread[t] and syy > 0 and sxx > 1e-20 * x2: ic[t] = sxy / math.sqrt(sxx * syy)
-        # tie-averaged ranks, centred: the factor's along its order, the target's along its presorted order
-        fr, tr = np.zeros(stocks), np.zeros(stocks)
-        c, i = (n - 1) / 2, 0
-        while i < n:
-            j = i
-            while j + 1 < n and f[t, both[j + 1]] == f[t, both[i]]: j += 1
-            for q in range(i, j + 1): fr[both[q]] = (i + j) / 2 - c
-            i = j + 1
-        seen = np.empty(n, np.int64)
-        m = 0
-        for j in range(stocks):
-            s = tord[t, j]
-            if inb[s]: seen[m] = s; m += 1
-        i = 0
-        while i < n:
-            j = i
-            while j + 1 < n and y[t, seen[j + 1]] == y[t, seen[i]]: j += 1
-            for q in range(i, j + 1): tr[seen[q]] = (i + j) / 2 - c
-            i = j + 1
-        sct, scc, stt = 0., 0., 0.
-        for j in range(n):
-            s = both[j]
-            sct += fr[s] * tr[s]; scc += fr[s] * fr[s]; stt += tr[s] * tr[s]
-        if scc > 0 and stt > 0: ric[t] = sct / math.sqrt(scc * stt)
+    n_chunks = min(days, 64)                                  # days in chunks: one set of buffers per chunk
+    for c in numba.prange(n_chunks):
+        fv, yv, tv = np.empty(stocks), np.empty(stocks), np.empty(stocks)   # the IC's cells, ascending factor
+        gone = np.empty(stocks)
+        for t in range(c * days // n_chunks, (c + 1) * days // n_chunks):
+            na = n_book[t]
+            for j in range(min(k, na)):
+                top[t, j] = np.int64(order[t, na - 1 - j] & low); bottom[t, j] = np.int64(order[t, j] & low)
+            n = 0
+            for j in range(na):
+                s = np.int64(order[t, j] & low)
+                if has[t, s]: fv[n] = f[t, s]; yv[n] = y[t, s]; tv[n] = tc[t, s]; n += 1
+            if n < max(min_n, 2): continue
+            mx, my = 0., 0.
+            for j in range(n): mx += fv[j]; my += yv[j]
+            mx /= n; my /= n
+            sxx, syy, sxy, x2 = 0., 0., 0., 0.
+            for j in range(n):
+                a, b = fv[j] - mx, yv[j] - my
+                sxx += a * a; syy += b * b; sxy += a * b; x2 += fv[j] * fv[j]
+            if yspread[t] and syy > 0 and sxx > 1e-20 * x2: ic[t] = sxy / math.sqrt(sxx * syy)
+            r = n_target[t] - n                               # target cells the factor misses: the target re-ranked without them
+            if r == 0: stt_t = stt[t]
+            else:
+                m = 0
+                for s in range(stocks):
+                    if has[t, s] and not (math.fabs(f[t, s]) < np.inf): gone[m] = y[t, s]; m += 1
+                g = np.sort(gone[:r])
+                stt_t = 0.
+                for j in range(n):                            # each removed cell below lowers the rank by 1, a tied one by 1/2
+                    tv[j] += r - np.searchsorted(g, yv[j], 'left') - np.searchsorted(g, yv[j], 'right')
+                    stt_t += tv[j] * tv[j]
+            sct, scc, i = 0., 0., 0
+            while i < n:                                      # the factor's 2 x centred tie-averaged ranks, run by run
+                j = i
+                while j + 1 < n and fv[j + 1] == fv[i]: j += 1
+                q = (i + j) - (n - 1.)
+                for u in range(i, j + 1): sct += q * tv[u]; scc += q * q
+                i = j + 1
+            if scc > 0 and stt_t > 0: ric[t] = sct / math.sqrt(scc * stt_t)
     return ic, ric, top, bottom
 
 @_jit
@@ -453,11 +466,15 @@ def _nb_books(top, bottom, n_book, day_ok, hold_day, r0, rfin, rebalance): # dai
 def _scores(self:RewardContext,
             f:Tensor, # [day, stock] on the span
            )->tuple: # [day] IC, [day] RankIC, [day, k] top-k and bottom-k stocks (best first), [day] stocks to choose from
-    k, fn = min(self.topk, f.shape[1]), _np(f)
-    keys, n_book = _nb_sort_keys(fn, _np(self.valid))
-    order = np.argsort(keys, axis=1)                                    # numpy's vectorised sort
-    out = _nb_day_scores(fn, order, n_book, _np(self.has_target), _np(self._y0), _np(self._tord), _np(self._yspread),
-                         self.min_stocks, k)
+    k, fn, valid = min(self.topk, f.shape[1]), _np(f), _np(self.valid)
+    if fn.dtype == np.float32:                                          # value bits above the column, sorted as integers
+        keys, n_book = _nb_sort_keys(fn, valid)
+        order, low = np.sort(keys[:, :max(int(n_book.max()), 1)], axis=1), np.uint64(0xFFFFFFFF)
+    else:                                                               # wider values: an argsort, stable for the same ties
+        keys, n_book = _nb_inf_keys(fn, valid)
+        order, low = np.argsort(keys, axis=1, kind='stable'), np.int64(0xFFFFFFFF)
+    out = _nb_day_scores(fn, order, low, n_book, _np(self.has_target), _np(self._y0), _np(self._tc), _np(self._stt),
+                         _np(self._n), _np(self._yspread), self.min_stocks, k)
     return tuple(map(torch.from_numpy, out + (n_book,)))
 
 # %% ../nbs/04_metrics.ipynb #71186f16
