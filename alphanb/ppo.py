@@ -91,19 +91,23 @@ class Rollout:
     rewards: Tensor   # [episode] reward at the end
     pad: int = 0      # token id used for padding
     entropy: Tensor|None = None  # [episode, step] entropy of the sampling distribution at each step
+    forced: Tensor|None = None   # [episode, step] bool, tokens given rather than sampled (a prefix the episode extends)
+    group: Tensor|None = None    # [episode] long, episodes that extend the same prefix (0: none); risk-seeking ranks within a group
 
     @property
     def n_episodes(self)->int: return self.tokens.shape[0]
     def select(self, idx:Tensor)->Rollout:
         "The episodes `idx`."
         return Rollout(self.tokens[idx], self.lengths[idx], self.masks[idx], self.logp[idx], self.values[idx], self.rewards[idx],
-                       self.pad, None if self.entropy is None else self.entropy[idx])
+                       self.pad, None if self.entropy is None else self.entropy[idx], None if self.forced is None else self.forced[idx],
+                       None if self.group is None else self.group[idx])
 
 def flat_states(r:Rollout, # episodes
                )->dict[str, Tensor]: # per state: 'prefix' [state, width], 'length', 'mask', 'action', 'episode', 'step'
     "Every (prefix, action) state of the episodes in `r`, flattened into one batch."
     T = r.tokens.shape[1]
     alive = torch.arange(T)[None] < r.lengths[:, None]                  # [episode, step]
+    if r.forced is not None: alive &= ~r.forced                          # given tokens are not actions
     e, t = alive.nonzero(as_tuple=True)                                  # [state]
     width = max(int(t.max()) if len(t) else 0, 1)
     pos = torch.arange(width)[None]
@@ -152,9 +156,15 @@ def prepare_states(r:Rollout, # episodes
     s = flat_states(r)
     e, t = s['episode'], s['step']
     if risk_quantile > 0:
-        q = torch.quantile(r.rewards, 1 - risk_quantile)
-        top = (r.rewards >= q)[e]                                          # [state] states of the top episodes
-        a = (r.rewards - q)[e] / (r.rewards.std() + 1e-8) if r.n_episodes > 1 else torch.zeros(len(e))
+        g = r.group if r.group is not None else torch.zeros(r.n_episodes, dtype=torch.long)
+        keep, a_ep = torch.zeros(r.n_episodes, dtype=torch.bool), torch.zeros(r.n_episodes)
+        for k in torch.unique(g):                                          # each group's best ε against its own quantile
+            i = (g == k).nonzero()[:, 0]
+            if len(i) < 2: continue
+            x = r.rewards[i]
+            q = torch.quantile(x, 1 - risk_quantile)
+            keep[i], a_ep[i] = x >= q, (x - q) / (x.std() + 1e-8)
+        top, a = keep[e], a_ep[e]                                          # [state] states of the top episodes
         s.update(old_logp=r.logp[e, t], adv=a, ret=ret[e, t])
         return {k: v[top] for k, v in s.items()}
     a = adv[e, t]
@@ -214,8 +224,10 @@ class UniformPolicy(nn.Module):
 def sample_rollout(policy:nn.Module, # forward(tokens, lengths, mask) -> (masked logits, value)
                    grammar, # `alphanb.formula.Grammar`
                    n:int, # episodes
+                   prefixes:list|None=None, # per episode, token ids it starts with (given, not sampled), or None
+                   groups:list|None=None, # per episode, the group of episodes extending the same prefix (0: none)
                   )->Rollout: # finished episodes; rewards are zeros until the environment fills them
-    "Write `n` formulas with `policy` under `grammar`'s action masks."
+    "Write `n` formulas with `policy` under `grammar`'s action masks, extending the given `prefixes`."
     pad, sep = grammar.PAD, grammar.SEP
     T, V = grammar.max_len + 1, grammar.n_tokens                 # max_len tokens, then <sep>
     st = grammar.initial_state(n)
@@ -223,20 +235,35 @@ def sample_rollout(policy:nn.Module, # forward(tokens, lengths, mask) -> (masked
     masks = torch.zeros(n, T, V, dtype=torch.bool)
     logp, values, ent = torch.zeros(n, T), torch.zeros(n, T), torch.zeros(n, T)
     lengths = torch.zeros(n, dtype=torch.long)
+    given = torch.full((n, T), -1, dtype=torch.long)              # [episode, step] given token ids, -1 where sampled
+    for i, p in enumerate(prefixes or []):
+        if p: given[i, :len(p)] = torch.as_tensor(p, dtype=torch.long)
+    forced = given >= 0
     for t in range(T):
         idx = (~st.done).nonzero()[:, 0]                         # [alive]
         if not len(idx): break
         m = st.mask()[idx]                                       # [alive, token]
+        if prefixes:                                             # right after a given prefix, the episode must add to it
+            just = (given[idx, t] < 0) & (t > 0) & forced[idx, max(t - 1, 0)]
+            if just.any(): m[just, sep] = False
         logits, v = policy(tokens[idx, :t], torch.full((len(idx),), t, dtype=torch.long), m)
         lp = F.log_softmax(logits.float().masked_fill(~m, MASKED_LOGIT), -1)
         a = torch.multinomial(lp.exp(), 1)[:, 0]                 # [alive]
+        g = given[idx, t]
+        if (g >= 0).any():
+            a = torch.where(g >= 0, g, a)
+            if not m.gather(1, a[:, None]).all():
+                bad = idx[~m.gather(1, a[:, None])[:, 0]][0]
+                raise ValueError(f"the prefix of episode {int(bad)} ({grammar.decode(given[bad][given[bad] >= 0].tolist())}) "
+                                 f"breaks the grammar at token {t}; give prefixes the grammar's masks allow")
         tokens[idx, t], masks[idx, t], values[idx, t] = a, m, v.float()
         logp[idx, t] = lp.gather(1, a[:, None])[:, 0]
         ent[idx, t] = -torch.where(m, lp.exp() * lp, 0.).sum(-1)
         lengths[idx] += 1
         step = torch.full((n,), pad, dtype=torch.long); step[idx] = a
         st.step(step, check=False)
-    return Rollout(tokens, lengths, masks, logp, values, torch.zeros(n), pad, ent)
+    return Rollout(tokens, lengths, masks, logp, values, torch.zeros(n), pad, ent, forced if prefixes else None,
+                   torch.as_tensor(groups, dtype=torch.long) if groups else None)
 
 def rollout_formulas(r:Rollout, # episodes
                      grammar, # the grammar they were written in

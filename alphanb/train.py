@@ -229,11 +229,36 @@ class Trainer:
                               cfg.pool_corr_max, cfg.cache_mb, cfg.size_penalty)
         self.step, self.log = 0, []
 
+    def _writable(self, tokens:list)->bool:
+        "Whether the grammar's masks allow `tokens` as a prefix that can still grow."
+        st = self.grammar.initial_state(1)
+        for tok in tokens:
+            if not bool(st.mask()[0, tok]): return False
+            st.step(torch.tensor([tok]), check=False)
+        m = st.mask()[0].clone(); m[self.grammar.SEP] = False
+        return bool(m.any())
+
+    def elite_prefixes(self)->tuple:
+        "Per episode, a pool member's tokens to extend (on a share `elite_share` of the batch) or None; and its group."
+        n = round(self.cfg.elite_share * self.cfg.batch_size)
+        if n == 0 or self.env.pool.size == 0: return None, None
+        cands = []
+        for f in self.env.pool.formulas:                                # canonical forms: constants may lack a token
+            try: tk = self.grammar.to_tokens(f)
+            except AlphanbError: continue
+            if len(tk) < self.grammar.max_len and self._writable(tk): cands.append(tk)
+        if not cands: return None, None
+        per = self.cfg.elite_group                                      # episodes per chosen member
+        pick = torch.randint(len(cands), (max(n // per, 1),)).tolist()
+        pre = [cands[pick[i // per]] for i in range(len(pick) * per)][:n]
+        grp = [1 + i // per for i in range(len(pre))]
+        return pre + [None] * (self.cfg.batch_size - len(pre)), grp + [0] * (self.cfg.batch_size - len(pre))
+
     def run_step(self)->dict:
         "One PPO iteration; returns its log row."
         c = self.cfg
         t0 = time.perf_counter()
-        r = sample_rollout(self.policy, self.grammar, c.batch_size)
+        r = sample_rollout(self.policy, self.grammar, c.batch_size, *self.elite_prefixes())
         t1 = time.perf_counter()
         formulas = rollout_formulas(r, self.grammar)
         r.rewards = self.env.rewards(formulas)
@@ -389,10 +414,11 @@ def planted_market(formula:str=PLANTED_FORMULA, # the planted formula (over alph
                    seed:int=0, # market seed
                    n_stocks:int=60, # stocks
                    n_days:int=300, # trading days
+                   alpha:float=0.3, # strength of the planted signal, in units of a stock's daily noise
                   )->Panel:
     "A synthetic market whose next-day returns carry `formula`, with a 1-day forward-return target."
     from alphanb.synth import MarketSpec, synthetic_panel
-    return synthetic_panel(MarketSpec(n_stocks=n_stocks, n_days=n_days, planted=[formula], horizon=1, seed=seed), 'all')
+    return synthetic_panel(MarketSpec(n_stocks=n_stocks, n_days=n_days, planted=[formula], horizon=1, alpha=alpha, seed=seed), 'all')
 
 def planted(policy:str='transformer', # a policy name or 'random'
             budget:int=20000, # formulas written at most
@@ -407,6 +433,7 @@ def planted(policy:str='transformer', # a policy name or 'random'
     panel = planted_market(formula, seed, n_stocks, n_days)
     cut = int(panel.n_days * 0.75)
     cfg = make_config({'policy': policy, 'seed': seed, 'reward': 'ic', 'risk_quantile': 0.1, 'batch_size': 64, 'minibatch_size': 64,
+                       'elite_share': 0.0 if policy == 'random' else 0.5,
                        'horizon': 1, 'topk': max(5, n_stocks // 10), 'max_len': 8, 'steps': 10**9, 'out': '', **(overrides or {})})
     tr = Trainer(cfg, (panel, slice(30, cut - 1), slice(cut, panel.n_days)))
     truth = evaluate_formula(panel, Formula.parse(formula))
