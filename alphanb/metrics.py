@@ -367,16 +367,16 @@ def _nb_inf_keys(f, valid): # the factor where it is usable (masked, finite), +i
     return keys, n_book
 
 @_jit(reassociate=True)
-def _nb_day_scores(f, order, low, n_book, has, y, tc, stt, n_target, yspread, min_n, k): # daily IC, RankIC, top/bottom-k books
+def _nb_day_scores(f, order, low, n_book, has, y, tc, stt, n_target, tord, yspread, min_n, k): # daily IC, RankIC, books
     # `order & low`: each day's usable cells (masked, finite) by ascending factor value, `n_book` of them; `tc`, `stt`,
-    # `n_target`: the target's 2 x centred tie-averaged ranks over all its cells, their sum of squares and count
+    # `n_target`, `tord`: the target's 2 x centred tie-averaged ranks over all its cells, their sum of squares, count, order
     days, stocks = f.shape
     ic, ric = np.full(days, np.nan), np.full(days, np.nan)
     top, bottom = np.zeros((days, k), np.int64), np.zeros((days, k), np.int64)
     n_chunks = min(days, 64)                                  # days in chunks: one set of buffers per chunk
     for c in numba.prange(n_chunks):
         fv, yv, tv = np.empty(stocks), np.empty(stocks), np.empty(stocks)   # the IC's cells, ascending factor
-        gone = np.empty(stocks)
+        cell, adj = np.empty(stocks, np.int64), np.empty(stocks)
         for t in range(c * days // n_chunks, (c + 1) * days // n_chunks):
             na = n_book[t]
             for j in range(min(k, na)):
@@ -384,7 +384,7 @@ def _nb_day_scores(f, order, low, n_book, has, y, tc, stt, n_target, yspread, mi
             n = 0
             for j in range(na):
                 s = np.int64(order[t, j] & low)
-                if has[t, s]: fv[n] = f[t, s]; yv[n] = y[t, s]; tv[n] = tc[t, s]; n += 1
+                if has[t, s]: cell[n] = s; fv[n] = f[t, s]; yv[n] = y[t, s]; tv[n] = tc[t, s]; n += 1
             if n < max(min_n, 2): continue
             mx, my = 0., 0.
             for j in range(n): mx += fv[j]; my += yv[j]
@@ -396,14 +396,19 @@ def _nb_day_scores(f, order, low, n_book, has, y, tc, stt, n_target, yspread, mi
             if yspread[t] and syy > 0 and sxx > 1e-20 * x2: ic[t] = sxy / math.sqrt(sxx * syy)
             r = n_target[t] - n                               # target cells the factor misses: the target re-ranked without them
             if r == 0: stt_t = stt[t]
-            else:
-                m = 0
-                for s in range(stocks):
-                    if has[t, s] and not (math.fabs(f[t, s]) < np.inf): gone[m] = y[t, s]; m += 1
-                g = np.sort(gone[:r])
+            else:                                             # along the target's order: each missing cell below a cell lowers
+                below, i, nt = 0, 0, n_target[t]              # its rank by 1, a tied one by 1/2 (tv is 2 x the rank)
+                while i < nt:
+                    j = i
+                    while j + 1 < nt and y[t, tord[t, j + 1]] == y[t, tord[t, i]]: j += 1
+                    tied = 0
+                    for u in range(i, j + 1):
+                        if not (math.fabs(f[t, tord[t, u]]) < np.inf): tied += 1
+                    for u in range(i, j + 1): adj[tord[t, u]] = r - 2 * below - tied
+                    below += tied; i = j + 1
                 stt_t = 0.
-                for j in range(n):                            # each removed cell below lowers the rank by 1, a tied one by 1/2
-                    tv[j] += r - np.searchsorted(g, yv[j], 'left') - np.searchsorted(g, yv[j], 'right')
+                for j in range(n):
+                    tv[j] += adj[cell[j]]
                     stt_t += tv[j] * tv[j]
             sct, scc, i = 0., 0., 0
             while i < n:                                      # the factor's 2 x centred tie-averaged ranks, run by run
@@ -474,7 +479,7 @@ def _scores(self:RewardContext,
         keys, n_book = _nb_inf_keys(fn, valid)
         order, low = np.argsort(keys, axis=1, kind='stable'), np.int64(0xFFFFFFFF)
     out = _nb_day_scores(fn, order, low, n_book, _np(self.has_target), _np(self._y0), _np(self._tc), _np(self._stt),
-                         _np(self._n), _np(self._yspread), self.min_stocks, k)
+                         _np(self._n), _np(self._tord), _np(self._yspread), self.min_stocks, k)
     return tuple(map(torch.from_numpy, out + (n_book,)))
 
 # %% ../nbs/04_metrics.ipynb #71186f16
