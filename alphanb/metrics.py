@@ -474,7 +474,8 @@ def _scores(self:RewardContext,
     k, fn, valid = min(self.topk, f.shape[1]), _np(f), _np(self.valid)
     if fn.dtype == np.float32:                                          # value bits above the column, sorted as integers
         keys, n_book = _nb_sort_keys(fn, valid)
-        order, low = np.sort(keys[:, :max(int(n_book.max()), 1)], axis=1), np.uint64(0xFFFFFFFF)
+        width = max(int(n_book.max()) if len(n_book) else 0, 1)      # the most usable cells of any day
+        order, low = np.sort(keys[:, :width], axis=1), np.uint64(0xFFFFFFFF)
     else:                                                               # wider values: an argsort, stable for the same ties
         keys, n_book = _nb_inf_keys(fn, valid)
         order, low = np.argsort(keys, axis=1, kind='stable'), np.int64(0xFFFFFFFF)

@@ -149,6 +149,12 @@ class FormulaEnv:
         ok = [s for s in self.scores.values() if s['valid'] and math.isfinite(s['rank_ic'])]
         return max(ok, key=lambda s: s['rank_ic']) if ok else None
 
+def _action_entropy(r:Rollout)->float:
+    "Mean entropy of the sampling distribution over the tokens the policy chose (not over given prefixes)."
+    n = r.lengths.sum() - (0 if r.forced is None else r.forced.sum())
+    ent = r.entropy if r.forced is None else torch.where(r.forced, 0., r.entropy)
+    return float(ent.sum() / n) if n > 0 else math.nan
+
 def _nanmean(x:Tensor|None)->float:
     "Mean of the finite values of `x`; NaN when there is none."
 
@@ -276,7 +282,7 @@ class Trainer:
                'reward_mean': float(r.rewards.mean()), 'reward_max': float(r.rewards.max()),
                'valid_share': float(valid.float().mean()), 'best_rank_ic': best['rank_ic'] if best else math.nan,
                'pool_size': self.env.pool.size, 'pool_ic': self.env.pool.ic,
-               'entropy': float(r.entropy.sum() / r.lengths.sum()), 'stable_rank': mean_stable_rank(self.lord_params),
+               'entropy': _action_entropy(r), 'stable_rank': mean_stable_rank(self.lord_params),
                'policy_loss': st.get('policy_loss', math.nan), 'value_loss': st.get('value_loss', math.nan),
                'approx_kl': st.get('approx_kl', math.nan), 'clip_frac': st.get('clip_frac', math.nan),
                'formulas_per_s': c.batch_size / (t3 - t0), 'seconds_policy': t1 - t0, 'seconds_eval': t2 - t1,
