@@ -115,7 +115,7 @@ def _nb_window_sum(x, w): # [day, stock] sum of the last w rows, from cumulative
         if j >= w:
             for s in range(stocks): out[t, s] = cs[t, s] - cs[t - w, s]
         elif t >= B:                                         # the window reaches into the previous block
-            for s in range(stocks): out[t, s] = cs[t, s] + (cs[t - j - 1, s] - cs[t - j - B + (B - w + j), s])
+            for s in range(stocks): out[t, s] = cs[t, s] + (cs[t - j - 1, s] - cs[t - w, s])
         else:
             for s in range(stocks): out[t, s] = cs[t, s]
     return out

@@ -237,11 +237,9 @@ class Trainer:
 
     def _writable(self, tokens:list)->bool:
         "Whether the grammar's masks allow `tokens` as a prefix that can still grow."
-        st = self.grammar.initial_state(1)
-        for tok in tokens:
-            if not bool(st.mask()[0, tok]): return False
-            st.step(torch.tensor([tok]), check=False)
-        m = st.mask()[0].clone(); m[self.grammar.SEP] = False
+        try: m = self.grammar.action_masks(torch.tensor(tokens))[0]
+        except AlphanbError: return False                               # a token the masks forbid
+        m[self.grammar.SEP] = False
         return bool(m.any())
 
     def elite_prefixes(self)->tuple:
