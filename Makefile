@@ -24,7 +24,8 @@ train: install
 # nbdev_clean and nbdev_export must leave the tree as committed; then the notebooks, then pytest.
 test: install
 	@before=$$(git status --porcelain --untracked-files=all -- nbs alphanb 2>/dev/null; git diff -- nbs alphanb 2>/dev/null | sha1sum); \
-	$(BIN)/nbdev_clean && $(BIN)/nbdev_export; \
+	$(BIN)/nbdev_clean || { echo "nbdev_clean failed"; exit 1; }; \
+	$(BIN)/nbdev_export || { echo "nbdev_export failed"; exit 1; }; \
 	after=$$(git status --porcelain --untracked-files=all -- nbs alphanb 2>/dev/null; git diff -- nbs alphanb 2>/dev/null | sha1sum); \
 	if [ "$$before" != "$$after" ]; then \
 	  echo "nbdev_clean/nbdev_export changed files: the notebooks and alphanb/ were not committed clean and in sync:"; \

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .core import *
-from .data import Panel, RAW_FIELDS, load_panel, compute_features
+from .data import Panel, RAW_FIELDS, load_panel, compute_features, universes
 from .ops import ts_mean, delay
 
 # %% auto #0
@@ -189,10 +189,11 @@ def write_qlib(mkt:dict, # from `simulate_market`
     return out
 
 # %% ../nbs/03a_synth.ipynb #e7081682
-def _mean_rank_ic(f:torch.Tensor, y:torch.Tensor, valid:torch.Tensor)->float:
-    "Mean daily Spearman correlation over valid stocks (a self-contained check of the planted strength)."
-    from alphanb.metrics import daily_rank_ic
-    return float(np.nanmean(daily_rank_ic(f, y, valid).numpy()))
+def _mean_ics(f:torch.Tensor, y:torch.Tensor, valid:torch.Tensor)->dict[str, float|None]:
+    "Mean daily Pearson IC and Spearman RankIC of `f` against `y` over valid stocks (None when no day has enough stocks)."
+    from alphanb.metrics import daily_ic, daily_rank_ic
+    mean = lambda x: float(x[~np.isnan(x)].mean()) if (~np.isnan(x)).any() else None
+    return {'ic': mean(daily_ic(f, y, valid).numpy()), 'rank_ic': mean(daily_rank_ic(f, y, valid).numpy())}
 
 def make_market(out:str|Path, # directory for the Qlib data
                 spec:MarketSpec|None=None, # what to make; the demo market when None
@@ -203,12 +204,14 @@ def make_market(out:str|Path, # directory for the Qlib data
     mkt = simulate_market(spec)
     write_qlib(mkt, out)
     info = {'planted': [], 'spec': mkt['spec'], 'horizon': spec.horizon,
-            'note': 'forward returns carry these formulas (z-scored across stocks, weighted) plus noise'}
-    panel = load_panel(out, 'all', horizon=spec.horizon)
+            'note': ("forward returns carry these formulas (z-scored across stocks, weighted) plus noise; ic and rank_ic are "
+                     "the mean daily Pearson and Spearman correlations of each formula with the horizon-day forward return, "
+                     "over every day, among the stocks that traded: on all stocks, and in by_universe on each index's members "
+                     "(null where no day has enough stocks)")}
+    panels = {u: load_panel(out, u, horizon=spec.horizon) for u in universes(out)}   # all, csi300, csi500
     for text, w in zip(mkt['planted'], mkt['weights']):
-        fac = evaluate_formula(panel, text)
-        info['planted'].append({'expression': text, 'weight': w,
-                                'rank_ic': _mean_rank_ic(fac, panel.target, panel.tradable)})
+        by = {u: _mean_ics(evaluate_formula(p, text), p.target, p.valid) for u, p in panels.items()}
+        info['planted'].append({'expression': text, 'weight': w, **by['all'], 'by_universe': by})
     atomic_write_json(Path(out)/'planted.json', info)
     atomic_write_json(Path(out)/'factors.json', planted_factors(info))
     return info
@@ -223,7 +226,7 @@ def planted_factors(info:dict, # the content of `planted.json`
         f = Formula.parse(p['expression'])
         out.append({'factor_name': f'planted_{i+1}', 'expression': str(f),
                     'qlib_expression': None if f.has_cross_section else f.to_qlib(), 'weight': p['weight'],
-                    'interpretation': interpret(f), 'performance': {'all': {'rank_ic': p['rank_ic']}}})
+                    'interpretation': interpret(f), 'performance': {'all': {k: p[k] for k in ['ic', 'rank_ic'] if k in p}}})
     return out
 
 def synthetic_panel(spec:MarketSpec|None=None, # what to make; the demo market when None
@@ -253,5 +256,8 @@ def demo_data(args):
     if spec.n_stocks < 10 or spec.n_days < 60: raise ConfigError('a market needs at least 10 stocks and 60 days')
     info = make_market(args.out, spec)
     print(f"wrote a synthetic market to {args.out}: {spec.n_stocks} stocks x {spec.n_days} days")
-    for p in info['planted']: print(f"  planted {p['expression']}: mean daily RankIC {p['rank_ic']:.3f}")
+    fmt = lambda x: 'n/a' if x is None else f'{x:.3f}'
+    for p in info['planted']:
+        print(f"  planted {p['expression']}: mean daily IC / RankIC " +
+              ', '.join(f"{u} {fmt(v['ic'])} / {fmt(v['rank_ic'])}" for u, v in p['by_universe'].items()))
     return {'out': str(args.out), **info}

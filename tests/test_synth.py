@@ -5,7 +5,7 @@ import numpy as np
 
 from alphanb.data import load_panel
 from alphanb.formula import evaluate_formula
-from alphanb.metrics import daily_rank_ic
+from alphanb.metrics import daily_ic, daily_rank_ic
 from alphanb.synth import MarketSpec, demo_spec, make_market, simulate_market
 
 
@@ -24,12 +24,18 @@ def test_demo_market_loads_and_carries_its_planted_formulas(demo_data):
     size = sum(f.stat().st_size for f in demo_data.rglob('*') if f.is_file())
     assert size <= 20 * 2**20, f'data/demo is {size/2**20:.1f} MB'
     info = json.loads((demo_data/'planted.json').read_text())
-    for universe in ['csi300', 'csi500']:
+    for universe in ['all', 'csi300', 'csi500']:
         p = load_panel(demo_data, universe)
         assert p.member.sum(1).min() >= 100
         for planted in info['planted']:
-            ric = np.nanmean(daily_rank_ic(evaluate_formula(p, planted['expression']), p.target, p.valid).numpy())
-            assert ric > 0.05, (universe, planted['expression'], ric)
+            f = evaluate_formula(p, planted['expression'])
+            ic = np.nanmean(daily_ic(f, p.target, p.valid).numpy())
+            ric = np.nanmean(daily_rank_ic(f, p.target, p.valid).numpy())
+            assert ic > 0.05 and ric > 0.05, (universe, planted['expression'], ic, ric)
+            # planted.json records the true IC and RankIC of the data it sits beside
+            rec = planted['by_universe'][universe]
+            np.testing.assert_allclose([ic, ric], [rec['ic'], rec['rank_ic']], rtol=1e-4, err_msg=f"{universe} {planted['expression']}")
+        if universe == 'all': assert all((x['ic'], x['rank_ic']) == tuple(x['by_universe']['all'].values()) for x in info['planted'])
 
 
 def test_generator_is_deterministic_and_rejects_bad_specs(tmp_path):
