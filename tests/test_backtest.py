@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alphanb.backtest import BacktestConfig, backtest, backtest_command, _Book
+from alphanb.backtest import BacktestConfig, backtest, backtest_command, limit_rate, trading_window, _Book
 from alphanb.core import AlphanbError, ConfigError, DateRangeError
 from alphanb.data import Panel
 
@@ -39,6 +39,27 @@ def test_limit_down_open_is_not_sold():
     sig = np.array([[2, 1], [2, 1], [1, 2], [1, 2]], dtype=float)
     sell = backtest(p, sig, PLAIN).trades.query("side == 'sell'").iloc[0]
     assert (sell.date, sell.price) == (p.dates[3], 9.5)
+
+
+@pytest.mark.parametrize('with_change', [False, True])
+def test_half_fen_limit_down_on_float32_adjusted_prices(with_change):
+    "Reference 22.85 stored x $factor 2.9 in float32 reads back as 22.8499996; its limit-down is 20.57 (20.565 half up), not 20.56."
+    raw = np.array([[25.0, 10], [25.0, 10], [22.85, 10], [20.57, 10], [20.60, 10]])
+    adj = (raw * 2.9).astype(np.float32)
+    fields = {'$open': adj, '$close': adj, '$factor': np.full_like(adj, 2.9), '$volume': np.ones_like(adj)}
+    if with_change:
+        chg = np.zeros_like(raw); chg[1:] = raw[1:] / raw[:-1] - 1
+        fields['$change'] = chg.astype(np.float32)
+    p = Panel.from_fields(fields, dates=pd.bdate_range('2021-01-04', periods=len(raw)))
+    sig = np.array([[2, 1], [2, 1], [1, 2], [1, 2], [1, 2]], dtype=float)   # bought on day 1, to be sold from day 3
+    sells = backtest(p, sig, PLAIN).trades.query("side == 'sell'")
+    # day 3 opens at its limit-down 20.57: the sale waits for day 4
+    assert (sells.iloc[0].date, round(sells.iloc[0].price, 2)) == (p.dates[4], 20.60)
+
+
+def test_star_board_limits():
+    rate = limit_rate(['SH600000', 'SH688001', 'SH689009', 'SZ300750'], pd.DatetimeIndex(['2020-01-02']))
+    assert rate.tolist() == [[0.1, 0.2, 0.2, 0.1]]
 
 
 def test_share_bought_today_is_not_sold_today():
@@ -82,7 +103,7 @@ def test_stop_loss_exits_at_next_tradable_price():
     r = backtest(toy(o, c, v), best_first(6), replace(PLAIN, stop_loss=0.08, rebalance=100))
     sells = r.trades.query("side == 'sell'")
     assert len(sells) == 1
-    assert (sells.iloc[0].date, sells.iloc[0].price, sells.iloc[0].reason) == (r.nav.index[4], 8.5, 'stop')
+    assert (sells.iloc[0].date, sells.iloc[0].price, sells.iloc[0].reason) == (r.nav.index[4], 8.5, 'stop_loss')
     assert not len(backtest(toy(o, c, v), best_first(6), replace(PLAIN, rebalance=100)).trades.query("side == 'sell'"))
 
 
@@ -91,7 +112,7 @@ def test_take_profit_exits():
     r = backtest(toy(o, o * np.array([[1, 1], [1, 1], [1.05, 1], [1, 1], [1, 1]])), best_first(5),
                  replace(PLAIN, take_profit=0.25, rebalance=100))
     sell = r.trades.query("side == 'sell'").iloc[0]
-    assert (sell.reason, sell.price) == ('stop', 13)            # 12.6 / 10 - 1 >= 25 % at day 2's close, out at day 3's open
+    assert (sell.reason, sell.price) == ('take_profit', 13)     # 12.6 / 10 - 1 >= 25 % at day 2's close, out at day 3's open
 
 
 def test_cash_never_negative_and_missing_prices_never_nan():
@@ -116,6 +137,14 @@ def test_round_lots_cap_and_min_trade():
     assert not len(r.trades)                                    # 40 000 / 5 stocks < the 10 000 CNY minimum each
     assert len(backtest(p, best_first(5, 12), BacktestConfig(topk=5, rebalance=100, benchmark=None, initial_capital=40_000,
                                                              min_trade=0)).trades) == 5
+
+
+def test_benchmark_is_indexed_by_date():
+    "The NAV and benchmark series share a 'date' index, so plots and CSVs label it (the report's x-axis read '0')."
+    p = toy([[10, 10]] * 4)
+    bench = pd.Series([100., 101., 102., 103.], index=pd.DatetimeIndex(p.dates, name=0))
+    r = backtest(p, best_first(4), PLAIN, benchmark=bench)
+    assert r.nav.index.name == r.benchmark.index.name == 'date'
 
 
 def test_bad_input():
@@ -143,6 +172,7 @@ def test_backtest_command_writes_results(tmp_path, demo_data, capsys):
     out = tmp_path/'out'
     nav = pd.read_csv(out/'nav.csv')
     trades = pd.read_csv(out/'trades.csv')
+    assert (trades.price == trades.price.round(2)).all()                    # prices to the fen
     assert list(nav.columns) == ['date', 'nav', 'benchmark'] and nav.nav.notna().all() and nav.benchmark.notna().all()
     assert list(trades.columns[:6]) == ['date', 'symbol', 'side', 'shares', 'price', 'cost'] and len(trades)
     assert json.loads((out/'metrics.json').read_text()) == m
@@ -153,7 +183,17 @@ def test_backtest_command_writes_results(tmp_path, demo_data, capsys):
 def test_backtest_command_bad_input(tmp_path, demo_data):
     with pytest.raises(ConfigError, match="unknown benchmark 'SH000301'"):
         backtest_command(_args(tmp_path, demo_data, benchmark='SH000301'))
-    with pytest.raises(DateRangeError, match='trading day'):
+    with pytest.raises(DateRangeError, match='outside the data'):
         backtest_command(_args(tmp_path, demo_data, start='2030-01-01', end='2030-06-30'))
     with pytest.raises(AlphanbError, match='does not exist'):
         backtest_command(_args(tmp_path, demo_data, factors=str(tmp_path/'nope.json')))
+
+
+def test_period_outside_the_data_is_an_error(tmp_path, demo_data):
+    "data/demo starts on 2016-01-04: a period from 2010, or a start without its warm-up, is refused, not clipped."
+    with pytest.raises(DateRangeError, match=r'2010-01-01\.\.2016-03-30 reaches outside the data: .* covers 2016-01-04\.\.'):
+        backtest_command(_args(tmp_path, demo_data, start='2010-01-01', end='2016-03-30'))
+    with pytest.raises(DateRangeError, match='250 days of history are wanted'):
+        trading_window(demo_data, '2016-03-01', '2016-06-30', 250)
+    hist, first, last = trading_window(demo_data, '2016-01-01', '2016-03-30', 0)    # New Year's Day: the data's first day
+    assert (hist, first) == (pd.Timestamp('2016-01-04'), pd.Timestamp('2016-01-04'))

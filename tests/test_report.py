@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-pm = pytest.importorskip('papermill')
+import papermill as pm
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ['nav', 'drawdown', 'ic', 'deciles', 'turnover', 'metrics']
