@@ -367,7 +367,7 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
     atomic_write_json(out/'config.json', config_dict(cfg))
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.steps, initial=min(tr.step, cfg.steps), disable=not progress, desc=f'train {cfg.policy}', leave=False)
+    bar = tqdm(total=cfg.steps, initial=min(tr.step, cfg.steps), disable=not progress, desc=f'train {cfg.policy}')  # the bar stays: an executed notebook shows it finished
     while tr.step < cfg.steps:
         row = tr.run_step()
         bar.update(1)
