@@ -37,6 +37,9 @@ test: install
 export:
 	$(BIN)/nbdev_clean && $(BIN)/nbdev_export
 
+# Benchmarks on real Qlib data (default: the shared A-share data beside the checkout): `make bench DATA=/path/to/cn_data`.
+DATA ?= ../shared/data/cn_data
 bench: install
-	$(BIN)/alphanb bench load
-	$(BIN)/alphanb bench eval
+	$(BIN)/alphanb bench load --data $(DATA)
+	$(BIN)/alphanb bench eval --data $(DATA)
+	$(BIN)/alphanb bench backtest --data $(DATA)

@@ -14,15 +14,16 @@ from .pool import load_factors
 from .backtest import BacktestConfig, limit_prices, limit_rate
 
 # %% auto #0
-__all__ = ['DTYPE', 'NP_OPERATORS', 'FEATURE_LOOKBACK', 'FACTORS_FILE', 'MODEL_FILE', 'RAW_BAR_FIELDS', 'RECORD', 'INDEX_CODES',
-           'JQ_ONLY', 'as_f32', 'np_delay', 'np_ts_sum', 'np_ts_mean', 'np_ts_var', 'np_ts_std', 'np_ts_skew',
-           'np_ts_kurt', 'np_ts_mad', 'np_ts_med', 'np_ts_max', 'np_ts_min', 'np_ts_rank', 'np_ts_delta', 'np_ts_wma',
-           'np_ts_ema', 'np_ts_cov', 'np_ts_corr', 'np_cs_rank', 'np_cs_zscore', 'np_div', 'np_log', 'np_pow',
-           'np_gate', 'np_jump', 'np_decay', 'np_max3', 'np_tsum20', 'tree_lookback', 'np_evaluate', 'np_features',
-           'jq_code', 'qlib_symbol', 'anchor_factors', 'load_bars', 'needed_rows', 'member_mask', 'zscore_day',
-           'combine_signal', 'top_k', 'load_export', 'stamp_tax_on', 'initialize', 'buy_sizes', 'factor_values',
-           'trade', 'formula_tree', 'check_exportable', 'trading_rules', 'strategy_source', 'export_joinquant',
-           'Position', 'Portfolio', 'LocalJoinQuant']
+__all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'NP_OPERATORS', 'FEATURE_LOOKBACK', 'SHIFTED', 'FACTORS_FILE', 'MODEL_FILE',
+           'RAW_BAR_FIELDS', 'RECORD', 'SELLS', 'INDEX_CODES', 'JQ_ONLY', 'as_f32', 'np_delay', 'np_ts_sum',
+           'np_ts_mean', 'np_ts_var', 'np_ts_std', 'np_ts_skew', 'np_ts_kurt', 'np_ts_mad', 'np_ts_med', 'np_ts_max',
+           'np_ts_min', 'np_ts_rank', 'np_ts_delta', 'np_ts_wma', 'np_ts_ema', 'np_ts_cov', 'np_ts_corr', 'np_cs_rank',
+           'np_cs_zscore', 'np_div', 'np_log', 'np_pow', 'np_gate', 'np_jump', 'np_decay', 'np_max3', 'np_tsum20',
+           'tree_lookback', 'np_evaluate', 'np_features', 'jq_code', 'qlib_symbol', 'anchor_factors', 'load_bars',
+           'needed_rows', 'member_mask', 'zscore_day', 'combine_signal', 'top_k', 'load_export', 'stamp_tax_on',
+           'initialize', 'fen', 'buy_sizes', 'factor_values', 'trade', 'formula_tree', 'check_exportable',
+           'trading_rules', 'strategy_source', 'export_joinquant', 'write_template', 'template_is_current', 'Position',
+           'Portfolio', 'raw_volume_money', 'LocalJoinQuant']
 
 # %% ../nbs/10_joinquant.ipynb #c194c525
 # >>> strategy.py
@@ -30,11 +31,12 @@ import io, json, math, warnings
 import numpy as np
 import pandas as pd
 
-DTYPE = np.float32   # alphanb's panels and kernels are float32: every node's value is rounded to it
+DTYPE = np.float32   # alphanb stores fields and factor values in float32 and computes formulas in float64 in between
+LOOP_MAX_WINDOW = 64  # alphanb.ops: windows up to this long are added in loops (sums, Var/Std/Cov/Corr deviations)
 
 def as_f32(x):
-    "`x` as float64 holding float32 values (alphanb's precision), NaN kept."
-    return np.asarray(x, dtype=np.float64).astype(DTYPE).astype(np.float64)
+    "`x` as float64 holding float32 values (alphanb's storage precision); beyond float32's range it is ±inf."
+    with np.errstate(over='ignore'): return np.asarray(x, dtype=np.float64).astype(DTYPE).astype(np.float64)
 
 def _quiet(fn):
     "`fn` with numpy's warnings about empty windows and 0/0 silenced: they are NaN by design."
@@ -45,20 +47,32 @@ def _quiet(fn):
     run.__name__, run.__doc__ = fn.__name__, fn.__doc__
     return run
 
-def np_delay(x, d):
-    "Value of `x` (`[day, stock]`) `d` days earlier, NaN in the first `d` rows (Qlib `Ref`)."
+def np_delay(x, d, fill=np.nan):
+    "Value of `x` (`[day, stock]`) `d` days earlier, `fill` in the first `d` rows (Qlib `Ref`)."
     if d == 0: return x
-    out = np.full(x.shape, np.nan)
+    out = np.full(x.shape, fill)
     if d < x.shape[0]: out[d:] = x[:-d]
     return out
 
+def _lags(x, w):
+    "The `w` days of each window as `[day, stock]` arrays, oldest first (NaN before the first day)."
+    return (np_delay(x, w - 1 - j) for j in range(w))
+
 def _windows(x, w):
     "[day, stock] -> [day, stock, w]: the `w` rows ending at each day, oldest first, NaN before the first day."
-    return np.stack([np_delay(x, w - 1 - j) for j in range(w)], axis=-1)
+    return np.stack(list(_lags(x, w)), axis=-1)
+
+def _zeroed(x):
+    "`x` with 0 for NaN, and ±inf as the largest float, as `torch.nan_to_num` (alphanb's window sums)."
+    return np.nan_to_num(x, nan=0.)
 
 def _window_sum(x, w):
-    "Sums of the last `w` rows (fewer at the start), by cumulative sums restarted every max(w, 128) rows as alphanb does."
-    days = x.shape[0]
+    "Sums of the last `w` rows (fewer at the start), as alphanb adds them: oldest first, or by blocked cumulative sums above 64 days."
+    if w <= LOOP_MAX_WINDOW:
+        out = np.zeros(x.shape)
+        for j in range(w): out = out + np_delay(x, w - 1 - j, 0.)
+        return out
+    days = x.shape[0]                                     # cumulative sums restarted every max(w, 128) rows
     B = max(w, 128)
     nb = -(-days // B)
     xb = np.concatenate([x, np.zeros((nb * B - days,) + x.shape[1:])]).reshape((nb, B) + x.shape[1:])
@@ -70,20 +84,47 @@ def _window_sum(x, w):
 
 def _moments(x, w, k=1):
     "Count of present values and the window sums of x**1 .. x**k (float64)."
-    ok = ~np.isnan(x)
-    xz = np.where(ok, x, 0.)
-    return _window_sum(ok.astype(np.float64), w), [_window_sum(xz ** p, w) for p in range(1, k + 1)]
+    n = _window_sum((~np.isnan(x)).astype(np.float64), w)
+    xz, sums = _zeroed(x), []
+    p = xz
+    for i in range(k):
+        if i: p = p * xz
+        sums.append(_window_sum(p, w))
+    return n, sums
+
+def _extreme(x, w, largest):
+    "Rolling maximum (`largest`) or minimum of the last `w` days, a missing day counted as ∓inf."
+    fill = -np.inf if largest else np.inf
+    op = np.maximum if largest else np.minimum
+    p, out = np.where(np.isnan(x), fill, x), None
+    for j in range(w):
+        v = np_delay(p, j, fill)
+        out = v if out is None else op(out, v)
+    return out
 
 def _flat_to_zero(var, x, w, scale):
     "`var` set to exactly 0 on windows of equal values (only cells whose variance is within rounding of 0 are checked)."
     cols = np.flatnonzero((var <= 1e-10 * scale).any(0))
     if len(cols):
-        win = _windows(x[:, cols], w)
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', RuntimeWarning)
-            flat = np.nanmax(win, -1) == np.nanmin(win, -1)
-        var = var.copy(); var[:, cols] = np.where(flat, 0., var[:, cols])
+        xs = x[:, cols]
+        var = var.copy(); var[:, cols] = np.where(_extreme(xs, w, True) == _extreme(xs, w, False), 0., var[:, cols])
     return var
+
+def _window_var(x, w):
+    "Count, mean and sum of squared deviations about it of each window's present values (alphanb's compiled loop)."
+    n, s = np.zeros(x.shape), np.zeros(x.shape)
+    lo, hi = np.full(x.shape, np.inf), np.full(x.shape, -np.inf)
+    for v in _lags(x, w):
+        ok = ~np.isnan(v)
+        n = n + ok; s = s + np.where(ok, v, 0.)
+        lo = np.where(ok, np.minimum(lo, v), lo); hi = np.where(ok, np.maximum(hi, v), hi)
+    m = np.where(n > 0, s / np.where(n > 0, n, 1.), np.nan)
+    moves = lo < hi                                       # a flat window's deviations are exactly 0
+    m2 = np.zeros(x.shape)
+    for v in _lags(x, w):
+        d = v - m
+        m2 = m2 + np.where(~np.isnan(v) & moves, d * d, 0.)
+    return n, m, m2
 
 # %% ../nbs/10_joinquant.ipynb #5cb766dd
 @_quiet
@@ -101,6 +142,9 @@ def np_ts_mean(x, w):
 @_quiet
 def np_ts_var(x, w):
     "Rolling sample variance (ddof 1), NaN skipped, exactly 0 over equal values (Qlib `Var`)."
+    if w <= LOOP_MAX_WINDOW:
+        n, _, m2 = _window_var(x, w)
+        return np.where(n > 1, m2 / (n - 1), np.nan)
     n, (s, s2) = _moments(x, w, 2)
     var = _flat_to_zero(np.maximum((s2 - s * s / n) / (n - 1), 0.), x, w, s2 / n)
     return np.where(n > 1, var, np.nan)
@@ -108,14 +152,20 @@ def np_ts_var(x, w):
 @_quiet
 def np_ts_std(x, w):
     "Rolling sample standard deviation (ddof 1), NaN skipped (Qlib `Std`)."
-    return np.sqrt(as_f32(np_ts_var(x, w)))
+    return np.sqrt(np_ts_var(x, w))
 
-@_quiet
 def _central(x, w, k):
-    "Count, and window sums of (x - window mean)**2 .. **k over present values."
+    "Count, and window sums of (x - window mean)**2 .. **k over present values, added oldest first."
     n, (s,) = _moments(x, w)
-    d = _windows(x, w) - (s / n)[..., None]
-    return n, [np.nansum(d ** p, -1) for p in range(2, k + 1)]
+    m = s / n
+    acc = [np.zeros(x.shape) for _ in range(k - 1)]
+    for v in _lags(x, w):
+        ok = ~np.isnan(v)
+        d = v - m; d2 = d * d
+        acc[0] = acc[0] + np.where(ok, d2, 0.)
+        if k >= 3: acc[1] = acc[1] + np.where(ok, d2 * d, 0.)
+        if k >= 4: acc[2] = acc[2] + np.where(ok, d2 * d2, 0.)
+    return n, acc
 
 @_quiet
 def np_ts_skew(x, w):
@@ -135,70 +185,119 @@ def np_ts_kurt(x, w):
 def np_ts_mad(x, w):
     "Rolling mean absolute deviation about the window mean, NaN skipped (Qlib `Mad`)."
     n, (s,) = _moments(x, w)
-    return np.nansum(np.abs(_windows(x, w) - (s / n)[..., None]), -1) / n
+    m, acc = s / n, np.zeros(x.shape)
+    for v in _lags(x, w): acc = acc + np.where(np.isnan(v), 0., np.abs(v - m))
+    return acc / n
 
 @_quiet
 def np_ts_med(x, w):
     "Rolling median, the mean of the middle two for an even count, NaN skipped (Qlib `Med`)."
-    return np.nanmedian(_windows(x, w), -1)
+    srt = np.sort(_windows(x, w), -1)                                   # NaN sorted last
+    n = (~np.isnan(srt)).sum(-1)
+    lo, hi = np.maximum(n - 1, 0)[..., None] // 2, np.minimum(n // 2, w - 1)[..., None]
+    mid = (np.take_along_axis(srt, lo, -1) + np.take_along_axis(srt, hi, -1))[..., 0] / 2
+    return np.where(n > 0, mid, np.nan)
 
 @_quiet
 def np_ts_max(x, w):
     "Rolling maximum, NaN skipped (Qlib `Max(x, w)`)."
-    return np.nanmax(_windows(x, w), -1)
+    m = _extreme(x, w, True)
+    return np.where(m == -np.inf, np.nan, m)
 
 @_quiet
 def np_ts_min(x, w):
     "Rolling minimum, NaN skipped (Qlib `Min(x, w)`)."
-    return np.nanmin(_windows(x, w), -1)
+    m = _extreme(x, w, False)
+    return np.where(m == np.inf, np.nan, m)
 
 @_quiet
 def np_ts_rank(x, w):
     "Percentile of today's value among the last `w` days: average rank of ties / count, NaN skipped (Qlib `Rank(x, w)`)."
-    win = _windows(x, w)
-    today = win[..., -1:]
-    n = np.sum(~np.isnan(win), -1)
-    r = np.sum(win < today, -1) + (np.sum(win == today, -1) + 1) / 2.
-    return np.where(np.isnan(x), np.nan, r / n)
+    n = _moments(x, w, 0)[0]
+    sgn = np.zeros(x.shape)                  # sum over the window's earlier days of sign(x_past - x_today); NaN counts 0
+    for o in range(1, w):
+        d = np_delay(x, o) - x
+        sgn = sgn + (d > 0) - (d < 0)
+    return np.where(np.isnan(x), np.nan, (n + 1 - sgn) / 2 / n)
 
 def np_ts_delta(x, w):
     "Change over `w` days, x_t - x_{t-w} (Qlib `Delta`)."
     return x - np_delay(x, w)
 
 @_quiet
-def _weighted_mean(x, weights):
-    "Weighted mean over the window (weights oldest first), renormalised over the days present."
-    win = _windows(x, len(weights))
-    ok = ~np.isnan(win)
-    den = np.sum(ok * weights, -1)
-    return np.where(den > 0, np.nansum(win * weights, -1) / den, np.nan)
-
 def np_ts_wma(x, w):
     "Linearly weighted moving average of the last `w` days (weight `w` today .. 1 oldest), NaN skipped."
-    return _weighted_mean(x, np.arange(1., w + 1.))
+    t = np.arange(x.shape[0], dtype=np.float64)[:, None]                # the weight of row i at t is i - (t - w)
+    xz, v = _zeroed(x), (~np.isnan(x)).astype(np.float64)
+    num = _window_sum(t * xz, w) - (t - w) * _window_sum(xz, w)
+    den = _window_sum(t * v, w) - (t - w) * _window_sum(v, w)
+    return np.where(den > 0, num / den, np.nan)
 
+def _decayed_sum(x, w, a):
+    "Sum over k < w of a**k * x[t-k], by doubling spans as alphanb adds them (zeros for missing days)."
+    out, off, span, p = None, 0, 1, x
+    while True:
+        if w & span:
+            part = np_delay(p, off, 0.) * a ** off
+            out = part if out is None else out + part
+            off += span
+        if 2 * span > w: return out
+        p = p + np_delay(p, span, 0.) * a ** span; span *= 2
+
+@_quiet
 def np_ts_ema(x, w):
     "Exponential moving average of the last `w` days, weights (1-2/(w+1))**k for k days back, NaN skipped."
-    return _weighted_mean(x, (1. - 2. / (w + 1.)) ** np.arange(w - 1., -1., -1.))
+    a = 1 - 2 / (w + 1)
+    num, den = _decayed_sum(_zeroed(x), w, a), _decayed_sum((~np.isnan(x)).astype(np.float64), w, a)
+    return np.where(den > 0, num / den, np.nan)
+
+def _pair_window(x, y, w):
+    "Over each window's days where both are present: count and the sums of products of deviations (xy, x², y²)."
+    n, sx, sy = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
+    lx, hx, ly, hy = np.full(x.shape, np.inf), np.full(x.shape, -np.inf), np.full(x.shape, np.inf), np.full(x.shape, -np.inf)
+    for a, b in zip(_lags(x, w), _lags(y, w)):
+        ok = ~(np.isnan(a) | np.isnan(b))
+        n = n + ok; sx = sx + np.where(ok, a, 0.); sy = sy + np.where(ok, b, 0.)
+        lx, hx = np.where(ok, np.minimum(lx, a), lx), np.where(ok, np.maximum(hx, a), hx)
+        ly, hy = np.where(ok, np.minimum(ly, b), ly), np.where(ok, np.maximum(hy, b), hy)
+    mx, my = np.where(n > 0, sx / np.where(n > 0, n, 1.), 0.), np.where(n > 0, sy / np.where(n > 0, n, 1.), 0.)
+    cxy, cxx, cyy = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
+    for a, b in zip(_lags(x, w), _lags(y, w)):
+        ok = ~(np.isnan(a) | np.isnan(b))
+        da = np.where(lx < hx, a - mx, 0.); db = np.where(ly < hy, b - my, 0.)   # a flat series deviates by exactly 0
+        cxy = cxy + np.where(ok, da * db, 0.); cxx = cxx + np.where(ok, da * da, 0.); cyy = cyy + np.where(ok, db * db, 0.)
+    return n, cxy, cxx, cyy
+
+def _pair_sums(x, y, w):
+    "Mask of days where both are present, then the count and the window sums of x, y, xy, x², y² over them."
+    ok = ~(np.isnan(x) | np.isnan(y))
+    xz, yz = np.where(ok, x, 0.), np.where(ok, y, 0.)
+    return ok, [_window_sum(v, w) for v in (ok.astype(np.float64), xz, yz, xz * yz, xz * xz, yz * yz)]
 
 @_quiet
 def np_ts_cov(x, y, w):
     "Rolling sample covariance (ddof 1) over the days where both are present (Qlib `Cov`)."
-    ok = ~(np.isnan(x) | np.isnan(y))
-    xz, yz = np.where(ok, x, 0.), np.where(ok, y, 0.)
-    n, sx, sy, sxy = (_window_sum(v, w) for v in (ok.astype(np.float64), xz, yz, xz * yz))
+    if w <= LOOP_MAX_WINDOW:
+        n, cxy, _, _ = _pair_window(x, y, w)
+        return np.where(n > 1, cxy / (n - 1), np.nan)
+    _, (n, sx, sy, sxy, _, _) = _pair_sums(x, y, w)
     return np.where(n > 1, (sxy - sx * sy / n) / (n - 1), np.nan)
 
 @_quiet
 def np_ts_corr(x, y, w):
     "Rolling Pearson correlation over the days where both are present; NaN where either barely moves (Qlib `Corr`)."
-    ok = ~(np.isnan(x) | np.isnan(y))
-    xz, yz = np.where(ok, x, 0.), np.where(ok, y, 0.)
-    n, sx, sy, sxy, sxx, syy = (_window_sum(v, w) for v in (ok.astype(np.float64), xz, yz, xz * yz, xz * xz, yz * yz))
-    vx = _flat_to_zero(np.maximum((sxx - sx * sx / n) / (n - 1), 0.), np.where(ok, x, np.nan), w, sxx / n)
-    vy = _flat_to_zero(np.maximum((syy - sy * sy / n) / (n - 1), 0.), np.where(ok, y, np.nan), w, syy / n)
-    r = (sxy - sx * sy / n) / (n - 1) / np.sqrt(vx * vy)
-    still = (as_f32(np_ts_std(x, w)) <= 2e-5) | (as_f32(np_ts_std(y, w)) <= 2e-5)   # Qlib: NaN where a rolling std is close to 0
+    same = np.array_equal(np.isnan(x), np.isnan(y))      # else each series' std over its own days (Qlib's rule below)
+    if w <= LOOP_MAX_WINDOW:
+        n, cxy, cxx, cyy = _pair_window(x, y, w)
+        sdx, sdy = (np.sqrt(cxx / (n - 1)), np.sqrt(cyy / (n - 1))) if same else (np_ts_std(x, w), np_ts_std(y, w))
+        r, vx, vy = cxy / np.sqrt(cxx * cyy), cxx, cyy
+    else:
+        ok, (n, sx, sy, sxy, sxx, syy) = _pair_sums(x, y, w)
+        vx = _flat_to_zero(np.maximum((sxx - sx * sx / n) / (n - 1), 0.), np.where(ok, x, np.nan), w, sxx / n)
+        vy = _flat_to_zero(np.maximum((syy - sy * sy / n) / (n - 1), 0.), np.where(ok, y, np.nan), w, syy / n)
+        r = (sxy - sx * sy / n) / (n - 1) / np.sqrt(vx * vy)
+        sdx, sdy = (np.sqrt(vx), np.sqrt(vy)) if same else (np_ts_std(x, w), np_ts_std(y, w))
+    still = (sdx <= 2e-5) | (sdy <= 2e-5)                 # Qlib: NaN where a rolling std is within 2e-5 of 0
     return np.where((n > 1) & (vx > 0) & (vy > 0) & ~still, r, np.nan)
 
 # %% ../nbs/10_joinquant.ipynb #f553edc8
@@ -240,7 +339,7 @@ def np_log(x):
 
 @_quiet
 def np_pow(x, y):
-    "x ** y (Qlib `Power`), NaN where it would be infinite or complex."
+    "x ** y (Qlib `Power`), NaN where it is infinite (beyond float64's range) or complex."
     return _finite(np.power(x, y))
 
 def np_gate(c, x, y):
@@ -250,14 +349,11 @@ def np_gate(c, x, y):
 @_quiet
 def np_jump(x):
     "Size of a jump: the 20-day z-score above 3, as z - 3, else 0."
-    f = as_f32
-    z = f(np_div(f(x - f(np_ts_mean(x, 20))), f(np_ts_std(x, 20))))
-    return np.maximum(f(z - 3), 0.)
+    return np.maximum(np_div(x - np_ts_mean(x, 20), np_ts_std(x, 20)) - 3, 0.)
 
 def np_decay(x):
     "x + 0.8 x_{t-1} + 0.6 x_{t-2}."
-    f = as_f32
-    return f(f(x + f(f(0.8) * np_delay(x, 1))) + f(f(0.6) * np_delay(x, 2)))
+    return x + 0.8 * np_delay(x, 1) + 0.6 * np_delay(x, 2)
 
 def np_max3(x):
     "Maximum of the last 3 days."
@@ -297,29 +393,39 @@ def tree_lookback(tree):
     if fam in ('rolling', 'pair_rolling'): return inner + tree['offset'] + tree['window'] - (0 if op == 'Delta' else 1)
     return inner + extra
 
-def np_evaluate(tree, bars, member=None, cache=None):
-    "Value `[day, stock]` of formula `tree` on `bars` (name -> `[day, stock]`); cross-sections read `member` stocks only."
-    cache = {} if cache is None else cache
+SHIFTED = {'Var', 'Std', 'Cov', 'Corr'}   # alphanb subtracts each stock's first value from their inputs (fewer digits lost)
+
+def _shifted(x):
+    "`x` minus each stock's first non-NaN value (0 when it has none), known from that day on."
+    first = (~np.isnan(x)).argmax(0)
+    return x - np.nan_to_num(x[first, np.arange(x.shape[1])], nan=0.)
+
+def _node(tree, bars, member, cache):
+    "Float64 value `[day, stock]` of one node of a formula tree, as alphanb computes it on the CPU."
     key = json.dumps(tree, sort_keys=True)
     if key in cache: return cache[key]
     op = tree['op']
-    if op == 'Const':
-        out = as_f32(np.full(next(iter(bars.values())).shape, float(tree['value'])))
+    if op == 'Const': out = np.full(next(iter(bars.values())).shape, float(tree['value']))
     elif op not in NP_OPERATORS:
         if op not in bars: raise KeyError("no data for the field or feature '%s'" % op)
-        out = bars[op]
+        out = as_f32(bars[op])                                        # alphanb's fields are float32
     else:
         fam, fn, _ = NP_OPERATORS[op]
-        args = [np_evaluate(a, bars, member, cache) for a in tree['args']]
+        args = [_node(a, bars, member, cache) for a in tree['args']]
         if fam == 'cross_section' and member is not None: args = [np.where(member, args[0], np.nan)]
-        if fam in ('rolling', 'pair_rolling'):   # a lag of the inputs is a lag of the rolling value
-            out = np_delay(as_f32(fn(*(args + [tree['window']]))), tree.get('offset', 0))
-        elif fam == 'delay': out = fn(args[0], tree['offset'])
-        else:
-            with np.errstate(all='ignore'): out = fn(*args)
-        out = as_f32(out)
+        if op in SHIFTED: args = [_shifted(a) for a in args]
+        with np.errstate(all='ignore'):
+            if fam in ('rolling', 'pair_rolling'):   # a lag of the inputs is a lag of the rolling value
+                out = np_delay(fn(*(args + [tree['window']])), tree.get('offset', 0))
+            elif fam == 'delay': out = fn(args[0], tree['offset'])
+            else: out = fn(*args)
     cache[key] = out
     return out
+
+def np_evaluate(tree, bars, member=None, cache=None):
+    "Value `[day, stock]` of formula `tree` on `bars` as `evaluate_formula` gives it: float32, NaN beyond its range."
+    out = as_f32(_node(tree, bars, member, {} if cache is None else cache))
+    return np.where(np.isinf(out), np.nan, out)
 
 # %% ../nbs/10_joinquant.ipynb #dc67e131
 @_quiet
@@ -331,7 +437,7 @@ def np_features(raw):
     liq = raw['$amount'] / raw['$float_mktcap'] if '$float_mktcap' in raw else v / np_ts_mean(v, 60)
     return {'Returns': f(np.log(c / np_delay(c, 1))),
             'Liquidity': f(liq),
-            'Pressure': f((c - o) / np.maximum(h - l, 1e-12)),
+            'Pressure': f(np.where(h <= l, 0., (c - o) / (h - l))),   # no range, no pressure; a missing bar stays NaN
             'FOMO': f((v - 2 * np_delay(v, 1) + np_delay(v, 2)) / np_ts_mean(v, 20)),
             'Deviation': f((c - np_ts_mean(c, 20)) / np_ts_std(c, 20)),
             'LogVolume': f(np.log(v + 1))}
@@ -340,6 +446,7 @@ def np_features(raw):
 FACTORS_FILE, MODEL_FILE = 'alphanb_factors.json', 'alphanb_model.npz'
 RAW_BAR_FIELDS = ['open', 'close', 'high', 'low', 'volume', 'money', 'pre_close', 'paused']
 RECORD = None   # a list the local stand-in sets to collect each rebalance's numbers; None on JoinQuant
+SELLS = None    # a list the local stand-in sets to collect each sale as (day, code, reason); None on JoinQuant
 
 def jq_code(symbol):
     "JoinQuant's code of a Qlib symbol: 'SH600000' -> '600000.XSHG', 'SZ000001' -> '000001.XSHE'."
@@ -417,14 +524,17 @@ def member_mask(dates, codes, members):
 
 # %% ../nbs/10_joinquant.ipynb #ccad03d8
 def zscore_day(x, valid):
-    "Cross-sectional z-score (ddof 0) of one day's values `[stock]` over the `valid` finite ones (as alphanb.pool)."
+    "Cross-sectional z-score (ddof 0) of one day's values `[stock]` over the `valid` finite ones, summed in stock order as `alphanb.pool` does."
     m = np.isfinite(x) & valid
-    n = max(int(m.sum()), 1)
+    n = int(m.sum())
+    out = np.full(x.shape, np.nan)
+    if n == 0: return out
     x0 = np.where(m, x, 0.)
-    xc = (x0 - x0.sum() / n) * m
-    std = np.sqrt((xc * xc).sum() / n)
-    ok = m & (std > 1e-10 * np.sqrt((x0 * x0).sum() / n))    # a constant day has no z-score
-    with np.errstate(all='ignore'): return as_f32(np.where(ok, xc / std, np.nan))
+    mu = np.cumsum(x0)[-1] / n                          # cumsum: one value after the other, as alphanb's loop adds them
+    d = np.where(m, x - mu, 0.)
+    sd = math.sqrt(np.cumsum(d * d)[-1] / n)
+    if not sd > 1e-10 * math.sqrt(np.cumsum(x0 * x0)[-1] / n): return out   # a constant day has no z-score
+    with np.errstate(all='ignore'): return as_f32(np.where(m, d / sd, np.nan))
 
 def combine_signal(values, weights, valid):
     "The traded signal `[stock]`: the sum of weight × z-score of each factor, a missing z-score counted as 0 (as alphanb.pool)."
@@ -470,7 +580,7 @@ def initialize(context):
     _set_costs(cfg, g.tax)
     set_slippage(PriceRelatedSlippage(2 * cfg['slippage']), type='stock')   # JoinQuant charges half of it on each side
     g.day, g.period, g.anchor, g.members = 0, None, {}, {}
-    g.entry, g.raw_bought, g.adj_shares, g.bought_on, g.pending = {}, {}, {}, {}, set()
+    g.entry, g.raw_bought, g.adj_shares, g.bought_on, g.pending, g.shares = {}, {}, {}, {}, {}, {}
     run_daily(trade, time='open' if cfg['trade_price'] == 'open' else 'close')
 
 def _is_rebalance_day(cfg, day):
@@ -495,23 +605,28 @@ def _marks(codes, prev):
 def _deal_price(cfg, quote):
     return quote.day_open if cfg['trade_price'] == 'open' else quote.last_price
 
+def fen(price):
+    "`price` in whole fen (0.01 CNY): limit tests compare prices on the exchange's grid, as alphanb's backtester does."
+    return np.rint(np.float64(price) * 100)
+
 def _sellable(cfg, c, quote, today):
     "Held before today (T+1), trading, and not at the limit-down price."
     px = _deal_price(cfg, quote)
     return (g.bought_on.get(c) != today and not quote.paused and px == px and px > 0
-            and not px <= quote.low_limit + 0.005)
+            and not fen(px) <= fen(quote.low_limit))
 
 def _buyable(cfg, quote):
     "Trading, and not at the limit-up price."
     px = _deal_price(cfg, quote)
-    return not quote.paused and px == px and px > 0 and not px >= quote.high_limit - 0.005
+    return not quote.paused and px == px and px > 0 and not fen(px) >= fen(quote.high_limit)
 
 def _sell(c, reason, today, log_rows):
     o = order_target_value(c, 0)
     if o is None: return False
     for d in (g.entry, g.raw_bought, g.adj_shares, g.bought_on): d.pop(c, None)
-    g.pending.discard(c)
+    g.pending.pop(c, None)
     log_rows.append((c, reason))
+    if SELLS is not None: SELLS.append((str(today.date()), c, reason))
     return True
 
 def buy_sizes(cfg, prices, budget, cash):
@@ -563,6 +678,11 @@ def factor_values(context, held):
 
 def trade(context):
     "The daily handler: exits decided at the previous close, then on rebalance days sell what left the top-k and buy what entered."
+    _trade(context)
+    # the shares held tonight: tomorrow's holdings are valued at tonight's close in these, not in shares split overnight
+    g.shares = {c: p.total_amount for c, p in context.portfolio.positions.items() if p.total_amount > 0}
+
+def _trade(context):
     cfg = g.export['config']
     pf = context.portfolio
     today, prev = pd.Timestamp(context.current_dt).normalize(), context.previous_date
@@ -574,13 +694,14 @@ def trade(context):
         if c not in g.adj_shares and c in g.raw_bought: g.adj_shares[c] = g.raw_bought[c] / post[c]
     sl, tp = cfg['stop_loss'], cfg['take_profit']
     for c in held:                                   # stop loss / take profit on the previous close, total return since entry
-        if c not in g.entry: continue
+        if c not in g.entry or c in g.pending: continue   # a pending exit keeps the reason it was decided with
         ret = g.adj_shares[c] * close[c] * post[c] / g.entry[c] - 1
-        if (sl is not None and ret <= -sl) or (tp is not None and ret >= tp): g.pending.add(c)
+        if sl is not None and ret <= -sl: g.pending[c] = 'stop_loss'
+        if tp is not None and ret >= tp: g.pending[c] = 'take_profit'
     quotes = get_current_data()
     sold, log_rows = set(), []
     for c in sorted(g.pending, key=qlib_symbol):
-        if c in held and _sellable(cfg, c, quotes[c], today) and _sell(c, 'stop', today, log_rows): sold.add(c)
+        if c in held and _sellable(cfg, c, quotes[c], today) and _sell(c, g.pending[c], today, log_rows): sold.add(c)
     if not _is_rebalance_day(cfg, today): return
     codes, values, signal, valid = factor_values(context, held)
     target = [codes[i] for i in top_k(signal, cfg['topk'])]
@@ -592,7 +713,7 @@ def trade(context):
     buys = {}
     if new:
         # a blocked buy (limit up, suspended) keeps its share of cash until the next rebalance
-        nav_before = pf.available_cash + sum(pf.positions[c].total_amount * close[c] for c in holding)
+        nav_before = pf.available_cash + sum(g.shares.get(c, pf.positions[c].total_amount) * close[c] for c in holding)
         budget = min(pf.available_cash / len(new), cfg['max_weight'] * nav_before)
         ok = [c for c in new if _buyable(cfg, quotes[c])]
         n, amount = buy_sizes(cfg, [_deal_price(cfg, quotes[c]) for c in ok], budget, pf.available_cash)
@@ -623,15 +744,19 @@ def formula_tree(f:Formula|str, # a formula or its text
 
 def check_exportable(name:str, # the factor's name, for the message
                      f:Formula|str, # its formula
-                    )->None:
-    "Raise `AlphanbError` naming the factor and operator when the strategy's numpy evaluator cannot compute `f`."
-    f = Formula.parse(f)
-    for n in f.nodes():
-        if n.op == 'Const' or n.kind == 'feature': continue
-        if n.op not in NP_OPERATORS:
-            raise AlphanbError(f"factor '{name}' ({f}) uses the operator {n.op}, which the JoinQuant strategy's numpy "
-                               f"evaluator does not have; it covers {', '.join(sorted(NP_OPERATORS))}. "
+                    )->dict: # the tree the exporter writes for it
+    "The tree of `f` the strategy will walk, checked node by node: `AlphanbError` naming the factor and operator if one has no numpy kernel."
+    tree = formula_tree(f)
+    def walk(n):
+        op = n['op']
+        if op == 'Const' or ('args' not in n and op in LEAF_NAMES): return
+        if op not in NP_OPERATORS:
+            raise AlphanbError(f"factor '{name}' ({Formula.parse(f)}) uses the operator {op} in its canonical form, which the "
+                               f"JoinQuant strategy's numpy evaluator does not have; it covers {', '.join(sorted(NP_OPERATORS))}. "
                                f"Drop the factor or rewrite it with those operators.")
+        for a in n['args']: walk(a)
+    walk(tree)
+    return tree
 
 # %% ../nbs/10_joinquant.ipynb #6ef74b8a
 INDEX_CODES = {'csi300': '000300.XSHG', 'csi500': '000905.XSHG', 'csi800': '000906.XSHG', 'csi1000': '000852.XSHG'}
@@ -684,8 +809,7 @@ def export_joinquant(factors_path:str|Path, # a factors.json
     factors = []
     for i, r in enumerate(rows):
         name = r['factor_name']
-        check_exportable(name, r['expression'])
-        tree = formula_tree(r['expression'])
+        tree = check_exportable(name, r['expression'])                # the tree written is the tree checked
         f = Formula.parse(r['expression'])
         factors.append({'factor_name': name, 'expression': str(f), 'weight': float(r['weight']),
                         'leaves': f.leaves, 'lookback': tree_lookback(tree), 'tree': tree})
@@ -703,16 +827,39 @@ def export_joinquant(factors_path:str|Path, # a factors.json
     return {'out': str(out), **{k: str(v) for k, v in paths.items()}, 'n_factors': len(factors), 'history_days': history,
             'index': rules['index']}
 
+# %% ../nbs/10_joinquant.ipynb #517e5aea
+def write_template(path:str|Path, # where to write the strategy file, e.g. the repository's joinquant/strategy.py
+                  )->Path: # the path written
+    "Write the strategy file alone (no factors), as `export_joinquant` writes it: how `joinquant/strategy.py` is regenerated."
+    path = Path(path)
+    if not path.parent.is_dir(): raise DataNotFoundError(f"cannot write the strategy template to {path}: {path.parent} is not a directory")
+    atomic_write_text(path, strategy_source())
+    return path
+
+def template_is_current(path:str|Path, # the repository's copy, e.g. joinquant/strategy.py
+                       )->bool: # True when it is exactly what the exporter writes
+    "Whether the strategy file at `path` is the one the exporter writes now."
+    path = Path(path)
+    return path.exists() and path.read_text(encoding='utf-8') == strategy_source()
+
 # %% ../nbs/10_joinquant.ipynb #12087132
 def _export_args(p:argparse.ArgumentParser):
-    p.add_argument('--factors', required=True, help='factors.json to export')
-    p.add_argument('--out', required=True, help='directory for alphanb_factors.json, alphanb_model.npz and strategy.py')
+    p.add_argument('--factors', default=None, help='factors.json to export')
+    p.add_argument('--out', default=None, help='directory for alphanb_factors.json, alphanb_model.npz and strategy.py')
     p.add_argument('--config', default=None, help='JSON file of trading-rule overrides (topk, rebalance, universe, ...)')
     p.add_argument('--set', nargs=2, action='append', metavar=('RULE', 'VALUE'), default=[],
                    help='override one trading rule (a BacktestConfig field, universe, adjust_anchor, has_float_mktcap), e.g. --set topk 50')
+    p.add_argument('--template', default=None, metavar='PATH',
+                   help='write only the strategy file to PATH (e.g. joinquant/strategy.py) and no factors')
 
 @command('export-joinquant', 'write a self-contained JoinQuant strategy (json + npz + strategy.py) for a factors file', _export_args)
 def _export_cmd(args):
+    if args.template:
+        path = write_template(args.template)
+        print(f"wrote the strategy template {path}")
+        return {'strategy': str(path)}
+    if not (args.factors and args.out):
+        raise ConfigError("export-joinquant needs --factors F.json and --out DIR (or --template PATH to write only the strategy file)")
     overrides = {}
     if args.config:
         p = Path(args.config)
@@ -747,6 +894,28 @@ class Portfolio:
     @property
     def total_value(self)->float: return self.available_cash + self.positions_value
 
+
+def raw_volume_money(P:dict, # Qlib fields name -> [day, stock] float64: '$volume', '$amount', and '$vwap' if stored
+                     fac:np.ndarray, # [day, stock] the adjustment factor
+                    )->tuple[np.ndarray, np.ndarray]: # [day, stock] raw shares traded, [day, stock] CNY traded
+    "Raw volume and amount that give back Qlib's float32 volume, amount and vwap all three, as the exchange's own numbers do."
+    # Qlib stores volume / factor, amount and amount / volume × factor, each rounded to float32 from the same raw trade;
+    # volume × factor and amount alone would rebuild a vwap one float32 step off in one cell in twenty
+    f32 = lambda a: a.astype(np.float32)
+    def bounds(a): # [lo, hi]: the reals that round to the float32 values `a`
+        a32 = f32(a)
+        up, dn = np.nextafter(a32, np.float32(np.inf)), np.nextafter(a32, np.float32(-np.inf))
+        return (a32.astype(np.float64) + dn) / 2, (a32.astype(np.float64) + up) / 2
+    v, amount, vwap = P['$volume'], P['$amount'], P.get('$vwap')
+    if vwap is None: return v * fac, amount
+    with np.errstate(all='ignore'):
+        (vl, vh), (al, ah), (wl, wh) = bounds(v), bounds(amount), bounds(vwap)
+        r = (np.maximum(al / vh, wl) + np.minimum(ah / vl, wh)) / 2           # amount / adjusted volume, inside both
+        u = (np.maximum(vl, al / r) + np.minimum(vh, ah / r)) / 2             # adjusted volume
+        vol, money = u * fac, r * u
+        fits = (f32(vol / fac) == f32(v)) & (f32(money) == f32(amount)) & (f32(money / vol * fac) == f32(vwap))
+    return np.where(fits, vol, v * fac), np.where(fits, money, amount)
+
 # %% ../nbs/10_joinquant.ipynb #c6b5fb9b
 class LocalJoinQuant:
     "JoinQuant's `jqdata` API and daily backtest loop over a `Panel`, for running an exported strategy locally."
@@ -767,16 +936,18 @@ class LocalJoinQuant:
         rc = P['$close'] / fac                                                                     # raw close
         last = np.array(pd.DataFrame(rc).ffill().shift(1))                                       # previous traded raw close
         pre = rc / (1 + P['$change']) if '$change' in P else last
+        vol, money = raw_volume_money(P, fac)
         self.raw = {'open': P['$open'] / fac, 'high': P['$high'] / fac, 'low': P['$low'] / fac, 'close': rc,
-                    'volume': P['$volume'] * fac, 'money': P['$amount'], 'pre_close': np.where(traded, pre, np.nan)}
+                    'volume': vol, 'money': money, 'pre_close': np.where(traded, pre, np.nan)}
         if '$mktcap' in P: self.raw['market_cap'] = P['$mktcap'] / 1e8                            # JoinQuant: 1e8 CNY
         if '$float_mktcap' in P: self.raw['circulating_market_cap'] = P['$float_mktcap'] / 1e8
         self.raw = {k: self._full(v) for k, v in self.raw.items()}                                # [cal, stock]
         qf = np.array(factor_history.reindex(index=self.days, columns=self.symbols), dtype=np.float64)   # a writable copy
         qf[self._at] = np.where(traded, fac, np.nan)
         self.paused = np.isnan(qf)                                                                 # [cal, stock] no bar that day
-        # JoinQuant's post factor is anchored at listing, Qlib's at the data's first day: a per-stock ratio apart
-        ratio = 1 + np.random.default_rng(seed).integers(1, 64, len(self.codes)) / 16.
+        # JoinQuant's post factor is anchored at listing, Qlib's at the data's first day: a per-stock ratio apart (a power
+        # of two, so that re-anchoring gives back Qlib's factor to the last bit, as JoinQuant's own factor would)
+        ratio = 2. ** np.random.default_rng(seed).integers(1, 8, len(self.codes))
         self.post = np.array(pd.DataFrame(qf * ratio).ffill())
         for k in ['open', 'high', 'low', 'close']:                                                 # JoinQuant fills suspended days
             self.raw[k] = np.where(self.paused, np.array(pd.DataFrame(self.raw['close']).ffill()), self.raw[k])
@@ -898,7 +1069,7 @@ def _fill(self:LocalJoinQuant, security, shares):
     price = self.raw['open' if self.at_open else 'close'][i, j]
     c = self.order_cost
     if shares < 0:
-        if price <= self.raw['low_limit'][i, j] + 0.005: self.messages.append(('warn', f'{security} is at limit down')); return None
+        if fen(price) <= fen(self.raw['low_limit'][i, j]): self.messages.append(('warn', f'{security} is at limit down')); return None
         n = min(-shares, pos.closeable_amount)
         if n <= 0: return None
         fill = price * (1 - self.slippage / 2)
@@ -907,7 +1078,7 @@ def _fill(self:LocalJoinQuant, security, shares):
         pf.available_cash += gross - cost
         pos.total_amount -= n; pos.closeable_amount -= n
     else:
-        if price >= self.raw['high_limit'][i, j] - 0.005: self.messages.append(('warn', f'{security} is at limit up')); return None
+        if fen(price) >= fen(self.raw['high_limit'][i, j]): self.messages.append(('warn', f'{security} is at limit up')); return None
         fill = price * (1 + self.slippage / 2)
         n = int(shares // 100) * 100
         fee = lambda n: max(c.min_commission, n * fill * c.open_commission)
@@ -977,7 +1148,7 @@ def run(self:LocalJoinQuant, start, # first trading day of the backtest
         end, # last trading day
         cash:float|None=None, # starting cash; the export's `initial_capital` when None
         strategy:str='strategy.py', # the strategy file in `files`
-       )->dict: # nav, positions [day, symbol] raw shares at the close, trades, records (one per rebalance), messages, module
+       )->dict: # nav, positions [day, symbol] raw shares at the close, trades, records (one per rebalance), sells (with reasons), messages, module
     "Run the exported strategy over [`start`, `end`] as JoinQuant's daily backtest would."
     import importlib.util, sys
     self.reset()
@@ -990,7 +1161,7 @@ def run(self:LocalJoinQuant, start, # first trading day of the backtest
     finally:
         if saved is None: sys.modules.pop('jqdata', None)
         else: sys.modules['jqdata'] = saved
-    mod.RECORD = []
+    mod.RECORD, mod.SELLS = [], []
     rules = json.loads(self.read_file(FACTORS_FILE))['config']
     pf = Portfolio(rules['initial_capital'] if cash is None else cash)
     self.context = _Obj(portfolio=pf, current_dt=None, previous_date=None)
@@ -1021,4 +1192,5 @@ def run(self:LocalJoinQuant, start, # first trading day of the backtest
     nav = pd.DataFrame(self.nav, columns=['date', 'value', 'cash']).set_index('date')
     held = pd.DataFrame(self.holdings, index=nav.index).fillna(0.)
     return {'nav': nav, 'positions': held, 'trades': pd.DataFrame(self.trades, columns=['date', 'code', 'side', 'shares', 'price', 'cost']),
-            'records': mod.RECORD, 'messages': list(self.messages), 'module': mod}
+            'records': mod.RECORD, 'sells': pd.DataFrame(mod.SELLS, columns=['date', 'code', 'reason']),
+            'messages': list(self.messages), 'module': mod}

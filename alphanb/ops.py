@@ -99,17 +99,23 @@ def _np(x:Tensor, dtype=None): # a contiguous numpy view (or copy) of a CPU tens
     return (x if dtype is None else x.to(dtype)).contiguous().numpy()
 
 @_jit
-def _nb_window_sum(x, w): # [day, stock] sum of the last w rows, from cumulative sums restarted every max(w, 128) rows
-    # the same sums as the tensor kernel, added in the same order: a window of zeros sums to exactly 0
+def _nb_window_sum(x, w): # [day, stock] float64 sum of the last w rows (fewer at the start)
     days, stocks = x.shape
+    out = np.zeros((days, stocks))                           # float64 whatever x is, as torch accumulates a cumsum
+    if w <= LOOP_MAX_WINDOW:
+        # the window's own values, oldest first: a sum depends on its window only, not on where the panel starts
+        for t in numba.prange(days):
+            for i in range(max(0, t - w + 1), t + 1):
+                for s in range(stocks): out[t, s] += x[i, s]
+        return out
+    # longer windows: the tensor kernel's sums, cumulative sums restarted every max(w, 128) rows, in the same order
     B = max(w, 128)
-    cs = np.empty((days, stocks))                            # float64 whatever x is, as torch accumulates a cumsum
+    cs = np.empty((days, stocks))
     for b in numba.prange((days + B - 1) // B):
         t0, t1 = b * B, min(days, (b + 1) * B)
         for s in range(stocks): cs[t0, s] = x[t0, s]
         for t in range(t0 + 1, t1):
             for s in range(stocks): cs[t, s] = cs[t - 1, s] + x[t, s]
-    out = np.empty((days, stocks))
     for t in numba.prange(days):
         j = t % B                                            # position in its block
         if j >= w:
@@ -236,7 +242,8 @@ def _window_sum(x:Tensor, # [day, stock] float64 (float32 for counts) with zeros
     # Cumulative sums restart every `B` rows: a window sum is then a difference of sums over at most two blocks, so
     # its rounding error does not grow with the history before it (a stock's volume ten years ago cannot blur today's).
     # Blocked, the cumulative sum is also several times faster than one along the whole day axis. On the CPU a compiled
-    # loop computes the same sums in the same order without the padding and the intermediate tensors.
+    # loop adds each window's own values up to LOOP_MAX_WINDOW days, and beyond computes the same sums in the same order
+    # without the padding and the intermediate tensors.
     if _compiled(x): return torch.from_numpy(_nb_window_sum(_np(x), w)).to(x.dtype)
     days, stocks = x.shape
     B = max(w, 128)

@@ -35,7 +35,8 @@ def _nb_zscore(x, mask): # [day, stock] float32 z-scores (ddof 0) over the maske
         mu, ss, sq = s / n, 0., 0.
         for j in range(stocks):
             if mask[t, j] and abs(x[t, j]) < np.inf:
-                d = x[t, j] - mu; ss += d * d; sq += x[t, j] * x[t, j]
+                v = np.float64(x[t, j])                      # float64: a float32 square overflows above ~1.8e19
+                d = v - mu; ss += d * d; sq += v * v
         sd = math.sqrt(ss / n)
         if not sd > 1e-10 * math.sqrt(sq / n): continue      # a constant day has no z-score
         for j in range(stocks):
