@@ -59,8 +59,11 @@ class TrainConfig:
     ppo_epochs: int = 4                  # passes over each batch
     minibatch_size: int = 32             # episodes per gradient step (all their tokens)
     risk_quantile: float = 0.0           # ε of risk-seeking PPO: train on the batch's top ε episodes only; 0: plain PPO
-    elite_share: float = 0.0             # share of each batch's episodes that extend a pool member's tokens (0: none)
-    elite_group: int = 16                # episodes that extend the same member (risk-seeking ranks them among themselves)
+    elite_share: float = 0.0             # share of each batch's episodes that extend an elite formula's tokens (0: none)
+    elite_group: int = 16                # episodes that extend (or rewrite) the same formula; risk-seeking ranks them among themselves
+    mutate_share: float = 0.0            # share of each batch's episodes that rewrite one token of an elite formula (0: none)
+    mutate_insert: bool = False          # a rewrite may also insert a one-operand operator
+    elite_from: str = 'pool'             # formulas extended and rewritten: 'pool' (its members) or 'best' (the run's best by reward)
     # LoRD
     lord_decay: float = 1.0              # λ of Newton-Schulz low-rank decay; each step subtracts lr·λ·NS(W); 0 turns it off
     lord_iterations: int = 5             # Newton-Schulz iterations
@@ -151,6 +154,10 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     need(cfg.sampling_prior in ('kind', 'uniform'), f"config key 'sampling_prior' must be 'kind' or 'uniform', got {cfg.sampling_prior!r}")
     need(0 <= cfg.risk_quantile < 1, f"config key 'risk_quantile' must be in [0, 1), got {cfg.risk_quantile}")
     need(0 <= cfg.elite_share <= 1, f"config key 'elite_share' must be in [0, 1], got {cfg.elite_share}")
+    need(0 <= cfg.mutate_share <= 1, f"config key 'mutate_share' must be in [0, 1], got {cfg.mutate_share}")
+    need(cfg.elite_share + cfg.mutate_share <= 1,
+         f"config keys 'elite_share' + 'mutate_share' must be at most 1 (shares of one batch), got {cfg.elite_share + cfg.mutate_share}")
+    need(cfg.elite_from in ('pool', 'best'), f"config key 'elite_from' must be 'pool' or 'best', got {cfg.elite_from!r}")
     need(cfg.elite_group >= 2, f"config key 'elite_group' must be >= 2 (its episodes are ranked among themselves), got {cfg.elite_group}")
     need(cfg.size_penalty >= 0, f"config key 'size_penalty' must be >= 0, got {cfg.size_penalty}")
     for k in ['hidden', 'layers', 'heads', 'batch_size', 'minibatch_size', 'ppo_epochs', 'horizon', 'topk',

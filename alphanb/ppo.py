@@ -224,8 +224,9 @@ class UniformPolicy(nn.Module):
 def sample_rollout(policy:nn.Module, # forward(tokens, lengths, mask) -> (masked logits, value)
                    grammar, # `alphanb.formula.Grammar`
                    n:int, # episodes
-                   prefixes:list|None=None, # per episode, token ids it starts with (given, not sampled), or None
+                   prefixes:list|None=None, # per episode, token ids it starts with (given, not sampled; -1: sampled), or None
                    groups:list|None=None, # per episode, the group of episodes extending the same prefix (0: none)
+                   allowed:Tensor|None=None, # [episode, step, token] bool, a further limit on the sampled tokens (a mutation's choices)
                   )->Rollout: # finished episodes; rewards are zeros until the environment fills them
     "Write `n` formulas with `policy` under `grammar`'s action masks, extending the given `prefixes`."
     pad, sep = grammar.PAD, grammar.SEP
@@ -246,6 +247,7 @@ def sample_rollout(policy:nn.Module, # forward(tokens, lengths, mask) -> (masked
         if prefixes:                                             # right after a given prefix, the episode must add to it
             just = (given[idx, t] < 0) & (t > 0) & forced[idx, max(t - 1, 0)]
             if just.any(): m[just, sep] = False
+        if allowed is not None and t < allowed.shape[1]: m &= allowed[idx, t]
         logits, v = policy(tokens[idx, :t], torch.full((len(idx),), t, dtype=torch.long), m)
         lp = F.log_softmax(logits.float().masked_fill(~m, MASKED_LOGIT), -1)
         a = torch.multinomial(lp.exp(), 1)[:, 0]                 # [alive]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_train.ipynb #e5b87627
 from __future__ import annotations
-import csv, io, json, math, os, random, time
+import csv, heapq, io, json, math, os, random, time
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +15,16 @@ from torch import Tensor, nn
 from .core import *
 from .config import *
 from .data import Panel, load_panel, calendar
-from .formula import Formula, FormulaCache, Grammar, DEFAULT_FEATURES, evaluate_formula
+from .formula import Formula, FormulaCache, Grammar, DEFAULT_FEATURES, evaluate_formula, KIND_OP
 from .metrics import RewardContext, RewardConfig, POOL_INVALID_REWARD
 from .pool import FactorPool
 from .policies import make_policy, attention_weights, POLICIES
 from .ppo import *
 
 # %% auto #0
-__all__ = ['LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'resolve_data', 'split_dates', 'load_run_data', 'run_slices',
-           'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy', 'Trainer',
-           'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
+__all__ = ['LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'resolve_data', 'split_dates', 'load_run_data',
+           'run_slices', 'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy',
+           'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
            'planted_market', 'planted', 'planted_command', 'bench_train', 'bench_train_command']
 
 # %% ../nbs/07b_train.ipynb #5c928985
@@ -120,7 +120,7 @@ class FormulaEnv:
             self.seconds['metrics'] += time.perf_counter() - t0
             # the pool and the log keep the canonical form: the same values, without the junk a policy can write
             # (`Gate(0.1, x, y)` is `x`)
-            s = {'formula': k, 'valid': bool(terms['valid']), 'reward': float(terms['reward']),
+            s = {'formula': k, 'valid': bool(terms['valid']), 'reward': float(terms['reward']), 'size': canon.size,
                  'ic': _nanmean(ic), 'rank_ic': _nanmean(ric)}
             if terms['valid']: s['pool_reward'] = self.offer(canon, fac)
             self.scores[k] = s
@@ -143,6 +143,15 @@ class FormulaEnv:
                 out.append(s['pool_reward'] if fresh else self.offer(canon, self.factor(f)))
         self.episodes += len(formulas)
         return torch.tensor(out, dtype=torch.float32)
+
+    def elites(self, k:int, # how many
+              )->list: # `Formula`s, best first
+        "The `k` best formulas written so far by this run's reward; with the 'pool' reward, the pool's members."
+        if self.mode == 'pool': return list(self.pool.formulas)
+        ok = [s for s in self.scores.values() if s['valid'] and math.isfinite(s['ic'])]
+        size = lambda s: s['size'] if 'size' in s else Formula.parse(s['formula']).size   # checkpoints before 'size'
+        key = (lambda s: abs(s['ic']) - self.size_penalty * size(s)) if self.mode == 'ic' else (lambda s: s['reward'])
+        return [Formula.parse(s['formula']) for s in heapq.nlargest(k, ok, key=key)]
 
     def best(self)->dict|None:
         "The formula with the highest train RankIC so far."
@@ -234,6 +243,7 @@ class Trainer:
         self.env = FormulaEnv(self.panel, self.train_days, cfg.reward, cfg.reward_weights, cfg.topk, cfg.pool_size,
                               cfg.pool_corr_max, cfg.cache_mb, cfg.size_penalty)
         self.step, self.log = 0, []
+        self._rewrites = {}                                             # member tokens -> `rewrites(tokens)`
 
     def _writable(self, tokens:list)->bool:
         "Whether the grammar's masks allow `tokens` as a prefix that can still grow."
@@ -242,21 +252,73 @@ class Trainer:
         m[self.grammar.SEP] = False
         return bool(m.any())
 
+    def _members(self)->list:
+        "Token ids of the formulas to extend and rewrite (`elite_from`) that the grammar has tokens for."
+        out = []
+        for f in (self.env.pool.formulas if self.cfg.elite_from == 'pool' else self.env.elites(self.cfg.pool_size)):
+            try: out.append(self.grammar.to_tokens(f))
+            except AlphanbError: continue                               # canonical forms: a constant may lack a token
+        return out
+
+    def rewrites(self, tokens:list)->list:
+        """The ways to rewrite one token of `tokens`: (template, allowed) pairs, where the template is `tokens` with -1 at
+        the sampled position and `allowed` [token] bool the tokens it may take. Every token can be replaced by another of
+        the same arity and constness (the stack behind it is the same, so every later token stays allowed); with
+        `mutate_insert`, a one-operand operator can also be put after any token."""
+        key = tuple(tokens)
+        if key not in self._rewrites:
+            g, tk, out = self.grammar, torch.tensor(tokens), []
+            try: whole = bool(g.action_masks(tk)[0, g.SEP])
+            except AlphanbError: whole = False                          # canonical forms may break a rule of the masks
+            if not whole: self._rewrites[key] = []; return []
+            before = torch.cat([g.action_masks(tk[:i]) for i in range(len(tokens) + 1)])       # [position, token]
+            same = (g.arity[None] == g.arity[tk][:, None]) & (g._is_const[None] == g._is_const[tk][:, None]) & g._is_token[None]
+            sub = before[:-1] & same
+            sub[torch.arange(len(tokens)), tk] = False                                        # a real change
+            out = [(tokens[:j] + [-1] + tokens[j + 1:], sub[j]) for j in range(len(tokens)) if sub[j].any()]
+            if self.cfg.mutate_insert and len(tokens) < g.max_len:
+                unary = (g.arity == 1) & (g.kind == KIND_OP)
+                for j in range(1, len(tokens) + 1):
+                    m = before[j] & unary
+                    if not m.any(): continue
+                    full = tokens[:j] + [int(m.nonzero()[0, 0])] + tokens[j:]      # any one-operand operator leaves the same stack
+                    try: ok = bool(g.action_masks(torch.tensor(full))[0, g.SEP])
+                    except AlphanbError: ok = False
+                    if ok: out.append((tokens[:j] + [-1] + tokens[j:], m))
+            self._rewrites[key] = out
+        return self._rewrites[key]
+
     def elite_prefixes(self)->tuple:
-        "Per episode, a pool member's tokens to extend (on a share `elite_share` of the batch) or None; and its group."
-        n = round(self.cfg.elite_share * self.cfg.batch_size)
-        if n == 0 or self.env.pool.size == 0: return None, None
-        cands = []
-        for f in self.env.pool.formulas:                                # canonical forms: constants may lack a token
-            try: tk = self.grammar.to_tokens(f)
-            except AlphanbError: continue
-            if len(tk) < self.grammar.max_len and self._writable(tk): cands.append(tk)
-        if not cands: return None, None
-        per = self.cfg.elite_group                                      # episodes per chosen member
-        pick = torch.randint(len(cands), (max(n // per, 1),)).tolist()
-        pre = [cands[pick[i // per]] for i in range(len(pick) * per)][:n]
-        grp = [1 + i // per for i in range(len(pre))]
-        return pre + [None] * (self.cfg.batch_size - len(pre)), grp + [0] * (self.cfg.batch_size - len(pre))
+        """Per episode: the tokens it is given or None; its group; and [episode, step, token] the tokens a rewrite may
+        choose (None when no episode rewrites). A share `elite_share` of the batch extends an elite formula (`elite_from`:
+        a pool member or one of the run's best), a share `mutate_share` rewrites one token of one; `elite_group`
+        episodes share each formula."""
+        c, B = self.cfg, self.cfg.batch_size
+        n_ext, n_mut = round(c.elite_share * B), round(c.mutate_share * B)
+        if n_ext + n_mut == 0: return None, None, None
+        members = self._members()
+        per = c.elite_group                                             # episodes per chosen member
+        pre, grp, allowed = [], [], None
+        ext = [tk for tk in members if len(tk) < self.grammar.max_len and self._writable(tk)]
+        if n_ext and ext:
+            pick = torch.randint(len(ext), (max(n_ext // per, 1),)).tolist()
+            pre = [ext[pick[i // per]] for i in range(len(pick) * per)][:n_ext]
+            grp = [1 + i // per for i in range(len(pre))]
+        mut = [r for r in map(self.rewrites, members) if r]
+        if n_mut and mut:
+            T, V = self.grammar.max_len + 1, self.grammar.n_tokens
+            allowed = torch.ones(B, T, V, dtype=torch.bool)
+            pick = torch.randint(len(mut), (max(n_mut // per, 1),)).tolist()
+            g0 = len(set(grp))
+            for i in range(min(len(pick) * per, n_mut)):
+                ways = mut[pick[i // per]]
+                tmpl, m = ways[int(torch.randint(len(ways), ()))]
+                allowed[len(pre), tmpl.index(-1)] = m
+                pre.append(tmpl + [self.grammar.SEP])                  # -1: sampled, the rest given
+                grp.append(1 + g0 + i // per)
+        if not pre: return None, None, None
+        k = len(pre)
+        return pre + [None] * (B - k), grp + [0] * (B - k), allowed
 
     def run_step(self)->dict:
         "One PPO iteration; returns its log row."
@@ -297,9 +359,10 @@ class Trainer:
 
     def load_state_dict(self, s:dict)->None:
         "Continue from a `state_dict()`; the settings must agree except for those in `RESUME_FREE`."
-        old, new = s['config'], config_dict(self.cfg)
-        diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
-        if diff: raise ConfigError(f"cannot resume: the checkpoint was made with different settings ({', '.join(f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in diff)}); "
+        new = config_dict(self.cfg)
+        old = {**config_dict(TrainConfig()), **s['config']}               # a setting newer than the checkpoint: its default
+        diff = [k for k in new if k not in RESUME_FREE and old[k] != new[k]]
+        if diff: raise ConfigError(f"cannot resume: the checkpoint was made with different settings ({', '.join(f'{k}: {old[k]!r} -> {new[k]!r}' for k in diff)}); "
                                    "use the same settings or a new --out")
         self.policy.load_state_dict(s['model'])
         if self.optimizer: self.optimizer.load_state_dict(s['optimizer'])
@@ -413,6 +476,9 @@ def train_command(args)->dict:
 
 # %% ../nbs/07b_train.ipynb #5849427f
 PLANTED_FORMULA = 'Mean(Pressure, 10) - Delta(LogVolume, 5)'   # depth 3; the grammar can write it in 5 tokens
+# the learned policies' search in the experiment: a quarter of each batch extends, a quarter rewrites one token of, the
+# run's best formulas (random search has neither: it is the uniform baseline)
+PLANTED_SEARCH = {'elite_share': 0.25, 'mutate_share': 0.25, 'mutate_insert': True, 'elite_from': 'best'}
 
 def planted_market(formula:str=PLANTED_FORMULA, # the planted formula (over alphanb.synth.EXOGENOUS features)
                    seed:int=0, # market seed
@@ -437,7 +503,7 @@ def planted(policy:str='transformer', # a policy name or 'random'
     panel = planted_market(formula, seed, n_stocks, n_days)
     cut = int(panel.n_days * 0.75)
     cfg = make_config({'policy': policy, 'seed': seed, 'reward': 'ic', 'risk_quantile': 0.1, 'batch_size': 64, 'minibatch_size': 64,
-                       'elite_share': 0.0 if policy == 'random' else 0.5,
+                       **({} if policy == 'random' else PLANTED_SEARCH),
                        'horizon': 1, 'topk': max(5, n_stocks // 10), 'max_len': 8, 'steps': 10**9, 'out': '', **(overrides or {})})
     tr = Trainer(cfg, (panel, slice(30, cut - 1), slice(cut, panel.n_days)))
     truth = evaluate_formula(panel, Formula.parse(formula))

@@ -69,7 +69,8 @@ def test_resume_equals_uninterrupted_risk_seeking(tmp_path, small):
     cols = ['reward_mean', 'reward_max', 'best_rank_ic', 'pool_size', 'entropy', 'evaluations', 'policy_loss']
     assert full['log'][cols].equals(resumed['log'][cols])
     for bad, msg in [({'reward': 'best'}, "'pool' or 'ic'"), ({'sampling_prior': 'flat'}, "'kind' or 'uniform'"),
-                     ({'risk_quantile': 1.0}, 'risk_quantile'), ({'size_penalty': -1}, 'size_penalty')]:
+                     ({'risk_quantile': 1.0}, 'risk_quantile'), ({'size_penalty': -1}, 'size_penalty'),
+                     ({'elite_share': 0.5, 'mutate_share': 0.75}, 'at most 1'), ({'elite_from': 'top'}, "'pool' or 'best'")]:
         with pytest.raises(ConfigError, match=msg): make_config(bad)
 
 
@@ -93,3 +94,6 @@ def test_planted_reports():
     res = planted('random', budget=64, seed=0, n_stocks=30, n_days=120, overrides={'batch_size': 32, 'max_len': 8})
     assert {'policy', 'seed', 'budget', 'recovered', 'evaluations', 'best_corr'} <= set(res)
     assert res['policy'] == 'random' and res['evaluations'] <= 64 and 0 <= res['best_corr'] <= 1
+    # a learned policy runs the extensions and rewrites of PLANTED_SEARCH from its second step on
+    res = planted('lstm', budget=96, seed=0, n_stocks=30, n_days=120, overrides={'batch_size': 32, 'max_len': 8, 'elite_group': 8})
+    assert res['steps'] == 3 and res['distinct'] > 32
