@@ -267,11 +267,12 @@ class Trainer:
         `mutate_insert`, a one-operand operator can also be put after any token."""
         key = tuple(tokens)
         if key not in self._rewrites:
-            g, tk, out = self.grammar, torch.tensor(tokens), []
-            try: whole = bool(g.action_masks(tk)[0, g.SEP])
-            except AlphanbError: whole = False                          # canonical forms may break a rule of the masks
-            if not whole: self._rewrites[key] = []; return []
-            before = torch.cat([g.action_masks(tk[:i]) for i in range(len(tokens) + 1)])       # [position, token]
+            g, tk, st, before = self.grammar, torch.tensor(tokens), self.grammar.initial_state(1), []
+            try:                                                        # the masks before each token, and after the last
+                for t in tk: before.append(st.mask()[0]); st.step(t[None])
+            except AlphanbError: before = []                            # canonical forms may break a rule of the masks
+            if not before or not st.mask()[0, g.SEP]: self._rewrites[key] = []; return []
+            before = torch.stack(before + [st.mask()[0]])                                  # [position, token]
             same = (g.arity[None] == g.arity[tk][:, None]) & (g._is_const[None] == g._is_const[tk][:, None]) & g._is_token[None]
             sub = before[:-1] & same
             sub[torch.arange(len(tokens)), tk] = False                                        # a real change
