@@ -63,7 +63,10 @@ class TrainConfig:
     elite_group: int = 16                # episodes that extend (or rewrite) the same formula; risk-seeking ranks them among themselves
     mutate_share: float = 0.0            # share of each batch's episodes that rewrite one token of an elite formula (0: none)
     mutate_insert: bool = False          # a rewrite may also insert a one-operand operator
+    mutate_delete: bool = False          # a rewrite may also replace an operator by one of its operands (given whole)
+    mutate_near: bool = False            # a rewrite turns a windowed operator only into another window of it or another operator of its window
     elite_from: str = 'pool'             # formulas extended and rewritten: 'pool' (its members) or 'best' (the run's best by reward)
+    elite_rank: bool = False             # draw the formulas to extend and rewrite with weight 1/rank (best first; needs elite_from 'best')
     # LoRD
     lord_decay: float = 1.0              # λ of Newton-Schulz low-rank decay; each step subtracts lr·λ·NS(W); 0 turns it off
     lord_iterations: int = 5             # Newton-Schulz iterations
@@ -158,6 +161,8 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     need(cfg.elite_share + cfg.mutate_share <= 1,
          f"config keys 'elite_share' + 'mutate_share' must be at most 1 (shares of one batch), got {cfg.elite_share + cfg.mutate_share}")
     need(cfg.elite_from in ('pool', 'best'), f"config key 'elite_from' must be 'pool' or 'best', got {cfg.elite_from!r}")
+    need(not cfg.elite_rank or cfg.elite_from == 'best', "config key 'elite_rank' ranks the run's best formulas: it needs elite_from 'best', got "
+         f"{cfg.elite_from!r}")
     need(cfg.elite_group >= 2, f"config key 'elite_group' must be >= 2 (its episodes are ranked among themselves), got {cfg.elite_group}")
     need(cfg.size_penalty >= 0, f"config key 'size_penalty' must be >= 0, got {cfg.size_penalty}")
     for k in ['hidden', 'layers', 'heads', 'batch_size', 'minibatch_size', 'ppo_epochs', 'horizon', 'topk',

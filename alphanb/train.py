@@ -264,7 +264,11 @@ class Trainer:
         """The ways to rewrite one token of `tokens`: (template, allowed) pairs, where the template is `tokens` with -1 at
         the sampled position and `allowed` [token] bool the tokens it may take. Every token can be replaced by another of
         the same arity and constness (the stack behind it is the same, so every later token stays allowed); with
-        `mutate_insert`, a one-operand operator can also be put after any token."""
+        `mutate_insert`, a one-operand operator can also be put after any token; with `mutate_near`, a windowed operator
+        only becomes another window of itself or another operator over its window (`Med(x, 10)`: `Med(x, 20)`,
+        `Mean(x, 10)`, ...), fewer choices for the same steps. With `mutate_delete`, an operator can
+        be replaced by one of its operands: there is nothing to choose, so the template is the whole new formula (no -1)
+        and `allowed` is None."""
         key = tuple(tokens)
         if key not in self._rewrites:
             g, tk, st, before = self.grammar, torch.tensor(tokens), self.grammar.initial_state(1), []
@@ -274,6 +278,12 @@ class Trainer:
             if not before or not st.mask()[0, g.SEP]: self._rewrites[key] = []; return []
             before = torch.stack(before + [st.mask()[0]])                                  # [position, token]
             same = (g.arity[None] == g.arity[tk][:, None]) & (g._is_const[None] == g._is_const[tk][:, None]) & g._is_token[None]
+            if self.cfg.mutate_near:                                    # a windowed operator: its other windows, or its window's other operators
+                names = list(dict.fromkeys(t.op for t in g.tokens))
+                op = torch.tensor([names.index(t.op) for t in g.tokens])
+                win = g.window[tk][:, None]
+                near = (op[None] == op[tk][:, None]) | (g.window[None] == win)
+                same &= torch.where(win > 0, near, True)
             sub = before[:-1] & same
             sub[torch.arange(len(tokens)), tk] = False                                        # a real change
             out = [(tokens[:j] + [-1] + tokens[j + 1:], sub[j]) for j in range(len(tokens)) if sub[j].any()]
@@ -286,8 +296,30 @@ class Trainer:
                     try: ok = bool(g.action_masks(torch.tensor(full))[0, g.SEP])
                     except AlphanbError: ok = False
                     if ok: out.append((tokens[:j] + [-1] + tokens[j:], m))
+            if self.cfg.mutate_delete: out += [(tk, None) for tk in self._deletions(tokens)]
             self._rewrites[key] = out
         return self._rewrites[key]
+
+    def _deletions(self, tokens:list)->list:
+        "Token ids of the formulas `tokens` becomes when one operator is replaced by one of its operands, distinct."
+        g, starts, out = self.grammar, [], []                        # starts: where each stack entry's tokens begin
+        for j, t in enumerate(tokens):
+            a = int(g.arity[t])
+            kids = starts[len(starts) - a:] if a else []
+            if a: del starts[len(starts) - a:]
+            starts.append(kids[0] if kids else j)
+            for c, s in enumerate(kids):                               # operand c spans tokens[s:e]
+                e = kids[c + 1] if c + 1 < a else j
+                tk = tokens[:kids[0]] + tokens[s:e] + tokens[j + 1:]
+                try: ok = bool(g.action_masks(torch.tensor(tk))[0, g.SEP])
+                except AlphanbError: ok = False                        # e.g. a constant where a series is needed
+                if ok and tk not in out: out.append(tk)
+        return out
+
+    def _pick(self, n:int, k:int)->list:
+        "`k` draws of formulas among `n` elites (best first): uniform, or with `elite_rank` weight 1/rank."
+        if not self.cfg.elite_rank: return torch.randint(n, (k,)).tolist()
+        return torch.multinomial(1 / torch.arange(1, n + 1, dtype=torch.float64), k, replacement=True).tolist()
 
     def elite_prefixes(self)->tuple:
         """Per episode: the tokens it is given or None; its group; and [episode, step, token] the tokens a rewrite may
@@ -302,18 +334,28 @@ class Trainer:
         pre, grp, allowed = [], [], None
         ext = [tk for tk in members if len(tk) < self.grammar.max_len and self._writable(tk)]
         if n_ext and ext:
-            pick = torch.randint(len(ext), (max(n_ext // per, 1),)).tolist()
+            pick = self._pick(len(ext), max(n_ext // per, 1))
             pre = [ext[pick[i // per]] for i in range(len(pick) * per)][:n_ext]
             grp = [1 + i // per for i in range(len(pre))]
         mut = [r for r in map(self.rewrites, members) if r]
         if n_mut and mut:
             T, V = self.grammar.max_len + 1, self.grammar.n_tokens
             allowed = torch.ones(B, T, V, dtype=torch.bool)
-            pick = torch.randint(len(mut), (max(n_mut // per, 1),)).tolist()
-            g0 = len(set(grp))
+            pick = self._pick(len(mut), max(n_mut // per, 1))
+            g0, given = len(set(grp)), set()
             for i in range(min(len(pick) * per, n_mut)):
                 ways = mut[pick[i // per]]
                 tmpl, m = ways[int(torch.randint(len(ways), ()))]
+                if m is None:                                          # a deletion: written whole, once in a run
+                    k = self.grammar.from_tokens(tmpl).key
+                    if k not in self.env.scores and k not in given:
+                        given.add(k)
+                        pre.append(tmpl + [self.grammar.SEP])
+                        grp.append(1 + g0 + n_mut + i)                 # alone: nothing in it is trained
+                        continue
+                    choose = [w for w in ways if w[1] is not None]      # done before: a rewrite with a choice instead
+                    if not choose: continue
+                    tmpl, m = choose[int(torch.randint(len(choose), ()))]
                 allowed[len(pre), tmpl.index(-1)] = m
                 pre.append(tmpl + [self.grammar.SEP])                  # -1: sampled, the rest given
                 grp.append(1 + g0 + i // per)
@@ -477,9 +519,10 @@ def train_command(args)->dict:
 
 # %% ../nbs/07b_train.ipynb #5849427f
 PLANTED_FORMULA = 'Mean(Pressure, 10) - Delta(LogVolume, 5)'   # depth 3; the grammar can write it in 5 tokens
-# the learned policies' search in the experiment: a quarter of each batch extends, a quarter rewrites one token of, the
-# run's best formulas (random search has neither: it is the uniform baseline)
-PLANTED_SEARCH = {'elite_share': 0.25, 'mutate_share': 0.25, 'mutate_insert': True, 'elite_from': 'best'}
+# the learned policies' search in the experiment: a quarter of each batch extends, a quarter rewrites, the run's best
+# formulas, the better ones more often (random search has neither: it is the uniform baseline)
+PLANTED_SEARCH = {'elite_share': 0.25, 'mutate_share': 0.25, 'mutate_insert': True, 'mutate_delete': True, 'mutate_near': True,
+                  'elite_from': 'best', 'elite_rank': True}
 
 def planted_market(formula:str=PLANTED_FORMULA, # the planted formula (over alphanb.synth.EXOGENOUS features)
                    seed:int=0, # market seed
