@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_train.ipynb #e5b87627
 from __future__ import annotations
-import csv, heapq, io, json, math, os, random, time
+import csv, ctypes, heapq, io, json, math, os, random, time
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,9 @@ from .ppo import *
 
 # %% auto #0
 __all__ = ['LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'resolve_data', 'split_dates', 'load_run_data',
-           'run_slices', 'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy',
-           'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
-           'planted_market', 'planted', 'planted_command', 'bench_train', 'bench_train_command']
+           'run_slices', 'FormulaEnv', 'release_memory', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state',
+           'build_policy', 'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json',
+           'train_command', 'planted_market', 'planted', 'planted_command', 'bench_train', 'bench_train_command']
 
 # %% ../nbs/07b_train.ipynb #5c928985
 def resolve_data(path:str|Path)->Path:
@@ -163,6 +163,13 @@ def _action_entropy(r:Rollout)->float:
     n = r.lengths.sum() - (0 if r.forced is None else r.forced.sum())
     ent = r.entropy if r.forced is None else torch.where(r.forced, 0., r.entropy)
     return float(ent.sum() / n) if n > 0 else math.nan
+
+def release_memory()->bool:
+    """Hand the heap memory freed since the last call back to the system; whether it could (glibc only). Evaluation
+    frees many [day, stock] temporaries of ~12 MB each on real data and glibc keeps them: a CSI300 run held 4.8 GB after
+    20 steps; calling this after every step, 2.3 GB between steps and 3.75 GB at the peak, at the same speed."""
+    try: ctypes.CDLL('libc.so.6').malloc_trim(0); return True
+    except (OSError, AttributeError): return False
 
 def _nanmean(x:Tensor|None)->float:
     "Mean of the finite values of `x`; NaN when there is none."
@@ -391,6 +398,7 @@ class Trainer:
                'formulas_per_s': c.batch_size / (t3 - t0), 'seconds_policy': t1 - t0, 'seconds_eval': t2 - t1,
                'seconds_update': t3 - t2}
         self.log.append(row)
+        release_memory()
         return row
 
     def state_dict(self)->dict:
