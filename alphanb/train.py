@@ -168,8 +168,14 @@ def release_memory()->bool:
     """Hand the heap memory freed since the last call back to the system; whether it could (glibc only). Evaluation
     frees many [day, stock] temporaries of ~12 MB each on real data and glibc keeps them: a CSI300 run held 4.8 GB after
     20 steps; calling this after every step, 2.3 GB between steps and 3.75 GB at the peak, at the same speed."""
-    try: ctypes.CDLL('libc.so.6').malloc_trim(0); return True
-    except (OSError, AttributeError): return False
+    global _malloc_trim
+    if _malloc_trim is None:
+        try: _malloc_trim = ctypes.CDLL('libc.so.6').malloc_trim
+        except (OSError, AttributeError): _malloc_trim = False
+    if _malloc_trim: _malloc_trim(0)
+    return bool(_malloc_trim)
+
+_malloc_trim = None                                                   # glibc's malloc_trim once found; False: none
 
 def _nanmean(x:Tensor|None)->float:
     "Mean of the finite values of `x`; NaN when there is none."
@@ -273,9 +279,9 @@ class Trainer:
         the same arity and constness (the stack behind it is the same, so every later token stays allowed); with
         `mutate_insert`, a one-operand operator can also be put after any token; with `mutate_near`, a windowed operator
         only becomes another window of itself or another operator over its window (`Med(x, 10)`: `Med(x, 20)`,
-        `Mean(x, 10)`, ...), fewer choices for the same steps. With `mutate_delete`, an operator can
-        be replaced by one of its operands: there is nothing to choose, so the template is the whole new formula (no -1)
-        and `allowed` is None."""
+        `Mean(x, 10)`, ...), fewer choices for the same steps. With `mutate_delete`, an operator can be replaced by one
+        of its operands: there is nothing to choose, so the template is the whole new formula (no -1) and `allowed` is
+        None."""
         key = tuple(tokens)
         if key not in self._rewrites:
             g, tk, st, before = self.grammar, torch.tensor(tokens), self.grammar.initial_state(1), []
@@ -286,10 +292,8 @@ class Trainer:
             before = torch.stack(before + [st.mask()[0]])                                  # [position, token]
             same = (g.arity[None] == g.arity[tk][:, None]) & (g._is_const[None] == g._is_const[tk][:, None]) & g._is_token[None]
             if self.cfg.mutate_near:                                    # a windowed operator: its other windows, or its window's other operators
-                names = list(dict.fromkeys(t.op for t in g.tokens))
-                op = torch.tensor([names.index(t.op) for t in g.tokens])
                 win = g.window[tk][:, None]
-                near = (op[None] == op[tk][:, None]) | (g.window[None] == win)
+                near = (g.node_type[None] == g.node_type[tk][:, None]) | (g.window[None] == win)   # node type: the operator
                 same &= torch.where(win > 0, near, True)
             sub = before[:-1] & same
             sub[torch.arange(len(tokens)), tk] = False                                        # a real change
