@@ -42,4 +42,5 @@ DATA ?= ../shared/data/cn_data
 bench: install
 	$(BIN)/alphanb bench load --data $(DATA)
 	$(BIN)/alphanb bench eval --data $(DATA)
+	$(BIN)/alphanb bench alpha158 --data $(DATA)
 	$(BIN)/alphanb bench backtest --data $(DATA)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .core import *
+from .formula import VOCABULARIES
+from .library import LIBRARIES
 
 # %% auto #0
 __all__ = ['SEED_REWARD_WEIGHTS', 'TrainConfig', 'config_keys', 'flatten_overrides', 'apply_overrides', 'check_config',
@@ -40,6 +42,7 @@ class TrainConfig:
     heads: int = 4                       # attention heads
     dropout: float = 0.0                 # dropout inside the network (0 keeps PPO's ratios exact)
     max_len: int = 12                    # most tokens in one formula (the <sep> after them not counted)
+    vocabulary: str = 'classic'          # operators it writes with: 'classic', or 'qlib' (+ Slope Rsquare Resi Quantile IdxMax IdxMin)
     policy_kwargs: dict = field(default_factory=dict)  # extra keyword arguments of the policy class
     sampling_prior: str = 'kind'         # log-prior added to the logits (and random search's): 'kind' or 'uniform'
     # reward
@@ -73,6 +76,7 @@ class TrainConfig:
     # pool
     pool_size: int = 20                  # capacity of the factor pool
     pool_corr_max: float = 0.99          # a candidate this correlated with a member is rejected
+    novelty: str = 'alpha158'            # each member's closest factor of this library goes into factors.json ('': none)
     # run
     seed: int = 0                        # seeds torch, numpy and python
     out: str = 'runs/demo'               # output directory
@@ -154,6 +158,8 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     def need(ok, msg):
         if not ok: raise ConfigError(msg)
     need(cfg.reward in ('seed', 'pool', 'ic'), f"config key 'reward' must be 'seed', 'pool' or 'ic', got {cfg.reward!r}")
+    need(cfg.vocabulary in VOCABULARIES, f"config key 'vocabulary' must be one of {', '.join(map(repr, VOCABULARIES))}, got {cfg.vocabulary!r}")
+    need(cfg.novelty in ('', *LIBRARIES), f"config key 'novelty' must be '' or one of {', '.join(map(repr, LIBRARIES))}, got {cfg.novelty!r}")
     need(cfg.sampling_prior in ('kind', 'uniform'), f"config key 'sampling_prior' must be 'kind' or 'uniform', got {cfg.sampling_prior!r}")
     need(0 <= cfg.risk_quantile < 1, f"config key 'risk_quantile' must be in [0, 1), got {cfg.risk_quantile}")
     need(0 <= cfg.elite_share <= 1, f"config key 'elite_share' must be in [0, 1], got {cfg.elite_share}")

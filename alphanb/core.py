@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #61a45d19
 from __future__ import annotations
-import argparse, difflib, json, os, random, tempfile
+import argparse, ctypes, difflib, json, os, random, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -15,7 +15,7 @@ import torch
 # %% auto #0
 __all__ = ['COMMANDS', 'AlphanbError', 'DataNotFoundError', 'UnknownUniverseError', 'DateRangeError', 'UnknownFieldError',
            'FormulaError', 'ConfigError', 'did_you_mean', 'atomic_write', 'atomic_write_text', 'atomic_write_json',
-           'seed_everything', 'Command', 'command', 'to_jsonable']
+           'seed_everything', 'release_memory', 'Command', 'command', 'to_jsonable']
 
 # %% ../nbs/00_core.ipynb #7d75ece2
 class AlphanbError(Exception):
@@ -88,6 +88,20 @@ def seed_everything(seed:int, # the seed for Python, NumPy and torch
                    )->None:
     "Seed every random number generator alphanb uses, so a run is deterministic under `seed`."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #2610a702
+def release_memory()->bool:
+    """Hand the heap memory freed since the last call back to the system; whether it could (glibc only). Evaluation
+    frees many [day, stock] temporaries of ~12 MB each on real data and glibc keeps them: a CSI300 run held 4.8 GB after
+    20 steps; calling this after every step, 2.3 GB between steps and 3.75 GB at the peak, at the same speed."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try: _malloc_trim = ctypes.CDLL('libc.so.6').malloc_trim
+        except (OSError, AttributeError): _malloc_trim = False
+    if _malloc_trim: _malloc_trim(0)
+    return bool(_malloc_trim)
+
+_malloc_trim = None                                                   # glibc's malloc_trim once found; False: none
 
 # %% ../nbs/00_core.ipynb #8f99638f
 @dataclass

@@ -19,8 +19,8 @@ from .ops import delay, ts_mean, ts_std
 
 # %% auto #0
 __all__ = ['RAW_FIELDS', 'EXTRA_FIELDS', 'FEATURES', 'DEFAULT_DATA', 'HOW_TO_GET_DATA', 'MARKET_CLOSURE',
-           'feature_qlib_expressions', 'compute_features', 'Panel', 'data_dir', 'calendar', 'universes', 'init_qlib',
-           'calendar_days', 'load_panel', 'parse_span', 'date_splits', 'bench_load']
+           'feature_qlib_expressions', 'compute_features', 'Panel', 'data_dir', 'calendar', 'universes', 'qlib_reads',
+           'init_qlib', 'calendar_days', 'load_panel', 'parse_span', 'date_splits', 'bench_load']
 
 # %% ../nbs/00_data.ipynb #cec11b6f
 RAW_FIELDS = ['$open', '$high', '$low', '$close', '$volume', '$vwap', '$amount']
@@ -68,6 +68,7 @@ class Panel:
     universe: str = ''
     provider_uri: str|None = None
     freq: str = 'day'
+    listed: Tensor|None = None  # [day, stock] bool: the data has a row for the stock that day (None: from its closes)
 
     def __getitem__(self, name:str)->Tensor:
         "The `[day, stock]` tensor of field or feature `name`."
@@ -97,7 +98,8 @@ class Panel:
     def to(self, device)->Panel:
         "This panel on `device`."
         return replace(self, data=self.data.to(device), member=self.member.to(device),
-                       tradable=self.tradable.to(device), target=self.target.to(device))
+                       tradable=self.tradable.to(device), target=self.target.to(device),
+                       listed=None if self.listed is None else self.listed.to(device))
 
 # %% ../nbs/00_data.ipynb #591086dc
 def _as_day(x)->pd.Timestamp: return pd.Timestamp(x).normalize()
@@ -119,7 +121,7 @@ def sel(self:Panel, start=None, end=None)->Panel:
     "The sub-panel of the days in [`start`, `end`]."
     s = self.day_slice(start, end)
     return replace(self, data=self.data[:, s], dates=self.dates[s], member=self.member[s],
-                   tradable=self.tradable[s], target=self.target[s])
+                   tradable=self.tradable[s], target=self.target[s], listed=None if self.listed is None else self.listed[s])
 
 # %% ../nbs/00_data.ipynb #5d8339c5
 @patch(cls_method=True)
@@ -132,6 +134,7 @@ def from_fields(cls:Panel,
                 target=None, # [day, stock] forward return; from $close and `horizon` when None
                 horizon:int=20, # days ahead of the target
                 universe:str='', # a label
+                listed=None, # [day, stock] bool: the data has a row for the stock that day; None: from its first to last close
                )->Panel:
     "A `Panel` from arrays; the seed features are added when `$open $high $low $close $volume $amount` are given."
     t = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in fields.items()}
@@ -151,7 +154,7 @@ def from_fields(cls:Panel,
     names = list(t)
     return cls(torch.stack([t[k] for k in names]), names, dates, symbols, member,
                torch.as_tensor(np.asarray(tradable), dtype=torch.bool), torch.as_tensor(np.asarray(target, dtype=np.float32)),
-               horizon, universe)
+               horizon, universe, listed=None if listed is None else torch.as_tensor(np.asarray(listed), dtype=torch.bool))
 
 # %% ../nbs/00_data.ipynb #588e140b
 DEFAULT_DATA = '~/.qlib/qlib_data/cn_data'
@@ -191,17 +194,22 @@ def universes(provider_uri:str|Path|None=None)->list[str]:
 # %% ../nbs/00_data.ipynb #fea55fc7
 _QLIB_URI = None
 
+def qlib_reads()->Path|None:
+    "The data directory pyqlib is initialised on (by alphanb, by `qrun`, by the user), or None."
+    from qlib.config import C
+    return Path(C.dpm.get_data_uri('day')).resolve() if C.registered else None
+
 def init_qlib(provider_uri:str|Path|None=None, # a Qlib data directory
              )->Path: # the directory qlib now reads
     "Initialise pyqlib on the data directory (once per directory), quietly."
     global _QLIB_URI
     path = data_dir(provider_uri)
-    if _QLIB_URI != path:
+    if _QLIB_URI != path and qlib_reads() != path:   # not again where Qlib reads already (qrun initialises it itself)
         import qlib
         from qlib.constant import REG_CN
         qlib.init(provider_uri=str(path), region=REG_CN, logging_level=logging.WARNING,
                   expression_cache=None, dataset_cache=None)
-        _QLIB_URI = path
+    _QLIB_URI = path
     return path
 
 def _stored_fields(path:Path, freq:str, probe:int=50)->list[str]:
@@ -277,6 +285,8 @@ def load_panel(provider_uri:str|Path|None=None, # Qlib data directory; `$ALPHANB
     si = pd.Index(symbols).get_indexer(df.index.get_level_values('instrument'))
     arr = np.full((len(base) + 1, n_days, n_stocks), np.nan, dtype=np.float32)
     arr[:, di, si] = df.to_numpy(dtype=np.float32).T
+    listed = torch.zeros(n_days, n_stocks, dtype=torch.bool)   # the rows Qlib has: a stock's series, suspensions included
+    listed[di, si] = True
     del df
     raw = {f: torch.from_numpy(arr[i]) for i, f in enumerate(base)}
     target = torch.from_numpy(arr[-1])
@@ -290,7 +300,7 @@ def load_panel(provider_uri:str|Path|None=None, # Qlib data directory; `$ALPHANB
     for j, sym in enumerate(symbols):
         for a, b in spans[sym]:
             member[days.searchsorted(pd.Timestamp(a), 'left'):days.searchsorted(pd.Timestamp(b), 'right'), j] = True
-    return Panel(data, keep, days, symbols, member, tradable, target, horizon, universe, str(path), freq).to(device)
+    return Panel(data, keep, days, symbols, member, tradable, target, horizon, universe, str(path), freq, listed).to(device)
 
 # %% ../nbs/00_data.ipynb #bd317ea0
 def parse_span(text:str|tuple|list, # 'YYYY-MM-DD:YYYY-MM-DD', or a (start, end) pair

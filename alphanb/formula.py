@@ -20,11 +20,13 @@ from fastcore.basics import patch
 from .data import Panel
 
 # %% auto #0
-__all__ = ['FAMILY_ARITY', 'FAMILIES', 'OPERATORS', 'ALIASES', 'INFIX', 'LEAF_NAMES', 'NODE_TYPES', 'NODE_TYPE_ID', 'QLIB_NAMES',
+__all__ = ['FAMILY_ARITY', 'FAMILIES', 'OPERATORS', 'MINING_OPERATORS', 'CONDITIONS', 'QLIB_MINING_OPERATORS', 'VOCABULARIES',
+           'ALIASES', 'INFIX', 'LEAF_NAMES', 'NODE_TYPES', 'NODE_TYPE_ID', 'QLIB_NAMES', 'QLIB_ELSEWHERE',
            'KIND_SPECIAL', 'KIND_FEATURE', 'KIND_CONST', 'KIND_OP', 'PAD', 'BOS', 'SEP', 'DEFAULT_WINDOWS',
-           'DEFAULT_OFFSETS', 'DEFAULT_CONSTANTS', 'DEFAULT_FEATURES', 'OpSpec', 'Formula', 'Token', 'Grammar',
-           'GrammarState', 'default_grammar', 'profiles', 'qlib_operators', 'random_formula', 'random_formulas',
-           'FormulaCache', 'eval_dtype', 'evaluate_formula', 'evaluate_formulas', 'bench_eval']
+           'DEFAULT_OFFSETS', 'DEFAULT_CONSTANTS', 'DEFAULT_QUANTILES', 'DEFAULT_FEATURES', 'OpSpec', 'Formula',
+           'Token', 'Grammar', 'GrammarState', 'default_grammar', 'profiles', 'qlib_operators', 'random_formula',
+           'random_formulas', 'FormulaCache', 'data_span', 'eval_dtype', 'evaluate_formula', 'evaluate_formulas',
+           'bench_eval']
 
 # %% ../nbs/03_formula.ipynb #9c5b9a7e
 FAMILY_ARITY = {'unary': 1, 'binary': 2, 'ternary': 3, 'rolling': 1, 'pair_rolling': 2, 'cross_section': 1, 'delay': 1}
@@ -38,8 +40,11 @@ class OpSpec:
     kernel: str                # function name in alphanb.ops
     commutative: bool = False  # operands may be swapped (canonical form sorts them)
     min_window: int = 1        # smallest window that is defined (Qlib: Skew >= 3, Kurt >= 4)
-    infix: str|None = None     # '+', '-', '*', '/' for the arithmetic operators
+    infix: str|None = None     # '+', '-', '*', '/', '>', '&', ... for the operators written between their operands
     elementwise: bool = False  # value at (day, stock) reads only that cell: constants fold through it
+    params: tuple = ()         # numbers after the window: ('q',) for Quantile's quantile, kept in the node's `value`
+    span: bool = False         # has a value where its inputs are missing: kept only on the days of each stock's data
+    grammar: bool = True       # in the default token vocabulary that policies write formulas with
     @property
     def arity(self)->int: return FAMILY_ARITY[self.family]
     @property
@@ -49,21 +54,38 @@ def _specs():
     U = lambda n, k, e=True: OpSpec(n, 'unary', k, elementwise=e)
     B = lambda n, k, c=False, i=None: OpSpec(n, 'binary', k, commutative=c, infix=i, elementwise=True)
     R = lambda n, k, m=1: OpSpec(n, 'rolling', k, min_window=m)
+    # conditions: 1 where they hold, else 0; not for mining, where Gate, Greater and Sign already say as much
+    C = lambda n, k, i, c=False, a='binary': OpSpec(n, a, k, commutative=c, infix=i, elementwise=True, span=True, grammar=False)
     return [U('Abs', 'abs'), U('Log', 'log'), U('Sign', 'sign'), U('Neg', 'neg'),
             U('Jump', 'jump', False), U('Decay', 'decay', False), U('Max3', 'max3', False), U('TSum20', 'tsum20', False),
             B('Add', 'add', True, '+'), B('Sub', 'sub', False, '-'), B('Mul', 'mul', True, '*'), B('Div', 'div', False, '/'),
             B('Pow', 'pow'), B('Greater', 'greater', True), B('Less', 'less', True),
+            C('Gt', 'gt', '>'), C('Ge', 'ge', '>='), C('Lt', 'lt', '<'), C('Le', 'le', '<='), C('Eq', 'eq', '==', True),
+            C('Ne', 'ne', '!=', True), C('And', 'and_', '&', True), C('Or', 'or_', '|', True), C('Not', 'not_', None, a='unary'),
             OpSpec('Gate', 'ternary', 'gate', elementwise=True),
             R('Mean', 'ts_mean'), R('Sum', 'ts_sum'), R('Std', 'ts_std', 2), R('Var', 'ts_var', 2),
             R('Skew', 'ts_skew', 3), R('Kurt', 'ts_kurt', 4), R('Med', 'ts_med'), R('Mad', 'ts_mad'),
             R('TsMax', 'ts_max'), R('TsMin', 'ts_min'), R('TsRank', 'ts_rank'), R('Delta', 'ts_delta'),
             R('WMA', 'ts_wma'), R('EMA', 'ts_ema'),
+            R('Slope', 'ts_slope', 2), R('Rsquare', 'ts_rsquare', 2), R('Resi', 'ts_resi', 2),
+            OpSpec('Quantile', 'rolling', 'ts_quantile', params=('q',)),
+            OpSpec('IdxMax', 'rolling', 'ts_argmax', span=True), OpSpec('IdxMin', 'rolling', 'ts_argmin', span=True),
+            # Qlib's own meanings, for reading Qlib expressions: the same ideas as Sum(Ne(x, x)...), WMA and EMA
+            OpSpec('Count', 'rolling', 'ts_count', span=True, grammar=False),
+            OpSpec('QlibWMA', 'rolling', 'qlib_wma', span=True, grammar=False),
+            OpSpec('QlibEMA', 'rolling', 'qlib_ema', grammar=False),
             OpSpec('Corr', 'pair_rolling', 'ts_corr', commutative=True, min_window=2),
             OpSpec('Cov', 'pair_rolling', 'ts_cov', commutative=True, min_window=2),
             OpSpec('Rank', 'cross_section', 'cs_rank'), OpSpec('ZScore', 'cross_section', 'cs_zscore'),
             OpSpec('Delay', 'delay', 'delay')]
 
 OPERATORS: dict[str, OpSpec] = {s.name: s for s in _specs()}
+MINING_OPERATORS = [o for o, s in OPERATORS.items() if s.grammar]   # every operator a policy may write
+CONDITIONS = {o for o, s in OPERATORS.items() if s.span and s.elementwise}   # value 1 where they hold, else 0
+# the vocabularies a run chooses from: 'classic', the operators of the measured runs and the planted experiment, is the
+# default; 'qlib' adds Qlib's standard alpha ingredients (trend slope, R², residual, quantiles, the day of the high/low)
+QLIB_MINING_OPERATORS = ['Slope', 'Rsquare', 'Resi', 'Quantile', 'IdxMax', 'IdxMin']
+VOCABULARIES = {'classic': [o for o in MINING_OPERATORS if o not in QLIB_MINING_OPERATORS], 'qlib': MINING_OPERATORS}
 ALIASES = {'Ref': 'Delay', 'Max': 'Greater', 'Min': 'Less', 'Power': 'Pow'}
 INFIX = {s.infix: s.name for s in OPERATORS.values() if s.infix}
 LEAF_NAMES = RAW_FIELDS + [f for f in EXTRA_FIELDS if f not in RAW_FIELDS] + FEATURES
@@ -86,7 +108,7 @@ class Formula:
                  args:Sequence[Formula]=(), # child nodes
                  window:int=0, # rolling window (rolling and pair_rolling families)
                  offset:int=0, # time offset: days of delay applied to the inputs (rolling, pair_rolling, delay)
-                 value:float|None=None, # a constant's value
+                 value:float|None=None, # a constant's value, or the quantile `q` of Quantile
                 ):
         args = tuple(args)
         if op == 'Const':
@@ -97,13 +119,20 @@ class Formula:
             if len(args) != spec.arity:
                 raise FormulaError(f"{op} takes {spec.arity} operand{'s' if spec.arity > 1 else ''}, got {len(args)}")
             if spec.windowed:
-                if offset == 0 and all(a.op == 'Delay' for a in args) and len({a.offset for a in args}) == 1:
+                if spec.span:   # counts from each stock's first day: a lag of its input is not a lag of its value
+                    if offset: args, offset = tuple(Formula('Delay', [a], offset=offset) for a in args), 0
+                elif offset == 0 and all(a.op == 'Delay' for a in args) and len({a.offset for a in args}) == 1:
                     offset, args = args[0].offset, tuple(a.args[0] for a in args)   # Mean(Delay(x, o), w): one node
                 _check_int('window', op, window, spec.min_window)
                 _check_int('offset', op, offset, 0)
+                if spec.params:
+                    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value <= 1:
+                        raise FormulaError(f"the quantile of {op} must be a number in [0, 1], got {value!r}")
+                    value = float(value)
             elif spec.family == 'delay':
                 _check_int('offset', op, offset, 1); window = 0
             elif window or offset: raise FormulaError(f"{op} takes no window or offset")
+            if value is not None and not spec.params: raise FormulaError(f"{op} takes no value")
         elif op in LEAF_NAMES:
             if args: raise FormulaError(f"{op} is a field, not an operator: it takes no operands")
         else:
@@ -157,7 +186,9 @@ def _check_int(what, op, v, lo):
                            (" (a negative offset would read the future)" if what == 'offset' and v < 0 else ""))
 
 # %% ../nbs/03_formula.ipynb #43ec4849
-_PREC = {'Add': 1, 'Sub': 1, 'Mul': 2, 'Div': 2, 'Neg': 3}
+# as in Python (and so in Qlib, which evaluates its expressions as Python): comparisons bind loosest, then | and &
+_PREC = {'Gt': -3, 'Ge': -3, 'Lt': -3, 'Le': -3, 'Eq': -3, 'Ne': -3, 'Or': -2, 'And': -1,
+         'Add': 1, 'Sub': 1, 'Mul': 2, 'Div': 2, 'Neg': 3}
 
 def _prec(f:Formula)->int:
     if f.op == 'Const' and f.value < 0: return 3   # '-0.5' reads like a negation
@@ -170,7 +201,7 @@ def _to_text(f:Formula)->str:
     if spec.infix:
         l, r = (str(a) for a in f.args)
         p = _PREC[f.op]
-        if _prec(f.args[0]) < p: l = f'({l})'
+        if _prec(f.args[0]) < p or (p == -3 and _prec(f.args[0]) == p): l = f'({l})'   # comparisons do not chain
         if _prec(f.args[1]) <= p: r = f'({r})'
         return f'{l} {spec.infix} {r}'
     if f.op == 'Neg':
@@ -180,11 +211,12 @@ def _to_text(f:Formula)->str:
     if spec.family == 'delay': return f'{f.op}({f.args[0]}, {f.offset})'
     if spec.windowed:
         parts = [f'Delay({a}, {f.offset})' if f.offset else str(a) for a in f.args]
-        return f"{f.op}({', '.join(parts)}, {f.window})"
+        q = f', {_num(f.value)}' if spec.params else ''
+        return f"{f.op}({', '.join(parts)}, {f.window}{q})"
     return f"{f.op}({', '.join(str(a) for a in f.args)})"
 
 # %% ../nbs/03_formula.ipynb #38924de0
-_TOKEN = re.compile(r'\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>\$?[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[-+*/(),]))')
+_TOKEN = re.compile(r'\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>\$?[A-Za-z_][A-Za-z0-9_]*)|(?P<op>>=|<=|==|!=|[-+*/(),<>&|]))')
 
 def _tokenize(text:str)->list[tuple[str, str, int]]:
     "(kind, text, column) for each token of `text`, ending with ('end', '', len+1)."
@@ -230,9 +262,28 @@ class _Parser:
 
     def parse(self)->Formula:
         if self.peek()[0] == 'end': raise FormulaError(f"empty formula: write e.g. 'Mean($close, 5)'")
-        f = self.expr()
+        f = self.cond()
         t = self.peek()
         if t[0] != 'end': self.fail(f"expected an operator or the end, found '{t[1]}'")
+        return f
+
+    def _at(self, *ops): return self.peek()[0] == 'op' and self.peek()[1] in ops
+    def cond(self):
+        "A comparison of two `|` expressions, or one of them: comparisons bind loosest, as in Python."
+        f = self.bor()
+        if self._at('>', '>=', '<', '<=', '==', '!='):
+            op, col = INFIX[self.peek()[1]], self.peek()[2]; self.take()
+            f = self.build(op, [f, self.bor()], col)
+            if self._at('>', '>=', '<', '<=', '==', '!='):
+                self.fail("comparisons do not chain: write (a < b) & (b < c)")
+        return f
+    def bor(self):
+        f = self.band()
+        while self._at('|'): self.take(); f = self.build('Or', [f, self.band()], None)
+        return f
+    def band(self):
+        f = self.expr()
+        while self._at('&'): self.take(); f = self.build('And', [f, self.expr()], None)
         return f
 
     def expr(self):
@@ -267,7 +318,7 @@ class _Parser:
         if kind == 'num':
             return Formula('Const', value=self.number())
         if kind == 'op' and s == '(':
-            self.take(); f = self.expr(); self.expect(')'); return f
+            self.take(); f = self.cond(); self.expect(')'); return f
         if kind == 'name':
             self.take()
             if self.peek()[1] == '(' and self.peek()[0] == 'op':
@@ -293,7 +344,7 @@ class _Parser:
         if not (self.peek()[1] == ')' and self.peek()[0] == 'op'):
             while True:
                 t0 = self.peek(); j0 = self.i
-                f = self.expr()
+                f = self.cond()
                 lit = t0[1] if self.i == j0 + 1 and t0[0] == 'num' else None
                 args.append((f, lit, t0[2]))
                 if self.peek()[1] == ',' and self.peek()[0] == 'op': self.take(); continue
@@ -309,12 +360,18 @@ class _Parser:
 
     def build_call(self, name, op, param, args, col):
         spec = OPERATORS[op]
-        n = spec.arity + (param is not None)
+        extra = spec.params if param == 'window' else ()            # Quantile(x, window, q)
+        n = spec.arity + (param is not None) + len(extra)
         if len(args) != n:
-            sig = {'window': ', window', 'offset': ', offset', None: ''}[param]
+            sig = {'window': ', window', 'offset': ', offset', None: ''}[param] + ''.join(f', {p}' for p in extra)
             operands = ', '.join('xyz'[:spec.arity]) if spec.arity > 1 else 'x'
             self.fail(f"{name} takes {n} argument{'s' if n > 1 else ''} ({operands}{sig}), got {len(args)}", col)
         kw = {}
+        if extra:
+            f, lit, c = args[-1]
+            if lit is None or not 0 <= float(lit) <= 1:
+                self.fail(f"the quantile of {name} must be a number in [0, 1], got '{lit if lit is not None else f}'", c)
+            kw['value'], args = float(lit), args[:-1]
         if param is not None:
             f, lit, c = args[-1]
             if lit is None or not re.fullmatch(r'\d+', lit):
@@ -349,7 +406,11 @@ def _fold(op:str, vals:list[float])->float|None:
         r = {'Abs': lambda: abs(a[0]), 'Log': lambda: np.log(a[0]), 'Sign': lambda: np.sign(a[0]), 'Neg': lambda: -a[0],
              'Add': lambda: a[0] + a[1], 'Sub': lambda: a[0] - a[1], 'Mul': lambda: a[0] * a[1], 'Div': lambda: a[0] / a[1],
              'Pow': lambda: np.power(a[0], a[1]), 'Greater': lambda: max(a[0], a[1]), 'Less': lambda: min(a[0], a[1]),
-             'Gate': lambda: a[1] if a[0] > 0 else a[2]}[op]()
+             'Gate': lambda: a[1] if a[0] > 0 else a[2],
+             'Gt': lambda: a[0] > a[1], 'Ge': lambda: a[0] >= a[1], 'Lt': lambda: a[0] < a[1], 'Le': lambda: a[0] <= a[1],
+             'Eq': lambda: a[0] == a[1], 'Ne': lambda: a[0] != a[1], 'And': lambda: a[0] != 0 and a[1] != 0,
+             'Or': lambda: a[0] != 0 or a[1] != 0, 'Not': lambda: a[0] == 0}[op]()
+    r = np.float64(r)                                # a condition folds to 1 or 0
     return float(r) if np.isfinite(r) else None
 
 def _canon(f:Formula)->Formula:
@@ -376,6 +437,9 @@ def _canon(f:Formula)->Formula:
         if args[0].is_const: return _const(-args[0].value)
     if op == 'Abs' and args[0].op in ('Abs', 'Neg'): return _canon(Formula('Abs', args[0].args)) if args[0].op == 'Neg' else args[0]
     if op == 'Sign' and args[0].op == 'Sign': return args[0]
+    if op == 'Ne' and any(isc(a, 0) for a in args):                    # a condition (1 or 0) differs from 0 where it holds
+        other = args[1] if isc(args[0], 0) else args[0]
+        if other.op in CONDITIONS: return other
     if op in ('Greater', 'Less') and args[0] == args[1]: return args[0]
     if op == 'Gate':
         if args[0].is_const: return args[1] if args[0].value > 0 else args[2]   # the condition is the same on every cell
@@ -383,17 +447,17 @@ def _canon(f:Formula)->Formula:
     if op == 'Delay':
         a = args[0]
         if a.op == 'Delay': return Formula('Delay', a.args, offset=a.offset + f.offset)
-        if a.spec is not None and a.spec.windowed:
-            return Formula(a.op, a.args, window=a.window, offset=a.offset + f.offset)
+        if a.spec is not None and a.spec.windowed and not a.spec.span:
+            return Formula(a.op, a.args, window=a.window, offset=a.offset + f.offset, value=a.value)
         return Formula('Delay', [a], offset=f.offset)
     if spec.commutative: args = sorted(args, key=str)
     if spec.windowed:
         # a common lag of all operands moves into the offset (the constructor does this only when offset == 0)
         off = f.offset
-        while all(a.op == 'Delay' for a in args) and len({a.offset for a in args}) == 1:
+        while not spec.span and all(a.op == 'Delay' for a in args) and len({a.offset for a in args}) == 1:
             off += args[0].offset; args = [a.args[0] for a in args]
         if spec.commutative: args = sorted(args, key=str)
-        return Formula(op, args, window=f.window, offset=off)
+        return Formula(op, args, window=f.window, offset=off, value=f.value)
     return Formula(op, args)
 
 @patch
@@ -406,14 +470,26 @@ def key(self:Formula)->str:
     return str(_canon(self))
 
 # %% ../nbs/03_formula.ipynb #8c3e815e
-# Qlib operator -> (alphanb operator, kind of the last argument)
+# Qlib operator -> (alphanb operator, kind of the last argument): every operator of pyqlib 0.9.7's expression engine
 QLIB_NAMES = {'Ref': ('Delay', 'offset'), 'Mean': ('Mean', 'window'), 'Sum': ('Sum', 'window'), 'Std': ('Std', 'window'),
               'Var': ('Var', 'window'), 'Skew': ('Skew', 'window'), 'Kurt': ('Kurt', 'window'), 'Med': ('Med', 'window'),
               'Mad': ('Mad', 'window'), 'Max': ('TsMax', 'window'), 'Min': ('TsMin', 'window'), 'Rank': ('TsRank', 'window'),
-              'Delta': ('Delta', 'window'),
-              'Corr': ('Corr', 'window'), 'Cov': ('Cov', 'window'), 'Abs': ('Abs', None), 'Log': ('Log', None),
-              'Sign': ('Sign', None), 'Power': ('Pow', None), 'Add': ('Add', None), 'Sub': ('Sub', None),
-              'Mul': ('Mul', None), 'Div': ('Div', None), 'Greater': ('Greater', None), 'Less': ('Less', None)}
+              'Delta': ('Delta', 'window'), 'Slope': ('Slope', 'window'), 'Rsquare': ('Rsquare', 'window'),
+              'Resi': ('Resi', 'window'), 'Quantile': ('Quantile', 'window'), 'IdxMax': ('IdxMax', 'window'),
+              'IdxMin': ('IdxMin', 'window'), 'Count': ('Count', 'window'), 'WMA': ('QlibWMA', 'window'),
+              'EMA': ('QlibEMA', 'window'), 'Corr': ('Corr', 'window'), 'Cov': ('Cov', 'window'),
+              'Abs': ('Abs', None), 'Log': ('Log', None), 'Sign': ('Sign', None), 'Power': ('Pow', None),
+              'Add': ('Add', None), 'Sub': ('Sub', None), 'Mul': ('Mul', None), 'Div': ('Div', None),
+              'Greater': ('Greater', None), 'Less': ('Less', None), 'Gt': ('Gt', None), 'Ge': ('Ge', None),
+              'Lt': ('Lt', None), 'Le': ('Le', None), 'Eq': ('Eq', None), 'Ne': ('Ne', None), 'And': ('And', None),
+              'Or': ('Or', None), 'Not': ('Not', None), 'If': ('Gate', None)}
+# Qlib operators that leave the one universe a panel holds
+QLIB_ELSEWHERE = {'Mask': "Qlib's Mask(x, instrument) reads another instrument's series (an index, say), which a panel of one "
+                          "universe's stocks does not hold; load that series yourself and compare it with the factor",
+                  'ChangeInstrument': "Qlib's ChangeInstrument reads another instrument's series, which a panel of one universe's "
+                                      "stocks does not hold",
+                  'TResample': "Qlib's TResample resamples to another frequency; load a panel of that frequency instead",
+                  'PFeature': "point-in-time fields ($$name) are not read by alphanb's panels"}
 
 def _qlib_table()->dict[str, str]:
     "alphanb operator -> Qlib template, from alphanb.ops' translation table (kernel name -> template)."
@@ -422,36 +498,29 @@ def _qlib_table()->dict[str, str]:
 
 class _QlibParser(_Parser):
     def unsupported(self, name):
-        if name in ('WMA', 'EMA'):
-            return (f"; Qlib's {name} means something else than alphanb's (Qlib's WMA is nanmean(w*x), the weighted mean "
-                    "divided by the window length; its EMA has unbounded memory, so its value depends on where loading "
-                    f"starts): write {name}(x, w) in alphanb's syntax with Formula.parse instead")
-        return (f"; alphanb reads these Qlib operators: {', '.join(sorted(QLIB_NAMES))} and `If(Gt(c, 0), x, y)`"
-                " and writes the rest of Qlib's vocabulary nowhere")
+        if name in QLIB_ELSEWHERE: return f"; {QLIB_ELSEWHERE[name]}"
+        return f"; Qlib's expression engine has no such operator: it has {', '.join(sorted(QLIB_NAMES))}"
     def make(self, name, args, col):
-        if name == 'If' and len(args) == 3 and args[0][0].op == '__gt0__':
-            return self.build('Gate', [args[0][0].args[0], args[1][0], args[2][0]], col)
-        if name == 'Gt' and len(args) == 2 and args[1][0].is_const and args[1][0].value == 0:
-            g = object.__new__(Formula)   # a marker node only If(...) may consume
-            g.op, g.args, g.window, g.offset, g.value, g._text = '__gt0__', (args[0][0],), 0, 0, None, None
-            return g
+        if name == 'If' and len(args) == 3:
+            c = args[0][0]
+            if c.op == 'Gt' and c.args[1].is_const and c.args[1].value == 0: c = c.args[0]   # If(Gt(c, 0), ..): Gate's own test
+            elif c.op not in CONDITIONS: c = self.build('Ne', [c, _const(0.)], col)   # numpy's truth: not 0 (NaN is true)
+            return self.build('Gate', [c, args[1][0], args[2][0]], col)
         if name == 'Ref' and len(args) == 2 and args[1][1] is None and str(args[1][0]).startswith('-'):
             self.fail(f"Ref with a negative offset reads the future; alphanb formulas cannot do that", args[1][2])
+        if self.names.get(name, (None, None))[1] == 'window' and len(args) >= 2 and args[1][1] == '0':
+            self.fail(f"Qlib's {name}(x, 0) is an expanding window from wherever loading starts; give a window of days",
+                      args[1][2])
         return super().make(name, args, col)
-    def build(self, op, args, col, **kw):
-        if any(a.op == '__gt0__' for a in args):
-            self.fail("Gt(c, 0) is read only as the condition of If(Gt(c, 0), x, y)", col)
-        return super().build(op, args, col, **kw)
-
-_QLIB_NAMES = {**QLIB_NAMES, 'If': ('Gate', None), 'Gt': ('Greater', None)}
 
 @patch(cls_method=True)
 def from_qlib(cls:Formula, text:str, # a Qlib expression, e.g. 'Max($high, 5)/Ref($close, 1)'
               )->Formula:
-    "Read a Qlib expression with Qlib's meanings (`Max(x, N)` rolling max, `Rank(x, N)` rolling rank, `Ref` delay)."
-    f = _QlibParser(text, _QLIB_NAMES, 'qlib').parse()
-    if f.op == '__gt0__': raise FormulaError(f"Gt(c, 0) is read only as the condition of If(Gt(c, 0), x, y) in '{text}'")
-    return f
+    "Read a Qlib expression with Qlib's meanings (`Max(x, N)` rolling max, `Rank(x, N)` rolling rank, `WMA` Qlib's WMA...)."
+    m = re.search(r'\$\$|\b(Mask|ChangeInstrument|TResample)\s*\(', text) if isinstance(text, str) else None
+    if m:   # before tokenising: their arguments (instrument names, frequencies) are strings alphanb's syntax lacks
+        raise FormulaError(f"{QLIB_ELSEWHERE[m.group(1) or 'PFeature']} (column {m.start() + 1} in '{text}')")
+    return _QlibParser(text, QLIB_NAMES, 'qlib').parse()
 
 @patch
 def to_qlib(self:Formula,
@@ -473,7 +542,7 @@ def to_qlib(self:Formula,
             return f'Div({args[0]},{args[1]})'   # Qlib cannot evaluate Div(c, c) of two numbers, and x/c needs no guard
         if f.offset and f.spec.windowed: args = [table['Delay'].format(a, x=a, d=f.offset) for a in args]
         return table[f.op].format(*args, x=args[0], y=args[1] if len(args) > 1 else None,
-                                  z=args[2] if len(args) > 2 else None, w=f.window, d=f.offset)
+                                  z=args[2] if len(args) > 2 else None, w=f.window, d=f.offset, q=f.value)
     return go(self)
 
 # %% ../nbs/03_formula.ipynb #4dc688c5
@@ -483,17 +552,18 @@ PAD, BOS, SEP = 0, 1, 2
 @dataclass(frozen=True)
 class Token:
     "One token of a `Grammar`'s vocabulary."
-    name: str              # e.g. '<sep>', '$close', '0.5', 'Abs', 'Mean_10', 'Delay_5'
+    name: str              # e.g. '<sep>', '$close', '0.5', 'Abs', 'Mean_10', 'Delay_5', 'Quantile_20_0.8'
     kind: int              # KIND_SPECIAL, KIND_FEATURE, KIND_CONST or KIND_OP
     op: str|None = None    # operator or leaf name; None for specials and constants
     arity: int = 0         # operands popped from the stack
     window: int = 0        # rolling window of an operator-window token
     offset: int = 0        # days of a delay token
-    value: float = 0.      # a constant's value
+    value: float = 0.      # a constant's value, or the quantile of a Quantile token
 
 DEFAULT_WINDOWS = (5, 10, 20, 40)
 DEFAULT_OFFSETS = (1, 5, 10, 20)
 DEFAULT_CONSTANTS = (-1., -0.5, -0.1, 0.1, 0.3, 0.5, 1., 2., 5.)
+DEFAULT_QUANTILES = (0.2, 0.8)   # Alpha158's
 DEFAULT_FEATURES = tuple(RAW_FIELDS + FEATURES)
 
 class Grammar:
@@ -504,15 +574,21 @@ class Grammar:
                  offsets:Sequence[int]=DEFAULT_OFFSETS, # offsets of the delay tokens
                  constants:Sequence[float]=DEFAULT_CONSTANTS, # constant tokens
                  features:Sequence[str]=DEFAULT_FEATURES, # leaf tokens (fields and features)
-                 ops:Sequence[str]|None=None, # operators in the vocabulary; all of OPERATORS when None
+                 ops:Sequence[str]|str|None=None, # operators, or the name of one of VOCABULARIES; 'classic' when None
+                 quantiles:Sequence[float]=DEFAULT_QUANTILES, # the quantiles of the Quantile tokens
                 ):
         if not 1 <= max_len <= 62: raise FormulaError(f"max_len must be in 1..62, got {max_len}")
-        ops = list(OPERATORS) if ops is None else [ALIASES.get(o, o) for o in ops]
+        if ops is None or isinstance(ops, str):
+            name = 'classic' if ops is None else ops
+            if name not in VOCABULARIES:
+                raise FormulaError(f"unknown vocabulary '{name}'{did_you_mean(name, VOCABULARIES)}: use one of {', '.join(VOCABULARIES)}")
+            ops = VOCABULARIES[name]
+        ops = [ALIASES.get(o, o) for o in ops]
         for o in ops:
             if o not in OPERATORS: raise FormulaError(f"unknown operator '{o}'{did_you_mean(o, OPERATORS)}")
         for f in features:
             if f not in LEAF_NAMES: raise FormulaError(f"unknown feature '{f}'{did_you_mean(f, LEAF_NAMES)}")
-        self.max_len, self.ops = max_len, ops
+        self.max_len, self.ops, self.quantiles = max_len, ops, tuple(float(q) for q in quantiles)
         self.windows, self.offsets = tuple(int(w) for w in windows), tuple(int(o) for o in offsets)
         self.constants, self.features = tuple(float(c) for c in constants), tuple(features)
         toks = [Token('<pad>', KIND_SPECIAL), Token('<bos>', KIND_SPECIAL), Token('<sep>', KIND_SPECIAL)]
@@ -521,7 +597,9 @@ class Grammar:
         for o in ops:
             s = OPERATORS[o]
             if s.windowed:
-                toks += [Token(f'{o}_{w}', KIND_OP, o, s.arity, window=w) for w in self.windows if w >= s.min_window]
+                qs = [(f'_{_num(q)}', q) for q in self.quantiles] if s.params else [('', 0.)]
+                toks += [Token(f'{o}_{w}{qn}', KIND_OP, o, s.arity, window=w, value=q)
+                         for w in self.windows if w >= s.min_window for qn, q in qs]
             elif s.family == 'delay':
                 toks += [Token(f'{o}_{d}', KIND_OP, o, 1, offset=d) for d in self.offsets]
             else: toks.append(Token(o, KIND_OP, o, s.arity))
@@ -664,7 +742,7 @@ def _apply(g:Grammar, t:Token, stack:list[Formula]):
         if len(stack) < t.arity:
             raise FormulaError(f"token '{t.name}' needs {t.arity} operand{'s' if t.arity > 1 else ''}, the stack has {len(stack)}")
         args = stack[len(stack) - t.arity:]; del stack[len(stack) - t.arity:]
-        stack.append(Formula(t.op, args, window=t.window, offset=t.offset))
+        stack.append(Formula(t.op, args, window=t.window, offset=t.offset, value=t.value if OPERATORS[t.op].params else None))
 
 @patch
 def stack(self:Grammar, tokens, # token ids of an RPN prefix (`<bos>`/`<pad>` skipped, stops at `<sep>`)
@@ -712,7 +790,7 @@ def to_tokens(self:Grammar, f:Formula|str, # a formula or its text
                 if n.offset not in self.offsets:
                     raise FormulaError(f"the offset {n.offset} of {n.op} is not a token; the grammar has offsets {self.offsets}")
                 out.append(self.index[f'Delay_{n.offset}'])
-        if spec.windowed: out.append(leaf_id(f'{n.op}_{n.window}'))
+        if spec.windowed: out.append(leaf_id(f'{n.op}_{n.window}' + (f'_{_num(n.value)}' if spec.params else '')))
         elif spec.family == 'delay':
             if n.offset not in self.offsets:
                 raise FormulaError(f"Delay by {n.offset} is not a token; the grammar has offsets {self.offsets}")
@@ -817,6 +895,7 @@ def random_formula(rng:np.random.Generator, # the random source
             ws = [w for w in g.windows if w >= spec.min_window]
             kw['window'] = int(ws[rng.integers(len(ws))])
             if rng.random() < p_offset: kw['offset'] = int(g.offsets[rng.integers(len(g.offsets))])
+            if spec.params: kw['value'] = g.quantiles[rng.integers(len(g.quantiles))]
         elif spec.family == 'delay': kw['offset'] = int(g.offsets[rng.integers(len(g.offsets))])
         args = [go(d - 1) for _ in range(spec.arity)]
         if spec.family == 'binary' and g.constants and rng.random() < 0.25:
@@ -827,13 +906,13 @@ def random_formula(rng:np.random.Generator, # the random source
 def random_formulas(n:int, # how many
                     seed:int=0, # random seed
                     max_depth:int=4, # deepest root-to-leaf path
-                    qlib:bool=False, # only operators Qlib also has (and no cross-sectional ones)
+                    qlib:bool=False, # only mining operators Qlib also has (and no cross-sectional ones)
                     unique:bool=True, # no two with the same canonical key
                     **kwargs, # passed to `random_formula`
                    )->list[Formula]:
     "A seeded list of `n` random formulas."
     rng = np.random.default_rng(seed)
-    if qlib: kwargs.setdefault('ops', qlib_operators())
+    if qlib: kwargs.setdefault('ops', [o for o in qlib_operators() if o in (kwargs.get('grammar') or default_grammar()).ops])
     out, seen = [], set()
     for _ in range(100 * n):
         f = random_formula(rng, max_depth, **kwargs)
@@ -893,6 +972,25 @@ def _shifted(x:Tensor, # [day, stock]
     k = x.gather(0, first[None]).nan_to_num(0.)              # [1, stock] known from that day on: no look-ahead
     return x - k
 
+def data_span(panel, # a `Panel`
+             )->tuple[Tensor, Tensor]: # [stock] row of each stock's first day of data, [day, stock] bool within its data
+    "Where each stock's data runs, as a Qlib series: `panel.listed`, else from its first to its last day with a close."
+    got = getattr(panel, '_data_span', None)
+    if got is not None and got[1].shape == (panel.n_days, panel.n_stocks) and got[1].device == panel.device: return got
+    have = ['$close'] if '$close' in panel else [f for f in RAW_FIELDS if f in panel]
+    if panel.listed is not None:                             # the rows the data has, as Qlib reads them
+        got = (panel.listed.to(torch.uint8).argmax(0), panel.listed)
+    elif not have:                                             # no raw field: every row counts, from the first
+        got = (torch.zeros(panel.n_stocks, dtype=torch.long, device=panel.device),
+               torch.ones(panel.n_days, panel.n_stocks, dtype=torch.bool, device=panel.device))
+    else:
+        present = torch.stack([~torch.isnan(panel[f]) for f in have]).any(0).to(torch.uint8)      # [day, stock]
+        after_first = present.cummax(0).values.bool()
+        before_last = present.flip(0).cummax(0).values.flip(0).bool()
+        got = (present.argmax(0), after_first & before_last)
+    object.__setattr__(panel, '_data_span', got)
+    return got
+
 def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype)->Tensor:
     if f.op == 'Const':
         return torch.full((panel.n_days, panel.n_stocks), f.value, dtype=dtype, device=panel.device)
@@ -903,14 +1001,16 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype)->Tens
     if hit is not None: return hit
     spec = f.spec
     if spec.windowed and f.offset:
-        out = ops.delay(_evaluate(panel, Formula(f.op, f.args, window=f.window), cache, memo, dtype), f.offset)
+        out = ops.delay(_evaluate(panel, Formula(f.op, f.args, window=f.window, value=f.value), cache, memo, dtype), f.offset)
     else:
         xs = [_evaluate(panel, a, cache, memo, dtype) for a in f.args]
         if spec.family == 'cross_section':
             xs = [torch.where(panel.member, xs[0], float('nan'))]
         if spec.kernel in _SHIFT_INVARIANT: xs = [_shifted(a) for a in xs]
-        extra = [f.window] if spec.windowed else [f.offset] if spec.family == 'delay' else []
-        out = _kernel(spec)(*xs, *extra)
+        extra = [f.window, f.value][:1 + len(spec.params)] if spec.windowed else [f.offset] if spec.family == 'delay' else []
+        kw = {'start': data_span(panel)[0]} if ops.OPS[spec.kernel].start else {}
+        out = _kernel(spec)(*xs, *extra, **kw)
+        if spec.span: out = torch.where(data_span(panel)[1], out, float('nan'))   # Qlib has no row outside a stock's data
     out = out.to(dtype)
     memo[key] = out
     if cache is not None: cache.put(key, out)

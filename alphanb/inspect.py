@@ -24,6 +24,7 @@ from .metrics import RewardContext
 from .pool import load_factors
 from .backtest import BacktestConfig, backtest, benchmarks, load_benchmark
 from .interpret import interpret, formula_tree
+from .novelty import novelty
 
 # %% auto #0
 __all__ = ['WARMUP_DAYS', 'PANEL_CACHE_SIZE', 'UNIVERSE_BENCHMARKS', 'cached_panel', 'default_benchmark', 'forward_return',
@@ -317,6 +318,9 @@ def _refresh(self:FactorInspector)->None:
     rows += [('backtest', n, bm.get(key, math.nan)) for n, key in
              [('annual return', 'annual_return'), ('Sharpe', 'sharpe'), ('max drawdown', 'max_drawdown'),
               ('excess return', 'excess_return'), ('information ratio', 'information_ratio'), ('trades', 'n_trades')]]
+    nv = novelty(p, values, days) if all(f in p for f in ['$open', '$high', '$low', '$close', '$volume', '$vwap']) else None
+    if nv is not None:   # is it new, or a relabelled Alpha158 feature?
+        rows += [('novelty', 'closest Alpha158 feature', nv['closest']), ('novelty', '|rank corr| with it', nv['abs_rank_corr'])]
     self.table = pd.DataFrame(rows, columns=['group', 'metric', 'value']).set_index(['group', 'metric'])
     self.figures = {'ic': ic_figure(self.series['ic'], self.series['rank_ic'], self.ic_window),
                     'deciles': decile_figure(self.series['deciles'], p.horizon),

@@ -58,6 +58,8 @@ THEMES = {
     'comovement': ('co-movement', 'a strong link between the two series is rewarded',
                    'a weak or inverse link between the two series is rewarded'),
     'size': ('size', 'large caps do better', 'small caps do better (the size effect)'),
+    'trend': ('trend straightness', 'stocks moving along a straight line keep going',
+              'choppy stocks, whose path strays from a line, do better'),
     'adjustment': ('corporate actions', 'stocks with more splits and dividends do better',
                    'stocks with fewer splits and dividends do better'),
 }
@@ -73,7 +75,12 @@ OP_TEXT = {
     'TsMax': 'rolling high', 'TsMin': 'rolling low', 'TsRank': 'percentile in its own history', 'Delta': 'change over the window',
     'WMA': 'linearly weighted average', 'EMA': 'exponential average', 'Corr': 'rolling correlation',
     'Cov': 'rolling covariance', 'Rank': 'cross-sectional percentile', 'ZScore': 'cross-sectional z-score',
-    'Delay': 'value days ago',
+    'Delay': 'value days ago', 'Gt': 'is above (1/0)', 'Ge': 'is at least (1/0)', 'Lt': 'is below (1/0)',
+    'Le': 'is at most (1/0)', 'Eq': 'equals (1/0)', 'Ne': 'differs from (1/0)', 'And': 'both hold (1/0)',
+    'Or': 'either holds (1/0)', 'Not': 'does not hold (1/0)', 'Slope': 'trend slope per day', 'Rsquare': 'trend R²',
+    'Resi': 'distance from the trend line', 'Quantile': 'rolling quantile', 'IdxMax': 'day of the window high (1 = oldest)',
+    'IdxMin': 'day of the window low (1 = oldest)', 'Count': 'days with a value', 'QlibWMA': "Qlib's WMA (weighted sum / days)",
+    'QlibEMA': "Qlib's EMA (since the first day loaded)",
 }
 
 # %% ../nbs/09a_interpret.ipynb #04d3bdd3
@@ -87,7 +94,13 @@ def _days(n:int)->str: return f"{n} day{'s' if n != 1 else ''}"
 
 _STAT = {'Mean': 'average', 'Sum': 'total', 'Std': 'volatility', 'Var': 'variance', 'Skew': 'skewness', 'Kurt': 'kurtosis',
          'Med': 'median', 'Mad': 'mean absolute deviation', 'TsMax': 'highest value', 'TsMin': 'lowest value',
-         'Delta': 'change', 'WMA': 'weighted average', 'EMA': 'exponential average', 'TsRank': "percentile of today's value"}
+         'Delta': 'change', 'WMA': 'weighted average', 'EMA': 'exponential average', 'TsRank': "percentile of today's value",
+         'Slope': 'trend slope', 'Rsquare': 'trend R²', 'Resi': 'distance from the trend', 'IdxMax': 'day of the high',
+         'IdxMin': 'day of the low', 'Count': 'number of days with a value', 'QlibWMA': 'weighted mean (Qlib)',
+         'QlibEMA': 'exponential average (Qlib)'}
+_COMPARE = {'Gt': 'is above', 'Ge': 'is at least', 'Lt': 'is below', 'Le': 'is at most', 'Eq': 'equals', 'Ne': 'differs from'}
+
+def _quantile(q:float)->str: return 'median' if q == 0.5 else f"{round(q * 100):d}th percentile"
 
 def describe(formula:Formula|str, # a formula or its text
             )->str: # a noun phrase, e.g. 'the average log volume over 5 days'
@@ -121,6 +134,9 @@ def describe(formula:Formula|str, # a formula or its text
              'ZScore': f"the cross-sectional z-score of {o0}"}
     if op in unary: return unary[op]
     if op == 'Pow': return f"{o0} to the power {o1}"
+    if op in _COMPARE: return f"whether {o0} {_COMPARE[op]} {o1} (1 or 0)"
+    if op in ('And', 'Or'): return f"whether {'both' if op == 'And' else 'either'} {o0} {'and' if op == 'And' else 'or'} {o1} hold (1 or 0)"
+    if op == 'Not': return f"whether {o0} fails (1 or 0)"
     if op == 'Greater': return f"the larger of {o0} and {o1}"
     if op == 'Less': return f"the smaller of {o0} and {o1}"
     if op == 'Gate':
@@ -135,22 +151,30 @@ def describe(formula:Formula|str, # a formula or its text
                'Mad': f"the mean absolute deviation of {o0}", 'TsMax': f"the highest {x}", 'TsMin': f"the lowest {x}",
                'Delta': f"the change in {x}", 'WMA': f"the weighted average {x}",
                'EMA': f"the exponential average {x}", 'Corr': f"the correlation of {o0} and {o1}",
-               'Cov': f"the covariance of {o0} and {o1}"}
+               'Cov': f"the covariance of {o0} and {o1}", 'Slope': f"the trend slope (change per day) of {o0}",
+               'Rsquare': f"how straight the path of {o0} is (R² of a line through it)",
+               'Resi': f"how far today's {x} sits above its trend line",
+               'Quantile': f"the {_quantile(f.value or 0.)} {x}", 'IdxMax': f"the day of the highest {x}",
+               'IdxMin': f"the day of the lowest {x}", 'Count': f"the number of days with {x}",
+               'QlibWMA': f"Qlib's weighted mean {x}", 'QlibEMA': f"Qlib's exponential average {x} since the first day loaded"}
     ending = f" ending {_days(f.offset)} ago" if f.offset else ''
     note = ", recent days counting more" if op == 'WMA' else ''
     simple = [a.kind == 'feature' or (a.op == 'Delay' and a.args[0].kind == 'feature') or a.is_const for a in f.args]
     if op not in ('Corr', 'Cov') and not all(simple):
         # a statistic of a statistic reads outside in: 'the median over 5 days of (the highest ... )'
-        return f"the {_STAT[op]} over {'the last ' if op in ('TsMax', 'TsMin', 'TsRank') else ''}{_days(w)}{ending} of ({ps[0]}){note}"
+        stat = _quantile(f.value) if op == 'Quantile' else _STAT[op]
+        return f"the {stat} over {'the last ' if op in ('TsMax', 'TsMin', 'TsRank') else ''}{_days(w)}{ending} of ({ps[0]}){note}"
     if op == 'TsRank': text, span = f"where today's {x} ranks among", f"its last {_days(w)}"
-    else: text, span = rolling[op], f"over {_days(w)}" if op not in ('TsMax', 'TsMin') else f"of the last {_days(w)}"
+    else: text, span = rolling[op], f"over {_days(w)}" if op not in ('TsMax', 'TsMin', 'IdxMax', 'IdxMin') else f"of the last {_days(w)}"
+    if op in ('IdxMax', 'IdxMin'): note = ' (1 = the oldest day)'
     if op in ('TsMax', 'TsMin') and f.offset: span = f"of the {_days(w)}"
     return f"{text} {span}{ending}{note}"
 
 # %% ../nbs/09a_interpret.ipynb #317bd3ef
 _POSITIVE = {'price', 'activity', 'liquidity', 'size', 'adjustment'}   # themes of leaves that are never negative
 _KEEP = {'Log', 'Sign', 'Rank', 'ZScore', 'Mean', 'Sum', 'Med', 'TsMax', 'TsMin', 'EMA', 'WMA', 'Delay', 'Decay', 'Max3',
-         'TSum20', 'TsRank', 'Delta', 'Jump', 'Greater', 'Less'}
+         'TSum20', 'TsRank', 'Delta', 'Jump', 'Greater', 'Less', 'Slope', 'Resi', 'Quantile', 'QlibWMA', 'QlibEMA',
+         'And', 'Or'}
 
 def drivers(formula:Formula|str, # a formula or its text
             sign:int=1, # +1: the factor as written; -1: its opposite
@@ -182,6 +206,14 @@ def drivers(formula:Formula|str, # a formula or its text
     if f.op in ('Std', 'Var', 'Mad', 'Kurt'): return [('volatility', sign)]
     if f.op == 'Skew': return [('skew', sign)]
     if f.op in ('Corr', 'Cov'): return [('comovement', sign)]
+    if f.op in ('Gt', 'Ge'): return drivers(a[0], sign) + drivers(a[1], -sign)   # like a difference
+    if f.op in ('Lt', 'Le'): return drivers(a[0], -sign) + drivers(a[1], sign)
+    if f.op in ('Eq', 'Ne'): return [(t, 0) for x in a for t, _ in drivers(x)]
+    if f.op == 'Not': return drivers(a[0], -sign)
+    if f.op == 'Rsquare': return [('trend', sign)]
+    if f.op == 'IdxMax': return [('momentum', sign)]                              # a late high: a recent winner
+    if f.op == 'IdxMin': return [('momentum', -sign)]                             # a late low: a recent loser
+    if f.op == 'Count': return [('activity', sign)]                               # days traded
     if f.op in _KEEP: return [d for x in a for d in drivers(x, sign)]
     raise FormulaError(f"no interpretation rule for the operator {f.op}; add one to alphanb.interpret.drivers")
 

@@ -14,16 +14,18 @@ from .pool import load_factors
 from .backtest import BacktestConfig, limit_prices, limit_rate
 
 # %% auto #0
-__all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'NP_OPERATORS', 'FEATURE_LOOKBACK', 'SHIFTED', 'FACTORS_FILE', 'MODEL_FILE',
-           'RAW_BAR_FIELDS', 'RECORD', 'SELLS', 'INDEX_CODES', 'JQ_ONLY', 'as_f32', 'np_delay', 'np_ts_sum',
-           'np_ts_mean', 'np_ts_var', 'np_ts_std', 'np_ts_skew', 'np_ts_kurt', 'np_ts_mad', 'np_ts_med', 'np_ts_max',
-           'np_ts_min', 'np_ts_rank', 'np_ts_delta', 'np_ts_wma', 'np_ts_ema', 'np_ts_cov', 'np_ts_corr', 'np_cs_rank',
-           'np_cs_zscore', 'np_div', 'np_log', 'np_pow', 'np_gate', 'np_jump', 'np_decay', 'np_max3', 'np_tsum20',
-           'tree_lookback', 'np_evaluate', 'np_features', 'jq_code', 'qlib_symbol', 'anchor_factors', 'load_bars',
-           'needed_rows', 'member_mask', 'zscore_day', 'combine_signal', 'top_k', 'load_export', 'stamp_tax_on',
-           'initialize', 'fen', 'buy_sizes', 'factor_values', 'trade', 'formula_tree', 'check_exportable',
-           'trading_rules', 'strategy_source', 'export_joinquant', 'write_template', 'template_is_current', 'Position',
-           'Portfolio', 'raw_volume_money', 'LocalJoinQuant']
+__all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'np_gt', 'np_ge', 'np_lt', 'np_le', 'np_eq', 'np_ne', 'NP_OPERATORS', 'FEATURE_LOOKBACK',
+           'SHIFTED', 'SPAN', 'START', 'FACTORS_FILE', 'MODEL_FILE', 'RAW_BAR_FIELDS', 'RECORD', 'SELLS', 'INDEX_CODES',
+           'JQ_ONLY', 'as_f32', 'np_delay', 'np_ts_sum', 'np_ts_mean', 'np_ts_var', 'np_ts_std', 'np_ts_skew',
+           'np_ts_kurt', 'np_ts_mad', 'np_ts_med', 'np_ts_max', 'np_ts_min', 'np_ts_rank', 'np_ts_delta', 'np_ts_wma',
+           'np_ts_ema', 'np_ts_cov', 'np_ts_corr', 'np_ts_slope', 'np_ts_rsquare', 'np_ts_resi', 'np_ts_quantile',
+           'np_ts_count', 'np_ts_argmax', 'np_ts_argmin', 'np_qlib_wma', 'np_qlib_ema', 'ema_memory', 'np_and', 'np_or',
+           'np_not', 'np_cs_rank', 'np_cs_zscore', 'np_div', 'np_log', 'np_pow', 'np_gate', 'np_jump', 'np_decay',
+           'np_max3', 'np_tsum20', 'tree_lookback', 'data_span', 'np_evaluate', 'np_features', 'jq_code', 'qlib_symbol',
+           'anchor_factors', 'load_bars', 'needed_rows', 'member_mask', 'zscore_day', 'combine_signal', 'top_k',
+           'load_export', 'stamp_tax_on', 'initialize', 'fen', 'buy_sizes', 'factor_values', 'trade', 'formula_tree',
+           'check_exportable', 'trading_rules', 'strategy_source', 'export_joinquant', 'write_template',
+           'template_is_current', 'Position', 'Portfolio', 'raw_volume_money', 'LocalJoinQuant']
 
 # %% ../nbs/10_joinquant.ipynb #c194c525
 # >>> strategy.py
@@ -300,6 +302,129 @@ def np_ts_corr(x, y, w):
     still = (sdx <= 2e-5) | (sdy <= 2e-5)                 # Qlib: NaN where a rolling std is within 2e-5 of 0
     return np.where((n > 1) & (vx > 0) & (vy > 0) & ~still, r, np.nan)
 
+# %% ../nbs/10_joinquant.ipynb #b936eccb
+@_quiet
+def _time_fit(x, w):
+    "Least squares of each window's present values on their day index: slope, R² and the residual of today's value."
+    n, mi, my = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
+    for j, v in enumerate(_lags(x, w)):                   # day index relative to today: -(w-1) .. 0
+        ok = ~np.isnan(v)
+        n = n + ok; mi = mi + np.where(ok, float(j - w + 1), 0.); my = my + np.where(ok, v, 0.)
+    mi, my = mi / n, my / n
+    sxy, sxx, syy = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
+    for j, v in enumerate(_lags(x, w)):
+        ok = ~np.isnan(v)
+        di, dy = (j - w + 1) - mi, v - my
+        sxy = sxy + np.where(ok, di * dy, 0.); sxx = sxx + np.where(ok, di * di, 0.); syy = syy + np.where(ok, dy * dy, 0.)
+    b = np.where(n >= 2, sxy / sxx, np.nan)
+    r2 = np.where((n >= 2) & (syy > 0), sxy * sxy / (sxx * syy), np.nan)
+    return b, r2, np.where(n >= 2, x - my + b * mi, np.nan)
+
+def np_ts_slope(x, w):
+    "Slope of the least-squares line through the window's values against their day index (Qlib `Slope`)."
+    return _time_fit(x, w)[0]
+
+def np_ts_rsquare(x, w):
+    "R² of that line, NaN where the window's standard deviation is <= 2e-5 (Qlib `Rsquare`)."
+    return np.where(np_ts_std(x, w) <= 2e-5, np.nan, _time_fit(x, w)[1])
+
+def np_ts_resi(x, w):
+    "Today's value minus that line's value today (Qlib `Resi`)."
+    return _time_fit(x, w)[2]
+
+@_quiet
+def np_ts_quantile(x, w, q):
+    "Rolling `q`-quantile of the present values, linear between order statistics (Qlib `Quantile`)."
+    srt = np.sort(_windows(x, w), -1)                                   # NaN sorted last
+    n = (~np.isnan(srt)).sum(-1)
+    pos = q * (n - 1)
+    lo = np.maximum(pos, 0).astype(np.int64)
+    frac = pos - lo
+    vl = np.take_along_axis(srt, lo[..., None], -1)[..., 0]
+    vh = np.take_along_axis(srt, np.minimum(lo + 1, w - 1)[..., None], -1)[..., 0]
+    return np.where(n > 0, np.where(frac > 0, vl + (vh - vl) * frac, vl), np.nan)
+
+def np_ts_count(x, w):
+    "Present values in the last `w` days (Qlib `Count`)."
+    return _moments(x, w, 0)[0]
+
+def _arg_extreme(x, w, start, largest):
+    "1-based position of the window's extreme (numpy's argmax: a missing day is the extreme), from each stock's first day."
+    days = x.shape[0]
+    out = np.full(x.shape, np.nan)
+    win = _windows(x, w)                                                # [day, stock, w], oldest first
+    row = np.arange(days)[:, None, None] - (w - 1) + np.arange(w)       # data row of each slot
+    inside = row >= start[None, :, None]
+    nan = np.isnan(win) & inside
+    vals = np.where(inside & ~nan, win, -np.inf if largest else np.inf)
+    ext = vals.argmax(-1) if largest else vals.argmin(-1)
+    first_nan = np.where(nan, np.arange(w), w).min(-1)
+    pos = np.where(first_nan < w, first_nan, ext) - (~inside).sum(-1) + 1
+    return np.where((inside & ~nan).any(-1), pos.astype(np.float64), out)
+
+def np_ts_argmax(x, w, start):
+    "Position of the window's maximum, 1 = oldest day (Qlib `IdxMax`)."
+    return _arg_extreme(x, w, start, True)
+
+def np_ts_argmin(x, w, start):
+    "Position of the window's minimum, 1 = oldest day (Qlib `IdxMin`)."
+    return _arg_extreme(x, w, start, False)
+
+@_quiet
+def np_qlib_wma(x, w, start):
+    "Qlib's `WMA`: the mean over the present days of (weight / sum of weights) × x, weights 1 .. m over the window's m rows."
+    days = x.shape[0]
+    t = np.arange(days)[:, None]
+    lo = np.maximum(t - w + 1, start[None])                             # [day, stock] the window's first row
+    m = (t - lo + 1).astype(np.float64)
+    total, n = np.zeros(x.shape), np.zeros(x.shape)
+    for j, v in enumerate(_lags(x, w)):
+        i = t - (w - 1) + j                                             # the row of this lag
+        ok = ~np.isnan(v) & (i >= lo)
+        total = total + np.where(ok, (i - lo + 1) / (m * (m + 1) / 2) * np.where(ok, v, 0.), 0.); n = n + ok
+    return np.where((n > 0) & (m > 0), total / n, np.nan)
+
+def np_qlib_ema(x, w):
+    "Qlib's `EMA`: pandas' `ewm(span=w).mean()` from the first row."
+    a = 1 - 2 / (w + 1)
+    out, avg, old = np.full(x.shape, np.nan), x[0].copy(), np.ones(x.shape[1])
+    out[0] = avg
+    for t in range(1, x.shape[0]):
+        v = x[t]
+        had, obs = ~np.isnan(avg), ~np.isnan(v)
+        old = np.where(had, old * a, old)
+        upd = had & obs
+        with np.errstate(all='ignore'): avg = np.where(upd & (avg != v), (old * avg + v) / (old + 1.), avg)
+        old = np.where(upd, old + 1., old)
+        avg = np.where(~had & obs, v, avg)
+        out[t] = avg
+    return out
+
+def ema_memory(w):
+    "Days of history after which Qlib's EMA of span `w` keeps less than 1e-9 of its weight: how much the strategy loads."
+    return int(math.ceil(math.log(1e-9) / math.log(1 - 2 / (w + 1)))) if w > 1 else 0
+
+def _condition(fn):
+    def k(x, y): return fn(x, y).astype(np.float64)
+    k.__name__ = 'np_' + fn.__name__
+    return k
+
+np_gt, np_ge, np_lt, np_le, np_eq, np_ne = map(_condition, [np.greater, np.greater_equal, np.less, np.less_equal, np.equal, np.not_equal])
+
+def _truth(x): return x != 0   # numpy's truth: NaN holds
+
+def np_and(x, y):
+    "1 where both conditions hold (Qlib `And`)."
+    return (_truth(x) & _truth(y)).astype(np.float64)
+
+def np_or(x, y):
+    "1 where either condition holds (Qlib `Or`)."
+    return (_truth(x) | _truth(y)).astype(np.float64)
+
+def np_not(x):
+    "1 where the condition does not hold (Qlib `Not`)."
+    return (~_truth(x)).astype(np.float64)
+
 # %% ../nbs/10_joinquant.ipynb #f553edc8
 def np_cs_rank(x):
     "Cross-sectional percentile rank per day: average rank of ties / count, in (0, 1], NaN excluded."
@@ -371,11 +496,18 @@ NP_OPERATORS = {   # name -> (family, kernel, days of history read beyond today;
     'Add': ('binary', np.add, 0), 'Sub': ('binary', np.subtract, 0), 'Mul': ('binary', np.multiply, 0),
     'Div': ('binary', np_div, 0), 'Pow': ('binary', np_pow, 0), 'Greater': ('binary', np.maximum, 0),
     'Less': ('binary', np.minimum, 0), 'Gate': ('ternary', np_gate, 0),
+    'Gt': ('binary', np_gt, 0), 'Ge': ('binary', np_ge, 0), 'Lt': ('binary', np_lt, 0), 'Le': ('binary', np_le, 0),
+    'Eq': ('binary', np_eq, 0), 'Ne': ('binary', np_ne, 0), 'And': ('binary', np_and, 0), 'Or': ('binary', np_or, 0),
+    'Not': ('unary', np_not, 0),
     'Mean': ('rolling', np_ts_mean, None), 'Sum': ('rolling', np_ts_sum, None), 'Std': ('rolling', np_ts_std, None),
     'Var': ('rolling', np_ts_var, None), 'Skew': ('rolling', np_ts_skew, None), 'Kurt': ('rolling', np_ts_kurt, None),
     'Med': ('rolling', np_ts_med, None), 'Mad': ('rolling', np_ts_mad, None), 'TsMax': ('rolling', np_ts_max, None),
     'TsMin': ('rolling', np_ts_min, None), 'TsRank': ('rolling', np_ts_rank, None), 'Delta': ('rolling', np_ts_delta, None),
     'WMA': ('rolling', np_ts_wma, None), 'EMA': ('rolling', np_ts_ema, None),
+    'Slope': ('rolling', np_ts_slope, None), 'Rsquare': ('rolling', np_ts_rsquare, None), 'Resi': ('rolling', np_ts_resi, None),
+    'Quantile': ('rolling', np_ts_quantile, None), 'Count': ('rolling', np_ts_count, None),
+    'IdxMax': ('rolling', np_ts_argmax, None), 'IdxMin': ('rolling', np_ts_argmin, None),
+    'QlibWMA': ('rolling', np_qlib_wma, None), 'QlibEMA': ('rolling', np_qlib_ema, None),
     'Corr': ('pair_rolling', np_ts_corr, None), 'Cov': ('pair_rolling', np_ts_cov, None),
     'Rank': ('cross_section', np_cs_rank, 0), 'ZScore': ('cross_section', np_cs_zscore, 0),
     'Delay': ('delay', np_delay, None),
@@ -390,10 +522,18 @@ def tree_lookback(tree):
     fam, _, extra = NP_OPERATORS[op]
     inner = max(tree_lookback(a) for a in tree['args'])
     if fam == 'delay': return inner + tree['offset']
+    if op == 'QlibEMA': return inner + tree['offset'] + ema_memory(tree['window'])   # its memory has no end
     if fam in ('rolling', 'pair_rolling'): return inner + tree['offset'] + tree['window'] - (0 if op == 'Delta' else 1)
     return inner + extra
 
 SHIFTED = {'Var', 'Std', 'Cov', 'Corr'}   # alphanb subtracts each stock's first value from their inputs (fewer digits lost)
+SPAN = {'Gt', 'Ge', 'Lt', 'Le', 'Eq', 'Ne', 'And', 'Or', 'Not', 'IdxMax', 'IdxMin', 'Count', 'QlibWMA'}   # kept within each stock's data
+START = {'IdxMax', 'IdxMin', 'QlibWMA'}   # count from each stock's first day of data
+
+def data_span(bars):
+    "Each stock's first row with a close, and `[day, stock]` True from it to its last row with one (alphanb's `data_span`)."
+    present = ~np.isnan(bars['$close'])
+    return present.argmax(0), np.maximum.accumulate(present, 0) & np.maximum.accumulate(present[::-1], 0)[::-1]
 
 def _shifted(x):
     "`x` minus each stock's first non-NaN value (0 when it has none), known from that day on."
@@ -416,9 +556,11 @@ def _node(tree, bars, member, cache):
         if op in SHIFTED: args = [_shifted(a) for a in args]
         with np.errstate(all='ignore'):
             if fam in ('rolling', 'pair_rolling'):   # a lag of the inputs is a lag of the rolling value
-                out = np_delay(fn(*(args + [tree['window']])), tree.get('offset', 0))
+                more = [tree['q']] if 'q' in tree else [data_span(bars)[0]] if op in START else []   # (START: never lagged)
+                out = np_delay(fn(*(args + [tree['window']] + more)), tree.get('offset', 0))
             elif fam == 'delay': out = fn(args[0], tree['offset'])
             else: out = fn(*args)
+        if op in SPAN: out = np.where(data_span(bars)[1], out, np.nan)
     cache[key] = out
     return out
 
@@ -738,6 +880,7 @@ def formula_tree(f:Formula|str, # a formula or its text
         if n.kind == 'feature': return {'op': n.op}
         node = {'op': n.op, 'args': [go(a) for a in n.args]}
         if n.spec.windowed: node.update(window=int(n.window), offset=int(n.offset))
+        if n.spec.params: node['q'] = float(n.value)
         elif n.spec.family == 'delay': node['offset'] = int(n.offset)
         return node
     return go(f)

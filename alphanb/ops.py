@@ -15,10 +15,12 @@ try: import numba
 except ImportError: numba = None   # the tensor kernels below work without it, more slowly on the CPU
 
 # %% auto #0
-__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'JUMP_WINDOW', 'OPS', 'QLIB', 'QLIB_OPS', 'delay', 'ts_max', 'ts_min', 'ts_sum',
-           'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta', 'ts_wma',
-           'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log',
-           'sign', 'pow', 'greater', 'less', 'gate', 'jump', 'decay', 'max3', 'tsum20', 'Kernel', 'QlibExpansion']
+__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'OPS', 'QLIB', 'QLIB_OPS',
+           'delay', 'ts_max', 'ts_min', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad',
+           'ts_rank', 'ts_med', 'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'add',
+           'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate', 'jump', 'decay', 'max3',
+           'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_',
+           'or_', 'not_', 'qlib_wma', 'qlib_ema', 'Kernel', 'QlibExpansion']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -212,7 +214,7 @@ def _nb_rank_signs(x, w): # [day, stock] sum over the window's earlier days of s
     return out
 
 @_jit
-def _nb_median(xt, w): # xt [stock, day] -> [stock, day] rolling median of the present values, NaN where none
+def _nb_order_stat(xt, w, q): # xt [stock, day] -> [stock, day] rolling median (q < 0) or q-quantile of the present values
     stocks, days = xt.shape
     out = np.empty_like(xt)
     for s in numba.prange(stocks):
@@ -224,7 +226,7 @@ def _nb_median(xt, w): # xt [stock, day] -> [stock, day] rolling median of the p
                 if old == old:
                     j = 0
                     while buf[j] != old: j += 1
-                    for q in range(j, n - 1): buf[q] = buf[q + 1]
+                    for k in range(j, n - 1): buf[k] = buf[k + 1]
                     n -= 1
             v = xt[s, t]
             if v == v:                                     # insertion into the sorted window
@@ -232,7 +234,12 @@ def _nb_median(xt, w): # xt [stock, day] -> [stock, day] rolling median of the p
                 while j > 0 and buf[j - 1] > v:
                     buf[j] = buf[j - 1]; j -= 1
                 buf[j] = v; n += 1
-            out[s, t] = (buf[(n - 1) // 2] + buf[n // 2]) / 2 if n > 0 else np.nan
+            if n == 0: out[s, t] = np.nan
+            elif q < 0: out[s, t] = (buf[(n - 1) // 2] + buf[n // 2]) / 2          # the median: the middle two's mean
+            else:                                          # pandas' quantile: linear between the order statistics
+                pos = q * (n - 1)
+                lo = int(pos)
+                out[s, t] = buf[lo] if lo == pos else buf[lo] + (buf[lo + 1] - buf[lo]) * (pos - lo)
     return out
 
 # %% ../nbs/01_ops.ipynb #58f92c52
@@ -396,7 +403,7 @@ def ts_med(x:Tensor, # [day, stock]
           )->Tensor: # [day, stock]
     "Rolling median of the last `w` days, NaN skipped, mean of the middle two for an even count (Qlib `Med`)."
     w = _check_window(w)
-    if _compiled(x): return torch.from_numpy(_nb_median(_np(x.T), w)).T.contiguous()
+    if _compiled(x): return torch.from_numpy(_nb_order_stat(_np(x.T), w, -1.)).T.contiguous()
     days, stocks = x.shape
     n = _moments(x, w, 0)[0].long()                                   # [day, stock] values in the window
     lo, hi = ((n - 1).clamp_min(0) // 2).unsqueeze(-1), (n // 2).clamp_max(w - 1).unsqueeze(-1)
@@ -632,6 +639,279 @@ def tsum20(x:Tensor, # [day, stock]
     "Sum of the last 20 days."
     return ts_sum(x, 20)
 
+# %% ../nbs/01_ops.ipynb #ef7bd05d
+@_jit
+def _nb_time_fit(x, w): # [3, day, stock] slope, R² and residual of today's value, on the window's day index
+    days, stocks = x.shape
+    out = np.full((3, days, stocks), np.nan)
+    for t in numba.prange(days):
+        lo = max(0, t - w + 1)
+        for s in range(stocks):
+            n, mi, my = 0, 0., 0.
+            for i in range(lo, t + 1):
+                v = x[i, s]
+                if v == v: n += 1; mi += i - t; my += v
+            if n < 2: continue
+            mi /= n; my /= n
+            sxy, sxx, syy = 0., 0., 0.
+            for i in range(lo, t + 1):
+                v = x[i, s]
+                if v == v:
+                    di, dy = i - t - mi, v - my
+                    sxy += di * dy; sxx += di * di; syy += dy * dy
+            b = sxy / sxx
+            out[0, t, s] = b
+            if syy > 0: out[1, t, s] = sxy * sxy / (sxx * syy)
+            v = x[t, s]
+            if v == v: out[2, t, s] = v - my + b * mi       # today's value minus the line at today (offset 0)
+    return out
+
+def _time_fit(x:Tensor, # [day, stock]
+              w:int, # window length
+             )->tuple[Tensor, Tensor, Tensor]: # slope, R², residual [day, stock] float64
+    "Least squares of each window's present values on their day index: slope, R² and the residual of today's value."
+    if _compiled(x): return tuple(torch.from_numpy(_nb_time_fit(_np(x, torch.float64), w)))
+    days = x.shape[0]
+    ok = ~torch.isnan(x)
+    # each stock's first value subtracted (known from that day on): the same fit, far fewer digits lost in the sums
+    first = x.gather(0, ok.to(torch.uint8).argmax(0)[None]).double().nan_to_num(0.)   # [1, stock]
+    y, v = _zeroed(x.double() - first), ok.double()
+    rows = torch.arange(days, dtype=torch.float64, device=x.device)[:, None]           # [day, 1]
+    r = torch.where(ok, rows, 0.)
+    n, sy, syy = _window_sum(v, w), _window_sum(y, w), _window_sum(y * y, w)
+    si, sii, siy = _window_sum(r, w), _window_sum(r * r, w), _window_sum(r * y, w)
+    # the day index relative to today keeps its sums small: sum(i - t) = sum(i) - t n, and so on
+    sr, srr, sry = si - rows * n, sii - 2 * rows * si + rows * rows * n, siy - rows * sy
+    cxy, cxx = sry - sr * sy / n, srr - sr * sr / n
+    cyy = _flat_to_zero((syy - sy * sy / n).clamp_min(0), x, w, syy / n)   # a flat window has no R²
+    b = torch.where(n >= 2, cxy / cxx, NAN)
+    r2 = torch.where((n >= 2) & (cyy > 0), cxy * cxy / (cxx * cyy), NAN)
+    resi = x.double() - first - sy / n + b * (sr / n)
+    return b, r2, torch.where(n >= 2, resi, NAN)
+
+def ts_slope(x:Tensor, # [day, stock]
+             w:int, # window length
+            )->Tensor: # [day, stock]
+    "Slope of the least-squares line through the window's present values against their day index (Qlib `Slope`)."
+    return _time_fit(x, _check_window(w))[0].to(x.dtype)
+
+def ts_rsquare(x:Tensor, # [day, stock]
+               w:int, # window length
+              )->Tensor: # [day, stock] in [0, 1]
+    "R² of that line; NaN where the window barely moves (standard deviation <= 2e-5, as Qlib `Rsquare`)."
+    w = _check_window(w)
+    r2 = _time_fit(x, w)[1]
+    return torch.where(ts_std(x.double(), w) <= 2e-5, NAN, r2).to(x.dtype)
+
+def ts_resi(x:Tensor, # [day, stock]
+            w:int, # window length
+           )->Tensor: # [day, stock]
+    "Today's value minus that line's value today: the regression residual (Qlib `Resi`)."
+    return _time_fit(x, _check_window(w))[2].to(x.dtype)
+
+# %% ../nbs/01_ops.ipynb #b93a53a0
+def ts_quantile(x:Tensor, # [day, stock]
+                w:int, # window length
+                q:float, # the quantile, in [0, 1]
+               )->Tensor: # [day, stock]
+    "Rolling `q`-quantile of the last `w` days' present values, interpolated linearly between order statistics (Qlib `Quantile`)."
+    w = _check_window(w)
+    if not 0 <= q <= 1: raise FormulaError(f"the quantile of Quantile must be in [0, 1], got {q!r}")
+    if _compiled(x): return torch.from_numpy(_nb_order_stat(_np(x.T, torch.float64), w, float(q))).T.contiguous().to(x.dtype)
+    days, stocks = x.shape
+    n = _moments(x, w, 0)[0].long()                                   # [day, stock] values in the window
+    pos = q * (n - 1).clamp_min(0).double()
+    lo = pos.floor().long()
+    frac = pos - lo
+    hi = torch.where(frac > 0, lo + 1, lo).clamp_max(w - 1)
+    padded = torch.cat([x.new_full((w - 1, stocks), NAN), x]).double()
+    out = torch.empty(days, stocks, dtype=torch.float64, device=x.device)
+    rows = max(1, (1 << 22) // max(1, stocks * w))
+    for a in range(0, days, rows):
+        b = min(days, a + rows)
+        srt = _sort_last(padded[a:b + w - 1].unfold(0, w, 1))          # [b-a, stock, w], NaN last
+        vl, vh = srt.gather(-1, lo[a:b, :, None])[..., 0], srt.gather(-1, hi[a:b, :, None])[..., 0]
+        out[a:b] = torch.where(frac[a:b] > 0, vl + (vh - vl) * frac[a:b], vl)
+    return torch.where(n > 0, out, NAN).to(x.dtype)
+
+def ts_count(x:Tensor, # [day, stock]
+             w:int, # window length
+            )->Tensor: # [day, stock] 0 .. w
+    "Number of present (non-NaN) values in the last `w` days (Qlib `Count`)."
+    return _moments(x, _check_window(w), 0)[0].to(x.dtype)
+
+# %% ../nbs/01_ops.ipynb #9af42c18
+@_jit
+def _nb_arg_extreme(x, w, start, largest): # [day, stock] 1-based position of the window's extreme, numpy's argmax rule
+    days, stocks = x.shape
+    out = np.full((days, stocks), np.nan)
+    for t in numba.prange(days):
+        for s in range(stocks):
+            lo = max(t - w + 1, start[s])
+            best, at, first_nan, n = 0., -1, -1, 0
+            for i in range(lo, t + 1):
+                v = x[i, s]
+                if v != v:
+                    if first_nan < 0: first_nan = i
+                elif at < 0 or (v > best if largest else v < best):
+                    best, at = v, i
+                if v == v: n += 1
+            if n > 0: out[t, s] = (first_nan if first_nan >= 0 else at) - lo + 1
+    return out
+
+def _arg_extreme(x:Tensor, w:int, start:Tensor|None, largest:bool)->Tensor:
+    days, stocks = x.shape
+    start = torch.zeros(stocks, dtype=torch.long) if start is None else start.long().cpu()
+    if _compiled(x): return torch.from_numpy(_nb_arg_extreme(_np(x, torch.float64), w, start.numpy(), largest)).to(x.dtype)
+    xd = x.double()
+    row = torch.arange(days, device=x.device)
+    fill = -math.inf if largest else math.inf
+    out = torch.full((days, stocks), NAN, dtype=torch.float64, device=x.device)
+    padded = torch.cat([xd.new_full((w - 1, stocks), NAN), xd])                   # [day+w-1, stock]
+    k = torch.arange(w, device=x.device)                                          # position in the window, oldest first
+    rows = max(1, (1 << 22) // max(1, stocks * w))
+    for a in range(0, days, rows):
+        b = min(days, a + rows)
+        win = padded[a:b + w - 1].unfold(0, w, 1)                                 # [b-a, stock, w]
+        src = row[a:b, None, None] - (w - 1) + k                                  # [b-a, 1, w] data row of each slot
+        inside = src >= start.to(x.device)[None, :, None]                         # [b-a, stock, w] in the stock's series
+        nan = torch.isnan(win) & inside
+        vals = torch.where(inside & ~nan, win, fill)
+        ext = vals.argmax(-1) if largest else vals.argmin(-1)                     # first occurrence of the extreme
+        first_nan = torch.where(nan, k, w).min(-1).values
+        lo = (~inside).sum(-1)                                                    # slots before the stock's series
+        pos = torch.where(first_nan < w, first_nan, ext) - lo + 1
+        out[a:b] = torch.where((inside & ~nan).any(-1), pos.double(), NAN)
+    return out.to(x.dtype)
+
+def ts_argmax(x:Tensor, # [day, stock]
+              w:int, # window length
+              start:Tensor|None=None, # [stock] first row of each stock's data: the window starts there at the latest
+             )->Tensor: # [day, stock] 1 .. w
+    "Position of the window's maximum, 1 = oldest day (Qlib `IdxMax`: numpy's argmax, so a missing day counts as the maximum)."
+    return _arg_extreme(x, _check_window(w), start, True)
+
+def ts_argmin(x:Tensor, # [day, stock]
+              w:int, # window length
+              start:Tensor|None=None, # [stock] first row of each stock's data
+             )->Tensor: # [day, stock] 1 .. w
+    "Position of the window's minimum, 1 = oldest day (Qlib `IdxMin`, a missing day counting as the minimum)."
+    return _arg_extreme(x, _check_window(w), start, False)
+
+# %% ../nbs/01_ops.ipynb #a35ebaa5
+def _comparison(op:Callable, # a torch comparison, e.g. torch.gt
+                name:str, # the kernel's name
+                doc:str, # its docstring
+               )->Callable:
+    def kernel(x, # [day, stock] or a number
+               y, # [day, stock] or a number
+              )->Tensor: # [day, stock] 1. where the comparison holds, else 0.
+        x, y = _pair(x, y); return op(x, y).to(x.dtype)
+    kernel.__name__ = kernel.__qualname__ = name; kernel.__doc__ = doc
+    return kernel
+
+gt = _comparison(torch.gt, 'gt', "1 where x > y, else 0; a comparison with NaN is false (Qlib `Gt`, `>`).")
+ge = _comparison(torch.ge, 'ge', "1 where x >= y, else 0 (Qlib `Ge`, `>=`).")
+lt = _comparison(torch.lt, 'lt', "1 where x < y, else 0 (Qlib `Lt`, `<`).")
+le = _comparison(torch.le, 'le', "1 where x <= y, else 0 (Qlib `Le`, `<=`).")
+eq = _comparison(torch.eq, 'eq', "1 where x == y, else 0 (Qlib `Eq`, `==`).")
+ne = _comparison(torch.ne, 'ne', "1 where x != y, else 0; NaN differs from everything (Qlib `Ne`, `!=`).")
+
+def _truth(x:Tensor)->Tensor: return x != 0   # numpy's truth, as Qlib's: any number but 0 holds, NaN included
+
+def and_(x, # [day, stock] a condition (1 or 0)
+         y, # [day, stock] a condition
+        )->Tensor: # [day, stock] 1 or 0
+    "1 where both conditions hold (Qlib `And`, `&`)."
+    x, y = _pair(x, y); return (_truth(x) & _truth(y)).to(x.dtype)
+
+def or_(x, # [day, stock] a condition (1 or 0)
+        y, # [day, stock] a condition
+       )->Tensor: # [day, stock] 1 or 0
+    "1 where either condition holds (Qlib `Or`, `|`)."
+    x, y = _pair(x, y); return (_truth(x) | _truth(y)).to(x.dtype)
+
+def not_(x:Tensor, # [day, stock] a condition (1 or 0)
+        )->Tensor: # [day, stock] 1 or 0
+    "1 where the condition does not hold (Qlib `Not`)."
+    return (~_truth(x)).to(x.dtype)
+
+# %% ../nbs/01_ops.ipynb #15687fdb
+@_jit
+def _nb_qlib_wma(x, w, start): # [day, stock] Qlib's WMA: nanmean of (linear weights / their sum) * x over the window's rows
+    days, stocks = x.shape
+    out = np.full((days, stocks), np.nan)
+    for t in numba.prange(days):
+        for s in range(stocks):
+            lo = max(t - w + 1, start[s])
+            m = t - lo + 1                                  # rows in the window: weights 1 .. m, oldest first
+            if m <= 0: continue
+            total, n = 0., 0
+            for i in range(lo, t + 1):
+                v = x[i, s]
+                if v == v: total += (i - lo + 1) / (m * (m + 1) / 2) * v; n += 1
+            if n > 0: out[t, s] = total / n
+    return out
+
+def qlib_wma(x:Tensor, # [day, stock]
+             w:int, # window length
+             start:Tensor|None=None, # [stock] first row of each stock's data: the window starts there at the latest
+            )->Tensor: # [day, stock]
+    "Qlib's `WMA(x, w)`: the mean over the present days of (weight / sum of weights) × x, weights 1 .. w oldest first."
+    w = _check_window(w)
+    days, stocks = x.shape
+    start = torch.zeros(stocks, dtype=torch.long) if start is None else start.long().cpu()
+    if _compiled(x): return torch.from_numpy(_nb_qlib_wma(_np(x, torch.float64), w, start.numpy())).to(x.dtype)
+    xd = x.double()
+    row = torch.arange(days, dtype=torch.float64, device=x.device)[:, None]     # [day, 1]
+    lo = torch.maximum(row - w + 1, start.to(x.device)[None].double())          # [day, stock] first row of the window
+    m = row - lo + 1                                                           # rows in the window
+    ok = ~torch.isnan(xd) & (row >= start.to(x.device)[None])
+    y = torch.where(ok, xd, 0.)
+    # sum over the window of (i - lo + 1) * x_i = sum(i x_i) - (lo - 1) sum(x_i)
+    num = _window_sum(row * y, w) - (lo - 1) * _window_sum(y, w)
+    n = _window_sum(ok.double(), w)
+    return torch.where((n > 0) & (m > 0), num / (m * (m + 1) / 2) / n, NAN).to(x.dtype)
+
+@_jit
+def _nb_qlib_ema(x, a): # [day, stock] pandas' ewm(adjust=True, ignore_na=False).mean(), decay a per day, from the first row
+    days, stocks = x.shape
+    out = np.full((days, stocks), np.nan)
+    for s in numba.prange(stocks):
+        avg, old = x[0, s], 1.
+        if avg == avg: out[0, s] = avg
+        for t in range(1, days):
+            v = x[t, s]
+            if avg == avg:
+                old *= a
+                if v == v:
+                    if avg != v: avg = (old * avg + v) / (old + 1.)
+                    old += 1.
+            elif v == v: avg = v
+            if avg == avg: out[t, s] = avg
+    return out
+
+def qlib_ema(x:Tensor, # [day, stock]
+             w:int, # span: decay 1 - 2 / (w + 1) per day
+            )->Tensor: # [day, stock]
+    "Qlib's `EMA(x, w)`: pandas' `ewm(span=w).mean()` from the panel's first day (unbounded memory: it depends on where the panel starts)."
+    a = 1 - 2 / (_check_window(w) + 1)
+    if _compiled(x): return torch.from_numpy(_nb_qlib_ema(_np(x, torch.float64), a)).to(x.dtype)
+    xd = x.double()
+    out = torch.full_like(xd, NAN)
+    avg, old = xd[0].clone(), torch.ones_like(xd[0])
+    out[0] = avg
+    for t in range(1, x.shape[0]):                         # the same recursion as pandas, one day at a time
+        v = xd[t]
+        had, obs = ~torch.isnan(avg), ~torch.isnan(v)
+        old = torch.where(had, old * a, old)
+        upd = had & obs
+        avg = torch.where(upd & (avg != v), (old * avg + v) / (old + 1.), avg)
+        old = torch.where(upd, old + 1., old)
+        avg = torch.where(~had & obs, v, avg)
+        out[t] = avg
+    return out.to(x.dtype)
+
 # %% ../nbs/01_ops.ipynb #f260aa2d
 @dataclass(frozen=True)
 class Kernel:
@@ -641,18 +921,24 @@ class Kernel:
     arity: int         # tensor operands
     windowed: bool     # a window (a day count for `delay`) follows the operands
     kind: str          # 'elementwise' | 'rolling' | 'pair_rolling' | 'cross_section'
+    params: tuple = () # further parameters after the window, e.g. ('q',) for ts_quantile
+    start: bool = False  # takes `start=` [stock], the row of each stock's first day of data
 
 def _kernels():
     E, R = 'elementwise', 'rolling'
     rows = [(n, 1, False, E) for n in ['neg', 'abs', 'log', 'sign']]
     rows += [(n, 2, False, E) for n in ['add', 'sub', 'mul', 'div', 'pow', 'greater', 'less']]
+    rows += [(n, 2, False, E) for n in ['gt', 'ge', 'lt', 'le', 'eq', 'ne', 'and_', 'or_']] + [('not_', 1, False, E)]
     rows += [('gate', 3, False, E), ('delay', 1, True, R)]
     rows += [(n, 1, True, R) for n in ['ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_med', 'ts_mad',
-                                       'ts_max', 'ts_min', 'ts_rank', 'ts_delta', 'ts_wma', 'ts_ema']]
+                                       'ts_max', 'ts_min', 'ts_rank', 'ts_delta', 'ts_wma', 'ts_ema',
+                                       'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count',
+                                       'ts_argmax', 'ts_argmin', 'qlib_wma', 'qlib_ema']]
     rows += [(n, 2, True, 'pair_rolling') for n in ['ts_corr', 'ts_cov']]
     rows += [(n, 1, False, R) for n in ['jump', 'decay', 'max3', 'tsum20']]
     rows += [(n, 1, False, 'cross_section') for n in ['cs_rank', 'cs_zscore']]
-    return {n: Kernel(n, globals()[n], a, wd, k) for n, a, wd, k in rows}
+    params, start = {'ts_quantile': ('q',)}, {'ts_argmax', 'ts_argmin', 'qlib_wma'}
+    return {n: Kernel(n, globals()[n], a, wd, k, params.get(n, ()), n in start) for n, a, wd, k in rows}
 
 OPS: dict[str, Kernel] = _kernels()
 
@@ -693,17 +979,24 @@ QLIB: dict = {
     'ts_delta': 'Sub({x},Ref({x},{w}))', 'ts_wma': QlibExpansion(_qlib_wma), 'ts_ema': QlibExpansion(_qlib_ema),
     'ts_corr': 'Corr({x},{y},{w})', 'ts_cov': 'Cov({x},{y},{w})',
     'jump': _QJUMP, 'decay': 'Add(Add({x},Mul(Ref({x},1),0.8)),Mul(Ref({x},2),0.6))',
-    'max3': 'Max({x},3)', 'tsum20': 'Sum({x},20)'}
+    'max3': 'Max({x},3)', 'tsum20': 'Sum({x},20)',
+    # Qlib's comparisons give booleans, on which its `+` is a logical or: times 1 they are the numbers 0 and 1
+    'gt': 'Mul(Gt({x},{y}),1)', 'ge': 'Mul(Ge({x},{y}),1)', 'lt': 'Mul(Lt({x},{y}),1)', 'le': 'Mul(Le({x},{y}),1)',
+    'eq': 'Mul(Eq({x},{y}),1)', 'ne': 'Mul(Ne({x},{y}),1)', 'and_': 'Mul(And(Ne({x},0),Ne({y},0)),1)',
+    'or_': 'Mul(Or(Ne({x},0),Ne({y},0)),1)', 'not_': 'Mul(Not(Ne({x},0)),1)',
+    'ts_slope': 'Slope({x},{w})', 'ts_rsquare': 'Rsquare({x},{w})', 'ts_resi': 'Resi({x},{w})',
+    'ts_quantile': 'Quantile({x},{w},{q})', 'ts_count': 'Count({x},{w})', 'ts_argmax': 'IdxMax({x},{w})',
+    'ts_argmin': 'IdxMin({x},{w})', 'qlib_wma': 'WMA({x},{w})', 'qlib_ema': 'EMA({x},{w})'}
 
 _QLIB_MIN_WINDOW = {'ts_skew': 3, 'ts_kurt': 4}   # Qlib raises below these
 
 def _qlib_fn(name:str):
     tpl = QLIB[name]
-    def to_qlib(*args:str, window:int|None=None)->str|None:
+    def to_qlib(*args:str, window:int|None=None, q:float|None=None)->str|None:
         if window is not None and window < _QLIB_MIN_WINDOW.get(name, 0): return None
         if name == 'delay' and window == 0: return args[0]        # Qlib's Ref(x, 0) is the first value, not x
         xyz = dict(zip('xyz', args))
-        return tpl.format(*args, **xyz, w=window, d=window)
+        return tpl.format(*args, **xyz, w=window, d=window, q=q)
     to_qlib.__name__ = f'qlib_{name}'
     return to_qlib
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_train.ipynb #e5b87627
 from __future__ import annotations
-import csv, ctypes, heapq, io, json, math, os, random, time
+import csv, heapq, io, json, math, os, random, time
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,9 @@ from .ppo import *
 
 # %% auto #0
 __all__ = ['LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'resolve_data', 'split_dates', 'load_run_data',
-           'run_slices', 'FormulaEnv', 'release_memory', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state',
-           'build_policy', 'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json',
-           'train_command', 'planted_market', 'planted', 'planted_command', 'bench_train', 'bench_train_command']
+           'run_slices', 'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy',
+           'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
+           'planted_market', 'planted', 'planted_command', 'bench_train', 'bench_train_command']
 
 # %% ../nbs/07b_train.ipynb #5c928985
 def resolve_data(path:str|Path)->Path:
@@ -164,18 +164,6 @@ def _action_entropy(r:Rollout)->float:
     ent = r.entropy if r.forced is None else torch.where(r.forced, 0., r.entropy)
     return float(ent.sum() / n) if n > 0 else math.nan
 
-def release_memory()->bool:
-    """Hand the heap memory freed since the last call back to the system; whether it could (glibc only). Evaluation
-    frees many [day, stock] temporaries of ~12 MB each on real data and glibc keeps them: a CSI300 run held 4.8 GB after
-    20 steps; calling this after every step, 2.3 GB between steps and 3.75 GB at the peak, at the same speed."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try: _malloc_trim = ctypes.CDLL('libc.so.6').malloc_trim
-        except (OSError, AttributeError): _malloc_trim = False
-    if _malloc_trim: _malloc_trim(0)
-    return bool(_malloc_trim)
-
-_malloc_trim = None                                                   # glibc's malloc_trim once found; False: none
 
 def _nanmean(x:Tensor|None)->float:
     "Mean of the finite values of `x`; NaN when there is none."
@@ -248,7 +236,8 @@ class Trainer:
         if cfg.threads: torch.set_num_threads(cfg.threads)
         self.panel, self.train_days, self.valid_days = data if data is not None else load_run_data(cfg)
         seed_everything(cfg.seed)
-        self.grammar = Grammar(max_len=cfg.max_len, features=[f for f in DEFAULT_FEATURES if f in self.panel])
+        self.grammar = Grammar(max_len=cfg.max_len, features=[f for f in DEFAULT_FEATURES if f in self.panel],
+                               ops=cfg.vocabulary)
         self.policy = build_policy(cfg, self.grammar).to(cfg.device)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr) if params else None
@@ -497,6 +486,9 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
     write_log(out/'log.csv', tr.log)
     paths = {'factors': tr.env.pool.save(out/'factors.json', {'train': tr.train_days, 'valid': tr.valid_days}), **save_model(tr, out),
              'config': out/'config.json', 'log': out/'log.csv', 'checkpoint': ckpt}
+    if cfg.novelty and tr.env.pool.size:   # how close each member is to the library a quant already has, on the valid split
+        from alphanb.novelty import annotate_novelty
+        annotate_novelty(paths['factors'], tr.panel, tr.valid_days, cfg.novelty)
     res = {'steps': tr.step, 'episodes': tr.env.episodes, 'evaluations': tr.env.evaluations,
            'seconds': time.perf_counter() - t0, **summarize(tr), 'paths': paths,
            'log': pd.DataFrame(tr.log, columns=LOG_COLUMNS), 'pool': tr.env.pool, 'trainer': tr}
