@@ -1,0 +1,66 @@
+"`alphanb study` end to end: the CLI on the demo market with tiny settings (last stdout line is JSON), resumed, and bad input."
+import json, os, subprocess, sys, time
+
+import pytest
+
+ENV = {**os.environ, 'NUMBA_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1'}
+TINY = ['--universes', 'csi300', '--test-years', '2019', '--seeds', '0-1', '--steps', '2', '--jobs', '2', '--rounds', '20',
+        '--set', 'batch_size', '16', '--set', 'minibatch_size', '16', '--set', 'pool_size', '6', '--no-progress']
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, '-m', 'alphanb', 'study', *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def test_cli_demo_end_to_end(demo_data, tmp_path):
+    out, scratch = tmp_path/'study', tmp_path/'scratch'
+    t = time.perf_counter()
+    p = _cli('--data', demo_data, *TINY, '--out', out, '--scratch', scratch)
+    seconds = time.perf_counter() - t
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert {'table', 'seed_spread', 'folds', 'runs', 'trained', 'scored', 'reused', 'files'} <= set(r)
+    assert (r['runs'], r['trained'], r['scored'], r['reused']) == (2, 2, 2, 0)
+    table = {row['method']: row for row in r['table']}
+    assert {'mined_pruned', 'mined_unpruned', 'alpha158_linear', 'alpha158_lightgbm', 'alpha158_mined_linear',
+            'classic_combined', 'classic_chosen', 'classic_best_after_the_fact', 'classic:size'} <= set(table)
+    assert table['mined_pruned']['n'] == 2 and table['mined_pruned']['rank_ic_std'] is not None
+    assert r['folds']['test2019']['select'][1] < r['folds']['test2019']['test'][0]
+    for f in ['summary.json', 'summary.csv', 'rows.csv', 'test_rank_ic_csi300.png', 'csi300/test2019/baselines.json',
+              'csi300/test2019/seed1/final_factors.json', 'csi300/test2019/seed1/result.json']:
+        assert (out/f).exists(), f
+    assert not list(out.rglob('*.pt')) and list(scratch.rglob('checkpoint.pt'))   # models stay out of OUT
+    assert 'mined pool, pruned on the selection year' in p.stdout
+    assert seconds < 120, f'the tiny study took {seconds:.0f}s'
+
+    again = _cli('--data', demo_data, *TINY, '--out', out, '--scratch', scratch)   # resumed: nothing to do
+    assert again.returncode == 0, again.stderr
+    r2 = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (r2['trained'], r2['scored'], r2['reused']) == (0, 0, 2)
+    assert r2['table'] == r['table']
+
+
+def test_cli_bad_input_is_one_line(demo_data, tmp_path):
+    p = _cli('--data', demo_data, '--universes', 'csi301', '--out', tmp_path/'o')
+    assert p.returncode == 2 and p.stdout == ''
+    assert p.stderr.strip().splitlines() == [
+        f"alphanb study: error: unknown universe 'csi301' (did you mean 'csi300'?): {demo_data.resolve()} has all, csi300, csi500; "
+        "pass some of them to --universes"]
+    p = _cli('--data', demo_data, '--universes', 'csi300', '--test-years', '2017,2018', '--out', tmp_path/'o')
+    assert p.returncode == 2 and 'cannot make a fold for test year 2017' in p.stderr and 'allows test years 2018..2019' in p.stderr
+    assert not (tmp_path/'o').exists()
+
+
+def test_real_data_folds(cn_data):
+    "The default folds on the real calendar: no overlap, and every label used by a choice realised before the test year."
+    from alphanb.data import calendar
+    from alphanb.study import fold_spans
+    cal = calendar(cn_data)
+    folds = fold_spans(cal, '2017-2019')
+    assert [f.test[0].strftime('%Y-%m-%d') for f in folds] == ['2017-01-03', '2018-01-02', '2019-01-02']
+    for f in folds:
+        i = cal.get_loc
+        assert f.train[1] < f.selection[0] and f.selection[1] < f.test[0]
+        assert i(f.fit[1]) + 20 == i(f.train[1]) and i(f.select[1]) + 20 == i(f.selection[1])
+    assert folds[0].train == (cal[60], cal[cal.year == 2015][-1])
