@@ -22,8 +22,8 @@ from .library import LIBRARIES, _available, library
 
 # %% auto #0
 __all__ = ['Features', 'SEED_LOOKBACK', 'CACHE_BYTES', 'RIDGE_ALPHAS', 'LGB_PARAMS', 'MODELS', 'baseline_features', 'Splits',
-           'lookback', 'baseline_panel', 'robust_zscore_by_day', 'cs_rank_norm', 'FeatureMatrix', 'feature_matrix',
-           'LinearModel', 'fit_linear', 'fit_lightgbm', 'BaselineResult', 'fit_baseline', 'run_baseline', 'baseline']
+           'baseline_panel', 'robust_zscore_by_day', 'cs_rank_norm', 'FeatureMatrix', 'feature_matrix', 'LinearModel',
+           'fit_linear', 'fit_lightgbm', 'BaselineResult', 'fit_baseline', 'run_baseline', 'baseline']
 
 # %% ../nbs/12_baseline.ipynb #0cea368f
 Features = list[tuple[str, Formula]]
@@ -68,12 +68,6 @@ class Splits:
         "Valid days whose label is realised before the test span starts."
         return slice(self.valid.start, min(self.valid.stop, self.test.start - self.horizon))
 
-def lookback(f:Formula, # a formula
-            )->int: # trading days before day t that its value reads
-    "The look-back of `f`: its windows and delays added along the deepest path."
-    own = (f.window - 1 if f.spec is not None and f.spec.windowed else 0) + (f.offset or 0)
-    return own + max((lookback(a) for a in f.args), default=0)
-
 SEED_LOOKBACK = 60   # the seed features' longest window (Liquidity without $float_mktcap: 60 days of volume)
 
 def _spans_in_order(train, valid, test)->tuple:
@@ -95,7 +89,7 @@ def baseline_panel(data, # Qlib data directory
     "One panel from the warm-up to the end of test, and its `Splits`."
     tr, va, te = _spans_in_order(train, valid, test)
     if warmup is None:
-        warmup = max(WARMUP_DAYS, max((lookback(f) for _, f in features or []), default=0) + SEED_LOOKBACK)
+        warmup = max(WARMUP_DAYS, max((f.lookback for _, f in features or []), default=0) + SEED_LOOKBACK)
     cal, where = calendar(data), f'{data_dir(data)}'
     days = {k: calendar_days(cal, a, b, where=f'{where} (the {k} span)') for k, (a, b) in zip(['train', 'valid', 'test'], [tr, va, te])}
     on_cal = Splits(*[slice(cal.get_loc(d[0]), cal.get_loc(d[-1]) + 1) for d in days.values()], horizon)   # checked before loading

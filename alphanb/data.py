@@ -123,6 +123,14 @@ def sel(self:Panel, start=None, end=None)->Panel:
     return replace(self, data=self.data[:, s], dates=self.dates[s], member=self.member[s],
                    tradable=self.tradable[s], target=self.target[s], listed=None if self.listed is None else self.listed[s])
 
+@patch
+def stocks(self:Panel, symbols:list[str])->Panel:
+    "The sub-panel of the stocks of `symbols` that it holds, in its own order (cross-sectional operators then rank among them)."
+    j = pd.Index(self.symbols).get_indexer(list(symbols))
+    j = torch.as_tensor(np.sort(j[j >= 0]))                          # [stock] columns kept
+    return replace(self, data=self.data[:, :, j], symbols=[self.symbols[i] for i in j.tolist()], member=self.member[:, j],
+                   tradable=self.tradable[:, j], target=self.target[:, j], listed=None if self.listed is None else self.listed[:, j])
+
 # %% ../nbs/00_data.ipynb #5d8339c5
 @patch(cls_method=True)
 def from_fields(cls:Panel,

@@ -469,6 +469,15 @@ def key(self:Formula)->str:
     "Cache key: the text of the canonical form."
     return str(_canon(self))
 
+_FIXED_LOOKBACK = {'Jump': 19, 'Decay': 2, 'Max3': 2, 'TSum20': 19}   # AlphaGPT's operators with a window of their own
+
+@patch(as_prop=True)
+def lookback(self:Formula)->int:
+    "Trading days before day *t* that the value at *t* reads: windows and delays added along the deepest path."
+    s = self.spec
+    own = 0 if s is None else self.window - (s.name != 'Delta') if s.windowed else _FIXED_LOOKBACK.get(s.name, 0)
+    return own + self.offset + max((a.lookback for a in self.args), default=0)
+
 # %% ../nbs/03_formula.ipynb #8c3e815e
 # Qlib operator -> (alphanb operator, kind of the last argument): every operator of pyqlib 0.9.7's expression engine
 QLIB_NAMES = {'Ref': ('Delay', 'offset'), 'Mean': ('Mean', 'window'), 'Sum': ('Sum', 'window'), 'Std': ('Std', 'window'),

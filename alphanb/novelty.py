@@ -4,7 +4,7 @@
 
 # %% ../nbs/03d_novelty.ipynb #e31fdf4a
 from __future__ import annotations
-import math
+import math, weakref
 from pathlib import Path
 
 import numpy as np
@@ -15,66 +15,47 @@ from torch import Tensor
 from .core import *
 from .data import Panel
 from .formula import Formula, FormulaCache, evaluate_formula
-from .metrics import MIN_STOCKS, rank_by_day
+from .metrics import daily_corr, mean_std_ir, rank_by_day
 from .library import library_formulas
 
 # %% auto #0
-__all__ = ['LIBRARY_HISTORY', 'library_ranks', 'library_correlations', 'novelty', 'annotate_novelty']
+__all__ = ['library_ranks', 'library_correlations', 'novelty', 'annotate_novelty']
 
 # %% ../nbs/03d_novelty.ipynb #e87aa1fd
-LIBRARY_HISTORY = 70   # trading days of history each library factor is evaluated with before the compared days (Alpha158: 61)
-
-def _centred_ranks(x:Tensor, # [..., day, stock]
-                   mask:Tensor, # [day, stock] bool
-                  )->Tensor: # [..., day, stock] float64 ranks, NaN off the mask
-    return rank_by_day(x.reshape(-1, x.shape[-1]), mask.repeat(x.numel() // mask.numel(), 1)).reshape(x.shape)
-
-_RANKS: dict = {}   # the last panel's library ranks: (panel data id, days, library, history) -> {name: [day, stock]}
+_RANKS: dict = {}   # the last library ranks asked: {'data': weakref to the panel's data, 'key': (days, library), 'ranks': ...}
 
 def library_ranks(panel:Panel, # the data
                   days:slice, # the days compared
                   library:str='alpha158', # the library
-                  history:int|None=LIBRARY_HISTORY, # days of history the library needs (None: all of the panel's)
-                 )->dict[str, Tensor]: # library factor -> [day, stock] float32 daily ranks on `days`, NaN off `panel.valid`
+                  history:int|None=None, # days of history evaluated before `days`; the library's longest look-back when None
+                 )->dict[str, Tensor]: # library factor -> [day, stock] float64 daily ranks on `days`, NaN off `panel.valid`
     "Each library factor's cross-sectional ranks on `days` (kept for the last panel asked, so a second factor is cheap)."
-    key = (id(panel.data), panel.n_days, days.start, days.stop, library, history)
-    if key in _RANKS: return _RANKS[key]
-    lo = 0 if history is None else max(0, days.start - history)          # the library on these days only: far cheaper
+    key = (days.start, days.stop, library, history)
+    ref = _RANKS.get('data')
+    if ref is not None and ref() is panel.data and _RANKS['key'] == key: return _RANKS['ranks']
+    formulas = library_formulas(library, panel.fields)
+    if history is None: history = max((f.lookback for _, f in formulas), default=0)
+    lo = max(0, days.start - history)                                   # the library on these days only: far cheaper
     sub = panel.sel(panel.dates[lo], panel.dates[days.stop - 1]) if lo else panel
     mask, cache = panel.valid[days], FormulaCache(max_bytes=256 * 2**20)
-    out = {name: _centred_ranks(evaluate_formula(sub, formula, cache)[days.start - lo:days.stop - lo], mask).float()
-           for name, formula in library_formulas(library, panel.fields)}
-    _RANKS.clear(); _RANKS[key] = out
-    return out
+    ranks = {name: rank_by_day(evaluate_formula(sub, f, cache)[days.start - lo:days.stop - lo], mask) for name, f in formulas}
+    _RANKS.clear(); _RANKS.update(data=weakref.ref(panel.data), key=key, ranks=ranks)
+    return ranks
 
 def library_correlations(panel:Panel, # the data
                          factors:Tensor|list[Tensor], # [day, stock] values of one factor, or a list of them, on `panel`
                          days:slice|None=None, # the days compared; all of the panel's when None
                          library:str='alpha158', # the library to compare with (see `alphanb.library.LIBRARIES`)
-                         history:int|None=LIBRARY_HISTORY, # days of history the library needs (None: all of the panel's)
+                         history:int|None=None, # days of history before `days`; the library's longest look-back when None
                         )->pd.DataFrame: # [library factor, factor] |mean daily rank correlation|
     "Absolute mean daily cross-sectional rank correlation of each factor with each factor of `library`."
-    one = isinstance(factors, Tensor)
+    fs = [factors] if isinstance(factors, Tensor) else list(factors)
     days = days or slice(0, panel.n_days)
     mask = panel.valid[days]
-    A = _centred_ranks(torch.stack([factors] if one else list(factors))[:, days], mask)   # [factor, day, stock]
-    okA = torch.isfinite(A)
-    rows = {}
-    for name, ranks in library_ranks(panel, days, library, history).items():
-        b = ranks.double()[None]                                           # [1, day, stock]
-        m = okA & torch.isfinite(b)
-        n = m.sum(-1).double()                                             # [factor, day] stocks both rank
-        a0, b0 = torch.where(m, A, 0.), torch.where(m, b, 0.)
-        ma, mb = a0.sum(-1) / n, b0.sum(-1) / n
-        cov = (a0 * b0).sum(-1) / n - ma * mb
-        var = ((a0 * a0).sum(-1) / n - ma * ma) * ((b0 * b0).sum(-1) / n - mb * mb)
-        r = torch.where((n >= MIN_STOCKS) & (var > 0), cov / var.clamp_min(1e-300).sqrt(), float('nan'))   # [factor, day]
-        rows[name] = [abs(_nanmean(r[j])) for j in range(r.shape[0])]
-    return pd.DataFrame.from_dict(rows, orient='index', columns=range(A.shape[0]))
-
-def _nanmean(s:Tensor)->float:
-    s = s[torch.isfinite(s)]
-    return s.mean().item() if len(s) else math.nan
+    mine = [rank_by_day(f[days], mask) for f in fs]                     # [factor] [day, stock]
+    rows = {name: [abs(mean_std_ir(daily_corr(a, b))[0]) for a in mine]     # Pearson of ranks over the stocks both rank
+            for name, b in library_ranks(panel, days, library, history).items()}
+    return pd.DataFrame.from_dict(rows, orient='index', columns=range(len(fs)))
 
 def novelty(panel:Panel, # the data
             factors:Tensor|list[Tensor], # [day, stock] values of one factor, or a list of them

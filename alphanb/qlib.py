@@ -4,7 +4,6 @@
 
 # %% ../nbs/13_qlib.ipynb #f37ba9ca
 from __future__ import annotations
-from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,13 +63,6 @@ def qlib_instruments(instruments:str|dict|list|None, # 'csi300', D.instruments('
 # %% ../nbs/13_qlib.ipynb #1f6633e6
 QLIB_LABEL = 'Ref($close, -2)/Ref($close, -1) - 1'   # Qlib's benchmark label: the return from t+1 to t+2
 
-def _stocks(panel:Panel, symbols:list[str])->Panel:
-    "The panel of `symbols` only (those it has), so cross-sectional operators rank among them."
-    j = pd.Index(panel.symbols).get_indexer(symbols)
-    j = torch.as_tensor(j[j >= 0])                                   # [stock] the columns of `symbols`
-    return replace(panel, data=panel.data[:, :, j], symbols=[panel.symbols[i] for i in j.tolist()], member=panel.member[:, j],
-                   tradable=panel.tradable[:, j], target=panel.target[:, j])
-
 def _labels(label)->list[str]:
     labels = [label] if isinstance(label, str) else list(label) if isinstance(label, (list, tuple)) else []
     if not labels or not all(isinstance(x, str) and x.strip() for x in labels):
@@ -112,7 +104,7 @@ class FactorsLoader(DataLoader):
         known = D.list_instruments(D.instruments('all'), as_list=True)
         bad = [s for s in inst.symbols if s not in known]
         if bad: raise UnknownUniverseError(f"instrument '{bad[0]}'{did_you_mean(bad[0], known)} is not in {path/'instruments'/'all.txt'}")
-        return _stocks(load_panel(path, 'all', first, days[-1]), inst.symbols), days
+        return load_panel(path, 'all', first, days[-1]).stocks(inst.symbols), days
 
     def load(self, instruments=None, start_time=None, end_time=None)->pd.DataFrame:
         "[(datetime, instrument), (feature|label, name)] float32: the factors and the label of the members in [`start_time`, `end_time`]."

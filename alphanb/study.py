@@ -21,7 +21,7 @@ from .metrics import RewardContext, daily_rank_ic
 from .pool import EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, load_factors, zscore_by_day
 from .library import library_formulas
 from .baseline import CACHE_BYTES, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline
-from .train import release_memory, resolve_data
+from .train import resolve_data
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS', 'PLOTTED',

@@ -86,6 +86,11 @@ def test_train_command_on_demo(tmp_path, demo_data):
     assert res['steps'] == 1 and res['episodes'] == 8
     for name in ['factors.json', 'model.pt', 'model.npz', 'config.json', 'log.csv']: assert (out/name).exists(), name
     assert json.loads((out/'config.json').read_text())['batch_size'] == 8
+    from alphanb.library import alpha158
+    names = dict(alpha158())
+    for e in json.loads((out/'factors.json').read_text()):   # each member's closest Alpha158 feature, on the valid split
+        near = e['performance']['alpha158']
+        assert near['closest'] in names and 0 <= near['abs_rank_corr'] <= 1 + 1e-9, near
     p = subprocess.run([sys.executable, '-m', 'alphanb', 'train', '--data', str(demo_data), '--set', 'batchsize', '16'],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 2 and 'valid keys' in p.stderr
