@@ -77,6 +77,7 @@ class TrainConfig:
     pool_size: int = 20                  # capacity of the factor pool
     pool_corr_max: float = 0.99          # a candidate this correlated with a member is rejected
     novelty: str = 'alpha158'            # each member's closest factor of this library goes into factors.json ('': none)
+    target_base: str = ''                # mine on top of this library: rewards measure the label's residual on its ridge prediction ('': the label)
     # run
     seed: int = 0                        # seeds torch, numpy and python
     out: str = 'runs/demo'               # output directory
@@ -160,6 +161,7 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     need(cfg.reward in ('seed', 'pool', 'ic'), f"config key 'reward' must be 'seed', 'pool' or 'ic', got {cfg.reward!r}")
     need(cfg.vocabulary in VOCABULARIES, f"config key 'vocabulary' must be one of {', '.join(map(repr, VOCABULARIES))}, got {cfg.vocabulary!r}")
     need(cfg.novelty in ('', *LIBRARIES), f"config key 'novelty' must be '' or one of {', '.join(map(repr, LIBRARIES))}, got {cfg.novelty!r}")
+    need(cfg.target_base in ('', *LIBRARIES), f"config key 'target_base' must be '' or one of {', '.join(map(repr, LIBRARIES))}, got {cfg.target_base!r}")
     need(cfg.sampling_prior in ('kind', 'uniform'), f"config key 'sampling_prior' must be 'kind' or 'uniform', got {cfg.sampling_prior!r}")
     need(0 <= cfg.risk_quantile < 1, f"config key 'risk_quantile' must be in [0, 1), got {cfg.risk_quantile}")
     need(0 <= cfg.elite_share <= 1, f"config key 'elite_share' must be in [0, 1], got {cfg.elite_share}")

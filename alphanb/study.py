@@ -24,12 +24,13 @@ from .baseline import CACHE_BYTES, FeatureMatrix, Splits, baseline_panel, featur
 from .train import resolve_data
 
 # %% auto #0
-__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS', 'PLOTTED',
-           'parse_ints', 'Fold', 'fold_spans', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward',
+__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'COMBINE_RULE', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
+           'PLOTTED', 'parse_ints', 'Fold', 'fold_spans', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward',
            'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after', 'score_test',
            'final_factors', 'classic_baselines', 'model_baseline', 'baseline_mask', 'with_features', 'study_config',
-           'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'train_runs', 'score_run', 'score_fold',
-           'study_rows', 'aggregate', 'seed_spread', 'plot_folds', 'format_table', 'study', 'study_command']
+           'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'train_runs', 'ensemble_entries',
+           'ensemble_done', 'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'aggregate', 'seed_spread',
+           'plot_folds', 'format_table', 'study', 'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -248,14 +249,17 @@ def score_test(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, to
     return {'pruned': _pick(ctx.metrics(_combined(panel, final, choice.weights, splits.test))) if final else NO_METRICS,
             'unpruned': _pick(ctx.metrics(_combined(panel, values, [e['weight'] for e in entries], splits.test)))}
 
+COMBINE_RULE = 'static: the sum of weight x daily cross-sectional z-score over the members (combine_zscores)'
+def _days(panel:Panel, s:slice)->str: return f'{panel.dates[s.start]:%Y-%m-%d}..{panel.dates[s.stop - 1]:%Y-%m-%d}'
+
 def final_factors(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, topk:int=30,
-                  cache:FormulaCache|None=None)->list[dict]: # factors.json entries
+                  cache:FormulaCache|None=None,
+                  how:dict|None=None, # how the pool combines and was chosen (`combination` of each entry); a run's choice when None
+                 )->list[dict]: # factors.json entries
     "The final pool as `factors.json` entries, with each member's performance on the fit, select and test days."
     from alphanb.interpret import interpret
-    d = lambda s: f'{panel.dates[s.start]:%Y-%m-%d}..{panel.dates[s.stop - 1]:%Y-%m-%d}'
-    how = {'rule': 'static: the sum of weight x daily cross-sectional z-score over the members (combine_zscores)',
-           'weights_fitted_on': d(splits.fit), 'members_chosen_on': d(splits.select),
-           'chosen_by': 'backward elimination while the selection-year RankIC does not fall'}
+    how = how or {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
+                  'chosen_by': 'backward elimination while the selection-year RankIC does not fall'}
     ctxs = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in ['fit', 'select', 'test']}
     by_name = {e['factor_name']: e for e in entries}
     out = []
@@ -435,6 +439,56 @@ def train_runs(runs:list[Run], # the runs; those already trained are skipped
     finally: bar.close()
     return len(todo)
 
+# %% ../nbs/14_study.ipynb #6ca2b0e9
+def ensemble_entries(finals:list[list[dict]], # each seed's final pool (`final_factors.json` entries)
+                    )->list[dict]: # factors.json entries (without performance), largest |weight| first
+    "The seed ensemble as one pool: the mean of the seeds' combined factors."
+    n = sum(1 for f in finals if f)
+    w, first = {}, {}
+    for fin in finals:
+        for e in fin:
+            w[e['expression']] = w.get(e['expression'], 0.0) + e['weight'] / n
+            first.setdefault(e['expression'], e)
+    order = sorted(w, key=lambda k: -abs(w[k]))
+    return [{'factor_name': f'ens_{i + 1:02d}', 'expression': k, 'qlib_expression': first[k].get('qlib_expression'),
+             'weight': w[k]} for i, k in enumerate(order)]
+
+def _seeds_of(runs:list[Run])->list[int]: return sorted(r.seed for r in runs)
+
+def ensemble_done(fdir:Path, runs:list[Run], baselines:bool)->bool:
+    "Whether `fdir` holds the ensemble of exactly these runs (with Alpha158 beside it when `baselines`)."
+    p = Path(fdir)/'ensemble.json'
+    if not p.exists(): return False
+    e = _read(p)
+    return e.get('seeds') == _seeds_of(runs) and (not baselines or 'alpha158' in e)
+
+def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:int=30, cache:FormulaCache|None=None,
+                   alpha158:tuple|None=None, # (features, feature matrix, mask, LightGBM rounds): also Alpha158 + the ensemble
+                  )->dict: # what `ensemble.json` holds
+    "Score the seed ensemble of a fold's runs on its select and test days; write ensemble_factors.json and ensemble.json."
+    entries = ensemble_entries([_read(r.dir/'final_factors.json') for r in sorted(runs, key=lambda r: r.seed)])
+    res = {'seeds': _seeds_of(runs), 'members': len(entries)}
+    if entries:
+        values = member_values(panel, entries, cache)
+        w = [e['weight'] for e in entries]
+        res.update({k: _pick(RewardContext(panel, getattr(splits, k), topk=topk).metrics(_combined(panel, values, w, getattr(splits, k))))
+                    for k in ['select', 'test']})
+        res['diversity'] = pool_diversity([v[splits.valid] for v in values], panel.valid[splits.valid])
+        how = {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
+               'chosen_by': f'the mean of the final pools of seeds {", ".join(map(str, res["seeds"]))}, each chosen by backward elimination'}
+        atomic_write_json(Path(fdir)/'ensemble_factors.json', final_factors(
+            panel, splits, entries, Choice([e['factor_name'] for e in entries], [e['factor_name'] for e in entries], w, [], [], {}, {}),
+            topk, cache, how))
+        del values
+    else: res.update({'select': NO_METRICS, 'test': NO_METRICS, 'diversity': math.nan})
+    if alpha158 is not None:
+        a158, fm, mask, rounds = alpha158
+        mined = [(f"mined:{e['factor_name']}", e['expression']) for e in entries]
+        fmx = with_features(fm, panel, mined, mask) if mined else fm
+        res['alpha158'] = {m: model_baseline(panel, splits, a158 + mined, fmx, m, topk, rounds) for m in ['linear', 'lightgbm']}
+    atomic_write_json(Path(fdir)/'ensemble.json', to_jsonable(res))
+    return res
+
 # %% ../nbs/14_study.ipynb #35e0c23d
 def _read(p:Path)->dict: return json.loads(p.read_text())
 
@@ -467,17 +521,17 @@ def score_fold(data, # Qlib data directory
     todo = [r for r in runs if not (r.dir/'result.json').exists()]
     need_base = baselines and not (fdir/'baselines.json').exists()
     need_pool = [r for r in runs if baselines and not (r.dir/'alpha158_pool.json').exists()]
-    if not (todo or need_base or need_pool): return 0
-    bar = tqdm(total=2 + len(todo) + need_base + len(need_pool), desc=f'scoring {universe} {fold.name}', disable=not progress)
+    need_ens = not ensemble_done(fdir, runs, baselines)
+    if not (todo or need_base or need_pool or need_ens): return 0
+    bar = tqdm(total=2 + len(todo) + need_base + len(need_pool) + need_ens, desc=f'scoring {universe} {fold.name}', disable=not progress)
     step = lambda what: (bar.update(1), bar.set_postfix_str(what))
     panel, splits = fold_panel(data, universe, fold)
     step('data loaded')
     cache = FormulaCache(CACHE_BYTES)
     fit_ctx = RewardContext(panel, splits.fit, topk=topk)
     for r in todo: score_run(r, panel, splits, cache, fit_ctx); step(f'{r.name} scored')
-    if need_base or need_pool:
-        mask, a158 = baseline_mask(panel, splits), library_formulas('alpha158', panel.fields, 'the data')
-        fm = feature_matrix(panel, a158, mask, progress=False)
+    mask, a158, fm = baseline_mask(panel, splits), library_formulas('alpha158', panel.fields, 'the data'), None
+    if need_base or need_pool or (need_ens and baselines): fm = feature_matrix(panel, a158, mask, progress=False)
     step('Alpha158 features')
     if need_base:
         base = {'universe': universe, 'test_year': fold.test_year, 'spans': fold.spans(),
@@ -492,6 +546,9 @@ def score_fold(data, # Qlib data directory
             {m: model_baseline(panel, splits, a158 + mined, fmx, m, topk, rounds) for m in ['linear', 'lightgbm']}))
         del fmx
         step(f'{r.name}: Alpha158 + its pool')
+    if need_ens:
+        score_ensemble(panel, splits, runs, fdir, topk, cache, (a158, fm, mask, rounds) if baselines else None)
+        step('seed ensemble')
     bar.close()
     release_memory()
     return len(todo)
@@ -501,8 +558,11 @@ METHODS = {
     'mined_pruned': 'mined pool, pruned on the selection year',
     'mined_unpruned': 'mined pool as trained (unpruned)',
     'mined_seed_chosen': 'mined pool, pruned, seed chosen on the selection year',
+    'mined_ensemble': 'seed ensemble of the pruned pools',
     'alpha158_mined_linear': 'Alpha158 + mined pool, linear (ridge)',
     'alpha158_mined_lightgbm': 'Alpha158 + mined pool, LightGBM',
+    'alpha158_ensemble_linear': 'Alpha158 + seed ensemble, linear (ridge)',
+    'alpha158_ensemble_lightgbm': 'Alpha158 + seed ensemble, LightGBM',
     'alpha158_linear': 'Alpha158, linear (ridge)',
     'alpha158_lightgbm': 'Alpha158, LightGBM',
     'classic_combined': 'classic factors combined (weights fitted on train)',
@@ -530,6 +590,11 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
         d = df[(df.universe == u) & (df.test_year == f.test_year) & (df.method == 'mined_pruned')]
         d = d[d.select_rank_ic.notna()]
         if len(d): rows.append({**d.loc[d.select_rank_ic.idxmax()].to_dict(), 'method': 'mined_seed_chosen', 'label': METHODS['mined_seed_chosen']})
+        e = Path(out)/u/f.name/'ensemble.json'
+        if e.exists():
+            e = _read(e)
+            rows.append(_row(u, f.test_year, None, 'mined_ensemble', e['test'], e['select'], diversity=e['diversity'], members=e['members']))
+            for m, v in e.get('alpha158', {}).items(): rows.append(_row(u, f.test_year, None, f'alpha158_ensemble_{m}', v['test'], v['select']))
         p = Path(out)/u/f.name/'baselines.json'
         if not (baselines and p.exists()): continue
         b = _read(p)

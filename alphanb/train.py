@@ -5,6 +5,7 @@
 # %% ../nbs/07b_train.ipynb #e5b87627
 from __future__ import annotations
 import csv, heapq, io, json, math, os, random, time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +19,17 @@ from .data import Panel, load_panel, calendar
 from .formula import Formula, FormulaCache, Grammar, DEFAULT_FEATURES, evaluate_formula, KIND_OP
 from .metrics import RewardContext, RewardConfig, POOL_INVALID_REWARD
 from .pool import FactorPool
+from .baseline import feature_matrix, fit_linear, cs_rank_norm
+from .library import library_formulas
 from .policies import make_policy, attention_weights, POLICIES
 from .ppo import *
 
 # %% auto #0
-__all__ = ['LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'resolve_data', 'split_dates', 'load_run_data',
-           'run_slices', 'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy',
-           'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
-           'planted_market', 'planted', 'planted_command', 'bench_train', 'bench_train_command']
+__all__ = ['BASE_RIDGE', 'LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'resolve_data', 'split_dates',
+           'load_run_data', 'run_slices', 'base_prediction', 'residual_by_day', 'base_residual', 'FormulaEnv',
+           'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy', 'Trainer', 'write_log',
+           'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command', 'planted_market',
+           'planted', 'planted_command', 'bench_train', 'bench_train_command']
 
 # %% ../nbs/07b_train.ipynb #5c928985
 def resolve_data(path:str|Path)->Path:
@@ -69,6 +73,41 @@ def run_slices(panel:Panel, train_start, train_end, valid_start, valid_end)->tup
     tr, va = panel.day_slice(train_start, train_end), panel.day_slice(valid_start, valid_end)
     stop = max(tr.start + 1, min(tr.stop, va.start - panel.horizon))
     return slice(tr.start, stop), va
+
+# %% ../nbs/07b_train.ipynb #c6d241b5
+BASE_RIDGE = 1.0   # ridge penalty of the base model (the baselines choose 0..1 on CSI300; the fit barely moves over that range)
+
+def base_prediction(panel:Panel, # the run's panel
+                    train_days:slice, # the days whose labels fit the model (realised before the valid split)
+                    base:str='alpha158', # a library of `alphanb.library.LIBRARIES`
+                    alpha:float=BASE_RIDGE, # ridge penalty
+                   )->Tensor: # [day, stock] the prediction from `train_days.start` on, NaN before and off `panel.valid`
+    "A ridge model of the label (CSRankNorm) on `base`'s features (robust daily z-scores), fitted on `train_days`."
+    mask = panel.valid.clone(); mask[:train_days.start] = False
+    fm = feature_matrix(panel, library_formulas(base, panel.fields, 'the data'), mask, progress=False)
+    rows = fm.rows(train_days)
+    y = fm.gather(cs_rank_norm(panel.target, panel.valid), rows)
+    ok = np.isfinite(y)
+    model, _ = fit_linear(fm.X[rows][ok], y[ok], lambda p: 0.0, fm.X[:1], alphas=(alpha,))
+    return fm.to_panel(model.predict(fm.X))
+
+def residual_by_day(y:Tensor, # [day, stock] the label
+                    p:Tensor, # [day, stock] a prediction
+                   )->Tensor: # [day, stock] float32: `y − a − b·p` by day where both exist, `y` where only `y` does
+    "Each day's least-squares residual of `y` on `p` over the stocks that have both."
+    has = torch.isfinite(y) & torch.isfinite(p)
+    n = has.sum(1, keepdim=True).clamp_min(1).double()
+    y0, p0 = torch.where(has, y, 0).double(), torch.where(has, p, 0).double()
+    pc, yc = (p0 - p0.sum(1, keepdim=True) / n) * has, (y0 - y0.sum(1, keepdim=True) / n) * has
+    b = (pc * yc).sum(1, keepdim=True) / (pc * pc).sum(1, keepdim=True).clamp_min(1e-30)   # [day, 1] the day's slope
+    return torch.where(has, yc - b * pc, y.double()).float()
+
+def base_residual(panel:Panel, # the run's panel
+                  train_days:slice, # the days whose labels fit the base model
+                  base:str='alpha158', # a library of `alphanb.library.LIBRARIES`
+                 )->Panel: # `panel` with `target` replaced by each day's residual on the base prediction
+    "The panel whose target is what a ridge model on `base`'s features, fitted on `train_days`, leaves unexplained."
+    return replace(panel, target=residual_by_day(panel.target, base_prediction(panel, train_days, base)))
 
 # %% ../nbs/07b_train.ipynb #7cabe1af
 class FormulaEnv:
@@ -235,6 +274,7 @@ class Trainer:
         self.cfg = check_config(cfg)
         if cfg.threads: torch.set_num_threads(cfg.threads)
         self.panel, self.train_days, self.valid_days = data if data is not None else load_run_data(cfg)
+        if cfg.target_base: self.panel = base_residual(self.panel, self.train_days, cfg.target_base)
         seed_everything(cfg.seed)
         self.grammar = Grammar(max_len=cfg.max_len, features=[f for f in DEFAULT_FEATURES if f in self.panel],
                                ops=cfg.vocabulary)

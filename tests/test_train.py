@@ -103,3 +103,17 @@ def test_planted_reports():
     # a learned policy runs the extensions and rewrites of PLANTED_SEARCH from its second step on
     res = planted('lstm', budget=96, seed=0, n_stocks=30, n_days=120, overrides={'batch_size': 32, 'max_len': 8, 'elite_group': 8})
     assert res['steps'] == 3 and res['distinct'] > 32
+
+
+def test_target_base_mines_the_residual(tmp_path, demo_data):
+    "With target_base, rewards and the pool read the label's residual on the base library's ridge prediction."
+    from alphanb.train import Trainer, load_run_data, base_residual
+    dates = {'data': str(demo_data), 'train_end': '2018-05-31', 'valid_start': '2018-06-01', 'valid_end': '2018-12-31', 'reward': 'ic'}
+    plain = load_run_data(settings(tmp_path/'p', **dates))
+    tr = Trainer(settings(tmp_path/'b', target_base='classic', **dates))
+    want = base_residual(plain[0], plain[1], 'classic').target
+    torch.testing.assert_close(tr.panel.target, want, rtol=0, atol=0, equal_nan=True)
+    assert not torch.equal(torch.nan_to_num(tr.panel.target), torch.nan_to_num(plain[0].target))
+    assert tr.env.ctx.panel is tr.panel                                           # the rewards read the residual
+    r = train(settings(tmp_path/'b', target_base='classic', **dates), progress=False, verbose=False)
+    assert r['steps'] == 4 and (tmp_path/'b'/'factors.json').exists()
