@@ -46,7 +46,7 @@ class TrainConfig:
     policy_kwargs: dict = field(default_factory=dict)  # extra keyword arguments of the policy class
     sampling_prior: str = 'kind'         # log-prior added to the logits (and random search's): 'kind' or 'uniform'
     # reward
-    reward: str = 'seed'                 # 'seed': multi-objective reward; 'pool': AlphaGen's combined-pool IC; 'ic': the formula's |IC|
+    reward: str = 'ic'                   # 'ic': the formula's |IC|; 'seed': multi-objective reward; 'pool': AlphaGen's combined-pool IC
     reward_weights: dict = field(default_factory=lambda: dict(SEED_REWARD_WEIGHTS))  # seed reward weights
     size_penalty: float = 0.002          # 'ic' reward: taken off per node of the formula (parsimony)
     # PPO
@@ -61,14 +61,14 @@ class TrainConfig:
     max_grad_norm: float = 0.5           # gradient clipping
     ppo_epochs: int = 4                  # passes over each batch
     minibatch_size: int = 32             # episodes per gradient step (all their tokens)
-    risk_quantile: float = 0.0           # ε of risk-seeking PPO: train on the batch's top ε episodes only; 0: plain PPO
-    elite_share: float = 0.0             # share of each batch's episodes that extend an elite formula's tokens (0: none)
+    risk_quantile: float = 0.1           # ε of risk-seeking PPO: train on the batch's top ε episodes only; 0: plain PPO
+    elite_share: float = 0.25            # share of each batch's episodes that extend an elite formula's tokens (0: none)
     elite_group: int = 16                # episodes that extend (or rewrite) the same formula; risk-seeking ranks them among themselves
-    mutate_share: float = 0.0            # share of each batch's episodes that rewrite one token of an elite formula (0: none)
+    mutate_share: float = 0.25           # share of each batch's episodes that rewrite one token of an elite formula (0: none)
     mutate_insert: bool = False          # a rewrite may also insert a one-operand operator
     mutate_delete: bool = False          # a rewrite may also replace an operator by one of its operands (given whole)
     mutate_near: bool = False            # a rewrite turns a windowed operator only into another window of it or another operator of its window
-    elite_from: str = 'pool'             # formulas extended and rewritten: 'pool' (its members) or 'best' (the run's best by reward)
+    elite_from: str = 'best'             # formulas extended and rewritten: 'pool' (its members) or 'best' (the run's best by reward)
     elite_rank: bool = False             # draw the formulas to extend and rewrite with weight 1/rank (best first; needs elite_from 'best')
     # LoRD
     lord_decay: float = 1.0              # λ of Newton-Schulz low-rank decay; each step subtracts lr·λ·NS(W); 0 turns it off

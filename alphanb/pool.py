@@ -19,8 +19,8 @@ from .metrics import *
 from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
-__all__ = ['QLIB_MAX_CHARS', 'FACTOR_KEYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores', 'fit_weights',
-           'FactorPool', 'FactorsFileError', 'load_factors', 'combined_factor', 'evaluate']
+__all__ = ['COMBINE_RULE', 'QLIB_MAX_CHARS', 'FACTOR_KEYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores',
+           'fit_weights', 'FactorPool', 'FactorsFileError', 'load_factors', 'combined_factor', 'evaluate']
 
 # %% ../nbs/05_pool.ipynb #42a7fd3d
 @_jit
@@ -89,6 +89,8 @@ def combine_zscores(zs:Tensor, # [factor, day, stock] z-scores, NaN where a fact
     out = torch.einsum('k,kds->ds', w, torch.where(fin, zs, 0))
     ok = fin.any(0) if mask is None else fin.any(0) & mask
     return torch.where(ok, out, float('nan'))
+
+COMBINE_RULE = 'static: the sum of weight x daily cross-sectional z-score over the members (combine_zscores)'   # factors.json 'combination'
 
 # %% ../nbs/05_pool.ipynb #77088194
 def fit_weights(gram:np.ndarray, # [k, k] A: mean daily products of the members' z-scores
@@ -287,11 +289,12 @@ def records(self:FactorPool,
     from alphanb.interpret import interpret
     if any(f is None for f in self.formulas): raise ConfigError("every member needs its formula to be written to factors.json; pass it to try_add")
     perf = self.performance(splits)['members']
+    how = {'rule': COMBINE_RULE, 'weights_fitted_on': f'{self.ctx.dates[0]:%Y-%m-%d}..{self.ctx.dates[-1]:%Y-%m-%d}'}
     order = np.argsort(-np.abs(self.weights), kind='stable')
     return [{'factor_name': f'alpha_{i+1:02d}', 'expression': _text(self.formulas[j]),
              'qlib_expression': _qlib_of(self.formulas[j]), 'weight': float(self.weights[j]),
              'interpretation': interpret(self.formulas[j], float(self.weights[j])),
-             'performance': to_jsonable(perf[j])} for i, j in enumerate(order)]
+             'performance': to_jsonable(perf[j]), 'combination': how} for i, j in enumerate(order)]
 
 @patch
 def save(self:FactorPool,
@@ -305,7 +308,7 @@ def save(self:FactorPool,
 class FactorsFileError(AlphanbError, ValueError):
     "A factors file that is missing, not JSON, or has a malformed entry."
 
-FACTOR_KEYS = ['factor_name', 'expression', 'qlib_expression', 'weight', 'interpretation', 'performance']
+FACTOR_KEYS = ['factor_name', 'expression', 'qlib_expression', 'weight', 'interpretation', 'performance', 'combination']
 _REQUIRED = ['factor_name', 'expression', 'weight']
 
 def load_factors(path:str|Path, # a `factors.json`
@@ -336,7 +339,12 @@ def load_factors(path:str|Path, # a `factors.json`
             try: Formula.parse(e['expression'])
             except FormulaError as err:
                 raise FactorsFileError(f"{where}: the expression does not parse: {err}; fix the expression") from None
-        out.append({'qlib_expression': None, 'interpretation': '', 'performance': {}, **e, 'weight': float(w)})
+        rule = (e.get('combination') or {}).get('rule', COMBINE_RULE)
+        if not isinstance(rule, str) or not rule.startswith('static'):
+            raise FactorsFileError(f"{where} combines by the rule {rule!r}; alphanb combines pools by {COMBINE_RULE!r}: "
+                                   f"remove 'combination' or give that rule")
+        out.append({'qlib_expression': None, 'interpretation': '', 'performance': {}, 'combination': {'rule': COMBINE_RULE},
+                    **e, 'weight': float(w)})
     return out
 
 # %% ../nbs/05_pool.ipynb #636519e9
@@ -433,7 +441,7 @@ def evaluate(args:argparse.Namespace, # the parsed options (see `_evaluate_args`
     comb = ctx.metrics(combine_zscores(torch.stack(zs), [e['weight'] for e in entries], panel.valid))
     combined = {k: comb[k] for k in EVALUATE_KEYS}
     print(f"{args.universe} {ctx.dates[0]:%Y-%m-%d}..{ctx.dates[-1]:%Y-%m-%d} ({ctx.n_days} days), horizon {args.horizon}, "
-          f"top {args.topk}, {len(entries)} factors from {args.factors}")
+          f"top {args.topk}, {len(entries)} factors from {args.factors}, combined by {entries[0]['combination']['rule']}")
     print(_table(rows + [{'factor_name': 'combined', **combined}], EVALUATE_KEYS))
     return to_jsonable({'factors': rows, 'combined': combined,
                         'period': {'start': ctx.dates[0], 'end': ctx.dates[-1], 'days': ctx.n_days},

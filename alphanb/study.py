@@ -18,14 +18,14 @@ from .config import TrainConfig, make_config, apply_overrides, config_dict, flat
 from .data import Panel, calendar, data_dir, universes as data_universes
 from .formula import FormulaCache, evaluate_formula
 from .metrics import RewardContext, daily_rank_ic
-from .pool import EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, load_factors, zscore_by_day
+from .pool import COMBINE_RULE, EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, load_factors, zscore_by_day
 from .library import library_formulas
 from .baseline import CACHE_BYTES, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline
 from .train import resolve_data
 
 # %% auto #0
-__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'COMBINE_RULE', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
-           'PLOTTED', 'parse_ints', 'Fold', 'fold_spans', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward',
+__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS', 'PLOTTED',
+           'parse_ints', 'Fold', 'fold_spans', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward',
            'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after', 'score_test',
            'final_factors', 'classic_baselines', 'model_baseline', 'baseline_mask', 'with_features', 'study_config',
            'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'train_runs', 'ensemble_entries',
@@ -249,7 +249,6 @@ def score_test(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, to
     return {'pruned': _pick(ctx.metrics(_combined(panel, final, choice.weights, splits.test))) if final else NO_METRICS,
             'unpruned': _pick(ctx.metrics(_combined(panel, values, [e['weight'] for e in entries], splits.test)))}
 
-COMBINE_RULE = 'static: the sum of weight x daily cross-sectional z-score over the members (combine_zscores)'
 def _days(panel:Panel, s:slice)->str: return f'{panel.dates[s.start]:%Y-%m-%d}..{panel.dates[s.stop - 1]:%Y-%m-%d}'
 
 def final_factors(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, topk:int=30,
@@ -367,7 +366,8 @@ def check_run(run:Run)->None:
     "Stop when `run.dir` holds a run made with other settings than `run.config`."
     p = run.dir/'config.json'
     if not p.exists(): return
-    old, new = json.loads(p.read_text()), config_dict(run.config)
+    # a setting added after the run was made is read at its default, which is what the run did
+    old, new = {**config_dict(TrainConfig()), **json.loads(p.read_text())}, config_dict(run.config)
     diff = [k for k in new if k not in RUN_FREE | {'steps'} and old.get(k) != new[k]]
     if diff:
         raise ConfigError(f"{run.dir} holds a run made with other settings ({', '.join(f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in diff)}): "

@@ -25,11 +25,11 @@ from .policies import make_policy, attention_weights, POLICIES
 from .ppo import *
 
 # %% auto #0
-__all__ = ['BASE_RIDGE', 'LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'resolve_data', 'split_dates',
-           'load_run_data', 'run_slices', 'base_prediction', 'residual_by_day', 'base_residual', 'FormulaEnv',
-           'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy', 'Trainer', 'write_log',
-           'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command', 'planted_market',
-           'planted', 'planted_command', 'bench_train', 'bench_train_command']
+__all__ = ['BASE_RIDGE', 'LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'PLANTED_UNIFORM', 'resolve_data',
+           'split_dates', 'load_run_data', 'run_slices', 'base_prediction', 'residual_by_day', 'base_residual',
+           'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy', 'Trainer',
+           'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
+           'planted_market', 'planted', 'planted_command', 'bench_train', 'bench_train_command']
 
 # %% ../nbs/07b_train.ipynb #5c928985
 def resolve_data(path:str|Path)->Path:
@@ -567,6 +567,7 @@ PLANTED_FORMULA = 'Mean(Pressure, 10) - Delta(LogVolume, 5)'   # depth 3; the gr
 # formulas, the better ones more often (random search has neither: it is the uniform baseline)
 PLANTED_SEARCH = {'elite_share': 0.25, 'mutate_share': 0.25, 'mutate_insert': True, 'mutate_delete': True, 'mutate_near': True,
                   'elite_from': 'best', 'elite_rank': True}
+PLANTED_UNIFORM = {'elite_share': 0.0, 'mutate_share': 0.0, 'elite_from': 'pool'}   # random search: uniform draws only
 
 def planted_market(formula:str=PLANTED_FORMULA, # the planted formula (over alphanb.synth.EXOGENOUS features)
                    seed:int=0, # market seed
@@ -591,7 +592,7 @@ def planted(policy:str='transformer', # a policy name or 'random'
     panel = planted_market(formula, seed, n_stocks, n_days)
     cut = int(panel.n_days * 0.75)
     cfg = make_config({'policy': policy, 'seed': seed, 'reward': 'ic', 'risk_quantile': 0.1, 'batch_size': 64, 'minibatch_size': 64,
-                       **({} if policy == 'random' else PLANTED_SEARCH),
+                       **(PLANTED_UNIFORM if policy == 'random' else PLANTED_SEARCH),
                        'horizon': 1, 'topk': max(5, n_stocks // 10), 'max_len': 8, 'steps': 10**9, 'out': '', **(overrides or {})})
     tr = Trainer(cfg, (panel, slice(30, cut - 1), slice(cut, panel.n_days)))
     truth = evaluate_formula(panel, Formula.parse(formula))

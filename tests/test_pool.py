@@ -8,7 +8,7 @@ import torch
 from alphanb.core import AlphanbError
 from alphanb.data import Panel
 from alphanb.metrics import RewardContext, POOL_INVALID_REWARD, daily_ic
-from alphanb.pool import FactorPool, FactorsFileError, load_factors, combined_factor, zscore_by_day, combine_zscores
+from alphanb.pool import COMBINE_RULE, FactorPool, FactorsFileError, load_factors, combined_factor, zscore_by_day, combine_zscores
 
 
 @pytest.fixture(scope='module')
@@ -74,7 +74,9 @@ def test_factors_json_round_trip(market, tmp_path):
     path = pool.save(tmp_path/'factors.json', {'train': ctx.days, 'valid': (p.dates[300], None)})
     recs = load_factors(path)
     assert len(recs) == pool.size
-    assert set(recs[0]) == {'factor_name', 'expression', 'qlib_expression', 'weight', 'interpretation', 'performance'}
+    assert set(recs[0]) == {'factor_name', 'expression', 'qlib_expression', 'weight', 'interpretation', 'performance', 'combination'}
+    d0, d1 = ctx.dates[0].strftime('%Y-%m-%d'), ctx.dates[-1].strftime('%Y-%m-%d')
+    assert recs[0]['combination'] == {'rule': COMBINE_RULE, 'weights_fitted_on': f'{d0}..{d1}'}   # how the pool combines
     assert sorted(r['expression'] for r in recs) == sorted(str(f) for f in pool.formulas)
     assert sorted(abs(r['weight']) for r in recs) == pytest.approx(sorted(np.abs(pool.weights)))
     for r in recs:
