@@ -257,7 +257,8 @@ class _Book:
         idx, px, amount, cost = idx[keep], px[keep], amount[keep], cost[keep]
         pnl = amount - cost - self.basis[idx]
         why = reason if isinstance(reason, str) else np.asarray(reason)[idx]
-        self.log.append((day, idx, -1, self.shares[idx] * factor[idx], px / factor[idx], cost, amount, why, pnl))
+        raw = np.round(self.shares[idx] * factor[idx])     # whole raw shares (adjusted x factor leaves float residue)
+        self.log.append((day, idx, -1, raw, px / factor[idx], cost, amount, why, pnl))
         self.cash += float((amount - cost).sum())
         self.shares[idx] = self.entry[idx] = self.basis[idx] = 0
         self.cost_today += float(cost.sum()); self.value_today += float(amount.sum())
@@ -362,7 +363,7 @@ def backtest(panel:Panel, # market data, with history before `start` if the sign
         value = book.shares * mk.mark[t]
         nav[k], cash[k] = book.cash + float(np.nansum(value)), book.cash
         costs[k], traded[k] = book.cost_today, book.value_today
-        positions[k] = book.shares * factor
+        positions[k] = np.round(book.shares * factor)    # whole raw shares
         if sl is not None or tp is not None:        # checked on the close, executed at the next tradable price
             held = book.shares > 0
             with np.errstate(invalid='ignore', divide='ignore'):

@@ -27,8 +27,9 @@ from .interpret import interpret, formula_tree
 from .novelty import novelty
 
 # %% auto #0
-__all__ = ['WARMUP_DAYS', 'PANEL_CACHE_SIZE', 'UNIVERSE_BENCHMARKS', 'cached_panel', 'default_benchmark', 'forward_return',
-           'error_html', 'ic_figure', 'decile_figure', 'nav_figure', 'FactorInspector', 'inspect_factors']
+__all__ = ['WARMUP_DAYS', 'PANEL_CACHE_SIZE', 'UNIVERSE_BENCHMARKS', 'DPI', 'IC_SIZE', 'DECILE_SIZE', 'NAV_SIZE', 'PERCENT',
+           'COUNTS', 'cached_panel', 'default_benchmark', 'forward_return', 'error_html', 'ic_figure', 'decile_figure',
+           'nav_figure', 'FactorInspector', 'inspect_factors']
 
 # %% ../nbs/08_inspect.ipynb #8f3b7072
 WARMUP_DAYS = 120        # trading days loaded before the first scored day, for rolling windows
@@ -86,9 +87,12 @@ def error_html(err, # an exception or a message
     return out
 
 # %% ../nbs/08_inspect.ipynb #102618ab
+DPI = 80                                            # the figures' PNG resolution
+IC_SIZE, DECILE_SIZE, NAV_SIZE = (6.4, 3.0), (4.2, 3.0), (6.4, 3.0)   # inches
+
 def _png(fig:Figure)->bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=80)
+    fig.savefig(buf, format='png', dpi=DPI)
     return buf.getvalue()
 
 def ic_figure(ic:pd.Series, # [day] daily IC
@@ -96,7 +100,7 @@ def ic_figure(ic:pd.Series, # [day] daily IC
               window:int=20, # days in the rolling mean
              )->Figure:
     "Daily IC and RankIC with their rolling means."
-    fig = Figure(figsize=(6.4, 3.0))
+    fig = Figure(figsize=IC_SIZE)
     ax = fig.add_subplot()
     ax.fill_between(rank_ic.index, 0, rank_ic.fillna(0).to_numpy(), step='mid', color='#9ecae1', lw=0, label='daily RankIC')   # one artist: fast
     roll = lambda s: s.rolling(window, min_periods=max(1, window // 2)).mean()
@@ -112,7 +116,7 @@ def decile_figure(deciles:pd.Series, # [group] mean forward return, group 1 = lo
                   horizon:int, # days of the forward return
                  )->Figure:
     "Mean forward return of each factor decile."
-    fig = Figure(figsize=(4.2, 3.0))
+    fig = Figure(figsize=DECILE_SIZE)
     ax = fig.add_subplot()
     v = deciles.to_numpy() * 100
     ax.bar([str(i) for i in deciles.index], v, color=np.where(v >= 0, '#31a354', '#de2d26'))
@@ -128,7 +132,7 @@ def nav_figure(nav:pd.Series, # [day] portfolio NAV, starting near 1
                title:str='', # title
               )->Figure:
     "Backtest NAV against a reference."
-    fig = Figure(figsize=(6.4, 3.0))
+    fig = Figure(figsize=NAV_SIZE)
     ax = fig.add_subplot()
     ax.plot(nav.index, nav.to_numpy(), color='#08519c', lw=1.5, label='top-k portfolio')
     if reference is not None: ax.plot(reference.index, reference.to_numpy(), color='#636363', lw=1.2, label=label)
@@ -150,6 +154,22 @@ def _entries(factors)->list[dict]:
 
 def _fmt(v)->str:
     return '' if v is None or (isinstance(v, float) and not math.isfinite(v)) else f'{v:.4f}' if isinstance(v, float) else str(v)
+
+PERCENT = {'top-k turnover', 'coverage', 'annual return', 'max drawdown', 'excess return'}   # fractions shown as %
+COUNTS = {'trades'}                                                                          # shown as integers
+
+def _cell(metric:str, v)->str:
+    "A metrics-table value as text: fractions as percentages, counts as integers, other numbers to 4 decimals."
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        if not math.isfinite(v): return ''
+        if metric in PERCENT: return f'{v:.2%}'
+        if metric in COUNTS: return f'{int(round(v)):,}'
+    return _fmt(v)
+
+def _image(size:tuple, dpi:int=DPI)->widgets.Image:
+    "An image widget the size of a figure of `size` inches at `dpi`, which a flex row may not stretch or squeeze."
+    w, h = (int(round(x * dpi)) for x in size)
+    return widgets.Image(format='png', layout=widgets.Layout(width=f'{w}px', height=f'{h}px', flex='0 0 auto', object_fit='contain'))
 
 class FactorInspector(widgets.VBox):
     "An interactive view of factor formulas on a panel (see `inspect_factors`)."
@@ -196,7 +216,7 @@ class FactorInspector(widgets.VBox):
         self.status_html = widgets.HTML('')
         self.tree_html, self.qlib_html, self.interpretation_html = widgets.HTML(''), widgets.HTML(''), widgets.HTML('')
         self.table_html = widgets.HTML('')
-        self.ic_image, self.decile_image, self.nav_image = (widgets.Image(format='png') for _ in range(3))
+        self.ic_image, self.decile_image, self.nav_image = (_image(s) for s in [IC_SIZE, DECILE_SIZE, NAV_SIZE])
         self._bench_cache = {}
         super().__init__([
             widgets.HBox([self.factor_dropdown, self.formula_text]), self.error_html,
@@ -334,7 +354,8 @@ def _refresh(self:FactorInspector)->None:
     self.qlib_html.value = q
     self.interpretation_html.value = ''.join(f"<p style='margin:2px 0'>{html.escape(l)}</p>"
                                              for l in interpret(f, entry['weight'] if entry else None).split('\n'))
-    self.table_html.value = self.table.to_html(float_format=_fmt, na_rep='')
+    shown = self.table.assign(value=[_cell(m, v) for (_, m), v in self.table['value'].items()])
+    self.table_html.value = shown.to_html(na_rep='')
     self.status_html.value = (f"{html.escape(p.universe or 'custom')} {dates[0]:%Y-%m-%d}..{dates[-1]:%Y-%m-%d} "
                               f"({len(dates)} days, {p.n_stocks} stocks), horizon {p.horizon}, top {k}; "
                               f"backtest buys the {'highest' if direction > 0 else 'lowest'} values by {html.escape(why)}")

@@ -1235,7 +1235,8 @@ def _fill(self:LocalJoinQuant, security, shares):
     if pos.total_amount > 0: pf.positions[security] = pos
     else: pf.positions.pop(security, None)
     side = 'sell' if shares < 0 else 'buy'
-    self.trades.append({'date': self.now, 'code': security, 'side': side, 'shares': n, 'price': fill, 'cost': cost})
+    # the log shows whole shares: a holding re-scaled by a split factor keeps float residue (12100.0001) in `total_amount`
+    self.trades.append({'date': self.now, 'code': security, 'side': side, 'shares': float(np.round(n)), 'price': fill, 'cost': cost})
     return _Obj(security=security, amount=n, filled=n, price=fill, is_buy=shares > 0)
 
 @patch
@@ -1330,7 +1331,7 @@ def run(self:LocalJoinQuant, start, # first trading day of the backtest
                 for c, p in pf.positions.items():
                     if not self.paused[i, self.col[c]]: p.price = self.raw['close'][i, self.col[c]]
         self.nav.append((self.now, pf.total_value, pf.available_cash))
-        self.holdings.append({qlib_symbol(c): p.total_amount for c, p in pf.positions.items() if p.total_amount > 0})
+        self.holdings.append({qlib_symbol(c): float(np.round(p.total_amount)) for c, p in pf.positions.items() if p.total_amount > 0})
     self.now = None
     nav = pd.DataFrame(self.nav, columns=['date', 'value', 'cash']).set_index('date')
     held = pd.DataFrame(self.holdings, index=nav.index).fillna(0.)
