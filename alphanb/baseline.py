@@ -201,17 +201,19 @@ def _moments(X:np.ndarray, y:np.ndarray, block:int=200_000):
 
 def fit_linear(X:np.ndarray, # [row, feature] fit rows
                y:np.ndarray, # [row] their labels
-               score, # callable: [row] predictions on the choice rows -> the score to maximise
-               X_choice:np.ndarray, # [row, feature] the rows that choose α
+               score=None, # callable: [row] predictions on the choice rows -> the score to maximise; None: one α, no choice
+               X_choice:np.ndarray|None=None, # [row, feature] the rows that choose α
                alphas=RIDGE_ALPHAS, # the penalties tried
               )->tuple[LinearModel, list[dict]]: # the chosen model and [{'alpha', 'score'}] for every α
     "Ridge regressions of `y` on `X` for each α; the one whose prediction on `X_choice` scores best."
+    if score is None and len(alphas) != 1:
+        raise ConfigError(f"fit_linear without a score cannot choose among {len(alphas)} penalties: give one, e.g. alphas=(1.0,)")
     mx, my, C, c = _moments(X, y)
     best, history = None, []
     for a in alphas:
         w = np.linalg.lstsq(C, c, rcond=None)[0] if a == 0 else np.linalg.solve(C + a * np.eye(len(c)), c)
         m = LinearModel(w, float(my - mx @ w), a)
-        s = float(score(m.predict(X_choice)))
+        s = float(score(m.predict(X_choice))) if score is not None else float('nan')
         history.append({'alpha': a, 'score': s})
         if best is None or s > best[0]: best = (s, m)
     return best[1], history

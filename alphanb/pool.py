@@ -340,7 +340,7 @@ def load_factors(path:str|Path, # a `factors.json`
             except FormulaError as err:
                 raise FactorsFileError(f"{where}: the expression does not parse: {err}; fix the expression") from None
         rule = (e.get('combination') or {}).get('rule', COMBINE_RULE)
-        if not isinstance(rule, str) or not rule.startswith('static'):
+        if rule != COMBINE_RULE:
             raise FactorsFileError(f"{where} combines by the rule {rule!r}; alphanb combines pools by {COMBINE_RULE!r}: "
                                    f"remove 'combination' or give that rule")
         out.append({'qlib_expression': None, 'interpretation': '', 'performance': {}, 'combination': {'rule': COMBINE_RULE},

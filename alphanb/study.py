@@ -26,7 +26,7 @@ from .train import resolve_data
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS', 'PLOTTED',
            'parse_ints', 'Fold', 'fold_spans', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward',
-           'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after', 'score_test',
+           'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after', 'score_test', 'pool_records',
            'final_factors', 'classic_baselines', 'model_baseline', 'baseline_mask', 'with_features', 'study_config',
            'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'train_runs', 'ensemble_entries',
            'ensemble_done', 'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'aggregate', 'seed_spread',
@@ -251,24 +251,28 @@ def score_test(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, to
 
 def _days(panel:Panel, s:slice)->str: return f'{panel.dates[s.start]:%Y-%m-%d}..{panel.dates[s.stop - 1]:%Y-%m-%d}'
 
-def final_factors(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, topk:int=30,
-                  cache:FormulaCache|None=None,
-                  how:dict|None=None, # how the pool combines and was chosen (`combination` of each entry); a run's choice when None
-                 )->list[dict]: # factors.json entries
-    "The final pool as `factors.json` entries, with each member's performance on the fit, select and test days."
+def pool_records(panel:Panel, splits:Splits, entries:list[dict], # the pool: factors.json entries with their weights
+                 how:dict, # how it combines and was chosen (`combination` of each entry)
+                 topk:int=30, cache:FormulaCache|None=None)->list[dict]: # factors.json entries, largest |weight| first
+    "A pool as `factors.json` entries, with each member's performance on the fit, select and test days."
     from alphanb.interpret import interpret
-    how = how or {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
-                  'chosen_by': 'backward elimination while the selection-year RankIC does not fall'}
     ctxs = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in ['fit', 'select', 'test']}
-    by_name = {e['factor_name']: e for e in entries}
     out = []
-    for j in np.argsort(-np.abs(np.asarray(choice.weights)), kind='stable'):
-        e, w = by_name[choice.kept[j]], choice.weights[j]
+    for j in np.argsort(-np.abs(np.asarray([e['weight'] for e in entries])), kind='stable'):
+        e = entries[j]
         v = evaluate_formula(panel, e['expression'], cache)
-        out.append({'factor_name': e['factor_name'], 'expression': e['expression'],
-                    'qlib_expression': e.get('qlib_expression'), 'weight': w, 'interpretation': interpret(e['expression'], w),
+        out.append({'factor_name': e['factor_name'], 'expression': e['expression'], 'qlib_expression': e.get('qlib_expression'),
+                    'weight': e['weight'], 'interpretation': interpret(e['expression'], e['weight']),
                     'performance': to_jsonable({k: _pick(c.metrics(v)) for k, c in ctxs.items()}), 'combination': how})
     return out
+
+def final_factors(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, topk:int=30,
+                  cache:FormulaCache|None=None)->list[dict]: # factors.json entries
+    "The final pool of a run's choice as `factors.json` entries (`pool_records`)."
+    by_name = {e['factor_name']: e for e in entries}
+    how = {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
+           'chosen_by': 'backward elimination while the selection-year RankIC does not fall'}
+    return pool_records(panel, splits, [{**by_name[n], 'weight': w} for n, w in zip(choice.kept, choice.weights)], how, topk, cache)
 
 # %% ../nbs/14_study.ipynb #ca4215a9
 def classic_baselines(panel:Panel, splits:Splits, topk:int=30, cache:FormulaCache|None=None,
@@ -476,9 +480,7 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
         res['diversity'] = pool_diversity([v[splits.valid] for v in values], panel.valid[splits.valid])
         how = {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
                'chosen_by': f'the mean of the final pools of seeds {", ".join(map(str, res["seeds"]))}, each chosen by backward elimination'}
-        atomic_write_json(Path(fdir)/'ensemble_factors.json', final_factors(
-            panel, splits, entries, Choice([e['factor_name'] for e in entries], [e['factor_name'] for e in entries], w, [], [], {}, {}),
-            topk, cache, how))
+        atomic_write_json(Path(fdir)/'ensemble_factors.json', pool_records(panel, splits, entries, how, topk, cache))
         del values
     else: res.update({'select': NO_METRICS, 'test': NO_METRICS, 'diversity': math.nan})
     if alpha158 is not None:

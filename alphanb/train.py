@@ -88,7 +88,7 @@ def base_prediction(panel:Panel, # the run's panel
     rows = fm.rows(train_days)
     y = fm.gather(cs_rank_norm(panel.target, panel.valid), rows)
     ok = np.isfinite(y)
-    model, _ = fit_linear(fm.X[rows][ok], y[ok], lambda p: 0.0, fm.X[:1], alphas=(alpha,))
+    model, _ = fit_linear(fm.X[rows][ok], y[ok], alphas=(alpha,))
     return fm.to_panel(model.predict(fm.X))
 
 def residual_by_day(y:Tensor, # [day, stock] the label

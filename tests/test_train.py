@@ -117,3 +117,12 @@ def test_target_base_mines_the_residual(tmp_path, demo_data):
     assert tr.env.ctx.panel is tr.panel                                           # the rewards read the residual
     r = train(settings(tmp_path/'b', target_base='classic', **dates), progress=False, verbose=False)
     assert r['steps'] == 4 and (tmp_path/'b'/'factors.json').exists()
+
+
+def test_defaults_are_the_measured_settings():
+    "`alphanb train` without --set runs the search settings the committed walk-forward study measured."
+    measured = json.loads((ROOT/'nbs'/'experiments'/'walk_forward'/'study.json').read_text())['settings']
+    keys = ['reward', 'size_penalty', 'risk_quantile', 'elite_share', 'elite_group', 'mutate_share', 'mutate_insert',
+            'mutate_delete', 'mutate_near', 'elite_from', 'elite_rank', 'vocabulary', 'pool_size', 'pool_corr_max']
+    d = make_config({})
+    assert {k: getattr(d, k) for k in keys} == {k: measured[k] for k in keys}
