@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .core import *
 from .config import TrainConfig, make_config, apply_overrides, config_dict, flatten_overrides, parse_value
-from .data import Panel, calendar, data_dir, universes as data_universes
+from .data import Panel, calendar, data_dir, load_panel, universes as data_universes
 from .formula import FormulaCache, evaluate_formula
 from .metrics import RewardContext, daily_rank_ic
 from .pool import COMBINE_RULE, EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, load_factors, zscore_by_day
@@ -25,12 +25,12 @@ from .train import resolve_data
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS', 'PLOTTED',
-           'parse_ints', 'Fold', 'fold_spans', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward',
-           'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after', 'score_test', 'pool_records',
-           'final_factors', 'classic_baselines', 'model_baseline', 'baseline_mask', 'with_features', 'study_config',
-           'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'train_runs', 'ensemble_entries',
-           'ensemble_done', 'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'aggregate', 'seed_spread',
-           'plot_folds', 'format_table', 'study', 'study_command']
+           'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel', 'fit_pool', 'subset_weights',
+           'prune_backward', 'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after',
+           'score_test', 'pool_records', 'final_factors', 'classic_baselines', 'model_baseline', 'baseline_mask',
+           'with_features', 'study_config', 'Run', 'default_scratch', 'study_runs', 'check_run', 'trained',
+           'train_runs', 'ensemble_entries', 'ensemble_done', 'score_ensemble', 'score_run', 'score_fold', 'study_rows',
+           'aggregate', 'seed_spread', 'plot_folds', 'format_table', 'final_summary', 'study', 'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -61,26 +61,31 @@ MIN_SPAN_DAYS = 20   # days with a realised label that fitting and choosing need
 
 @dataclass(frozen=True)
 class Fold:
-    "One walk-forward fold: mine on `train`, choose on `selection` (the year before the test year), score on `test`."
+    "One walk-forward fold: mine on `train`, choose on `selection` (the year before the test year), score on `test`; the final fold has no test."
     test_year: int
     train: tuple       # (first, last) trading day of the mining span
     fit: tuple         # its days whose labels are realised before the selection year
     selection: tuple   # the selection year Y-1
     select: tuple      # its days whose labels are realised by its end
-    test: tuple        # the test year Y
+    test: tuple|None   # the test year Y; None in the final fold (Y is after the data)
     horizon: int       # trading days until a label is realised
 
     @property
-    def name(self)->str: return f'test{self.test_year}'
+    def name(self)->str: return 'final' if self.final else f'test{self.test_year}'
+    @property
+    def final(self)->bool: return self.test is None
 
     def spans(self)->dict:
         "The spans as 'YYYY-MM-DD' pairs."
-        return {k: [f'{d:%Y-%m-%d}' for d in getattr(self, k)] for k in ['train', 'fit', 'selection', 'select', 'test']}
+        return {k: [f'{d:%Y-%m-%d}' for d in getattr(self, k)] for k in ['train', 'fit', 'selection', 'select', 'test']
+                if getattr(self, k) is not None}
 
-def _fold(cal:pd.DatetimeIndex, year:int, warmup_days:int, horizon:int)->Fold|str:
-    "The fold of test year `year` on `cal`, or why there is none."
+def _fold(cal:pd.DatetimeIndex, year:int, warmup_days:int, horizon:int, final:bool=False)->Fold|str:
+    "The fold of test year `year` on `cal` (the final fold: `year` is the one after the data), or why there is none."
     test, sel = np.flatnonzero(cal.year == year), np.flatnonzero(cal.year == year - 1)
-    if len(test) < MIN_SPAN_DAYS: return f"test year {year} has {len(test)} trading days in the data"
+    if final and (len(test) or not len(sel) or sel[-1] != len(cal) - 1):
+        return f"the final fold chooses on the data's last year {cal[-1].year}, not on {year - 1}"
+    if not final and len(test) < MIN_SPAN_DAYS: return f"test year {year} has {len(test)} trading days in the data"
     if len(sel) < horizon + MIN_SPAN_DAYS:
         return f"its selection year {year - 1} has {len(sel)} trading days, fewer than horizon + {MIN_SPAN_DAYS} = {horizon + MIN_SPAN_DAYS}"
     first, s0 = warmup_days, sel[0]
@@ -88,8 +93,9 @@ def _fold(cal:pd.DatetimeIndex, year:int, warmup_days:int, horizon:int)->Fold|st
         return (f"its train span ends on {year - 2}-12-31 and holds {max(s0 - horizon - first, 0)} days with a label realised before "
                 f"{year - 1} after the {warmup_days} warm-up days, fewer than {MIN_SPAN_DAYS}")
     span = lambda i, j: (cal[i], cal[j])
-    return Fold(year, span(first, s0 - 1), span(first, s0 - horizon - 1), span(s0, sel[-1]), span(s0, test[0] - horizon - 1),
-                span(test[0], test[-1]), horizon)
+    end = len(cal) if final else test[0]                     # the first day whose close no label may read
+    return Fold(year, span(first, s0 - 1), span(first, s0 - horizon - 1), span(s0, sel[-1]), span(s0, end - horizon - 1),
+                None if final else span(test[0], test[-1]), horizon)
 
 def fold_spans(cal:pd.DatetimeIndex, # the data's trading days
                test_years, # e.g. '2017-2019' or [2017, 2018, 2019], increasing
@@ -109,15 +115,30 @@ def fold_spans(cal:pd.DatetimeIndex, # the data's trading days
         out.append(f)
     return out
 
+def final_fold(cal:pd.DatetimeIndex, # the data's trading days
+               warmup_days:int=60, # trading days at the data's start kept for history
+               horizon:int=20, # trading days until a label is realised
+              )->Fold:
+    "The fold after the data: mine up to the year before the data's last, choose on its last year; its pool is the one to use."
+    f = _fold(cal, cal[-1].year + 1, warmup_days, horizon, final=True)
+    if isinstance(f, str):
+        raise DateRangeError(f"cannot make the final fold: {f}. The data covers {cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d} "
+                             f"(warm-up {warmup_days} days, horizon {horizon})")
+    return f
+
 # %% ../nbs/14_study.ipynb #7861300e
 def fold_panel(data, # Qlib data directory
                universe:str, # instrument file
                fold:Fold, # the fold
               )->tuple[Panel, Splits]:
-    "The panel of `fold`, from the calendar's first day to the end of its test year, and its `Splits`."
+    "The panel of `fold`, from the calendar's first day to the end of its test year (or of the data), and its `Splits`."
     cal = calendar(data)
-    return baseline_panel(data, universe, fold.train, fold.selection, fold.test, horizon=fold.horizon,
-                          warmup=cal.get_loc(fold.train[0]))
+    if not fold.final:
+        return baseline_panel(data, universe, fold.train, fold.selection, fold.test, horizon=fold.horizon,
+                              warmup=cal.get_loc(fold.train[0]))
+    panel = load_panel(data, universe, cal[0], fold.selection[1], horizon=fold.horizon)
+    n = panel.n_days                                               # an empty test slice after the data: `select` ends horizon days before
+    return panel, Splits(panel.day_slice(*fold.train), panel.day_slice(*fold.selection), slice(n, n), fold.horizon)
 
 # %% ../nbs/14_study.ipynb #441354d8
 def fit_pool(ctx:RewardContext, # the fit days
@@ -254,9 +275,10 @@ def _days(panel:Panel, s:slice)->str: return f'{panel.dates[s.start]:%Y-%m-%d}..
 def pool_records(panel:Panel, splits:Splits, entries:list[dict], # the pool: factors.json entries with their weights
                  how:dict, # how it combines and was chosen (`combination` of each entry)
                  topk:int=30, cache:FormulaCache|None=None)->list[dict]: # factors.json entries, largest |weight| first
-    "A pool as `factors.json` entries, with each member's performance on the fit, select and test days."
+    "A pool as `factors.json` entries, with each member's performance on the fit, select and test days (the final fold: no test)."
     from alphanb.interpret import interpret
-    ctxs = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in ['fit', 'select', 'test']}
+    ctxs = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in ['fit', 'select', 'test']
+            if getattr(splits, k).stop > getattr(splits, k).start}
     out = []
     for j in np.argsort(-np.abs(np.asarray([e['weight'] for e in entries])), kind='stable'):
         e = entries[j]
@@ -476,7 +498,7 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
         values = member_values(panel, entries, cache)
         w = [e['weight'] for e in entries]
         res.update({k: _pick(RewardContext(panel, getattr(splits, k), topk=topk).metrics(_combined(panel, values, w, getattr(splits, k))))
-                    for k in ['select', 'test']})
+                    for k in ['select', 'test'] if getattr(splits, k).stop > getattr(splits, k).start})
         res['diversity'] = pool_diversity([v[splits.valid] for v in values], panel.valid[splits.valid])
         how = {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
                'chosen_by': f'the mean of the final pools of seeds {", ".join(map(str, res["seeds"]))}, each chosen by backward elimination'}
@@ -495,12 +517,12 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
 def _read(p:Path)->dict: return json.loads(p.read_text())
 
 def score_run(run:Run, panel:Panel, splits:Splits, cache:FormulaCache, fit_ctx:RewardContext)->dict:
-    "Choose a run's members on the selection year, score its pools on the test year; write final_factors.json and result.json."
+    "Choose a run's members on the selection year, score its pools on the test year (if any); write final_factors.json and result.json."
     topk = run.config.topk
     raw = json.loads((run.dir/'factors.json').read_text())
     entries = load_factors(run.dir/'factors.json') if raw else []      # an empty pool scores NaN
     choice = choose_members(panel, splits, entries, topk, cache, fit_ctx)
-    test = score_test(panel, splits, entries, choice, topk, cache)
+    test = None if run.fold.final else score_test(panel, splits, entries, choice, topk, cache)
     atomic_write_json(run.dir/'final_factors.json', final_factors(panel, splits, entries, choice, topk, cache))
     res = to_jsonable({'run': run.name, 'universe': run.universe, 'test_year': run.fold.test_year, 'seed': run.seed,
                        'spans': run.fold.spans(), 'training': _read(run.dir/'train.json'),
@@ -517,9 +539,10 @@ def score_fold(data, # Qlib data directory
                rounds:int=500, # LightGBM: most trees
                progress:bool=True, # a tqdm bar over its steps
               )->int: # runs scored
-    "The driver's work on one universe and fold: each run's choice and test scores, and the baselines."
+    "The driver's work on one universe and fold: each run's choice and test scores, and the baselines (none in the final fold)."
     from tqdm.auto import tqdm
     fdir = Path(out)/universe/fold.name
+    baselines = baselines and not fold.final                      # no test year to score them on
     todo = [r for r in runs if not (r.dir/'result.json').exists()]
     need_base = baselines and not (fdir/'baselines.json').exists()
     need_pool = [r for r in runs if baselines and not (r.dir/'alpha158_pool.json').exists()]
@@ -532,8 +555,10 @@ def score_fold(data, # Qlib data directory
     cache = FormulaCache(CACHE_BYTES)
     fit_ctx = RewardContext(panel, splits.fit, topk=topk)
     for r in todo: score_run(r, panel, splits, cache, fit_ctx); step(f'{r.name} scored')
-    mask, a158, fm = baseline_mask(panel, splits), library_formulas('alpha158', panel.fields, 'the data'), None
-    if need_base or need_pool or (need_ens and baselines): fm = feature_matrix(panel, a158, mask, progress=False)
+    a158, fm = None, None
+    if need_base or need_pool or (need_ens and baselines):
+        mask, a158 = baseline_mask(panel, splits), library_formulas('alpha158', panel.fields, 'the data')
+        fm = feature_matrix(panel, a158, mask, progress=False)
     step('Alpha158 features')
     if need_base:
         base = {'universe': universe, 'test_year': fold.test_year, 'spans': fold.spans(),
@@ -576,9 +601,9 @@ def _row(universe, year, seed, method, test:dict, select=None, label=None, **kw)
             **{k: test.get(k) for k in EVALUATE_KEYS}, 'select_rank_ic': (select or {}).get('rank_ic'), **kw}
 
 def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
-    "One row per universe, test year, method and seed, read from the result files."
+    "One row per universe, test year, method and seed, read from the result files (the final fold has none)."
     rows, folds = [], {}
-    for r in runs:
+    for r in (r for r in runs if not r.fold.final):
         res = _read(r.dir/'result.json')
         folds[(r.universe, r.fold)] = True
         for k in ['pruned', 'unpruned']:
@@ -667,9 +692,16 @@ def format_table(table:pd.DataFrame)->str:
         out.append(df.to_string(index=False))
     return '\n'.join(out)
 
+def final_summary(fdir:Path)->dict:
+    "What the final fold of one universe made: its pool's file, members, selection-year metrics and diversity."
+    e, f = _read(Path(fdir)/'ensemble.json'), Path(fdir)/'ensemble_factors.json'
+    how = _read(f)[0]['combination'] if e['members'] else {}
+    return {'factors': f, 'members': e['members'], 'seeds': e['seeds'], 'select': e['select'], 'diversity': e['diversity'],
+            'weights_fitted_on': how.get('weights_fitted_on'), 'members_chosen_on': how.get('members_chosen_on')}
+
 def study(data=None, # Qlib data directory; the config's (`data/demo` by default) when None
           universes='csi300,csi500', # instrument files, comma-separated or a list
-          test_years='2017,2018,2019', # e.g. '2017-2019' or [2017, 2018, 2019]
+          test_years='2017,2018,2019', # e.g. '2017-2019' or [2017, 2018, 2019]; '' or None: none (with `final`)
           seeds='0-4', # e.g. '0-4', '0,1,2' or a list
           out='runs/study', # the study's directory
           steps:int|None=None, # PPO steps per run; the config's when None
@@ -681,6 +713,7 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
           rounds:int=500, # LightGBM baselines: most trees
           progress:bool=True, # tqdm bars
           verbose:bool=True, # print the table
+          final:bool=False, # also the final fold: mine up to the data's last year - 1, choose on its last year, no test
          )->dict: # the summary (also OUT/summary.json)
     "Walk-forward study: train, choose on the selection year, score on the test year, beside the baselines; resumable."
     t0 = time.perf_counter()
@@ -692,13 +725,19 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
         if u not in known: raise UnknownUniverseError(f"unknown universe '{u}'{did_you_mean(u, known)}: {cfg.data} has {', '.join(known)}; "
                                                       f"pass some of them to --universes")
     if not us or len(set(us)) != len(us): raise ConfigError(f"universes {universes!r}: give each once, e.g. csi300,csi500")
-    folds = fold_spans(calendar(cfg.data), test_years, cfg.warmup_days, cfg.horizon)
+    none = test_years is None or (isinstance(test_years, str) and test_years.strip().lower() in ('', 'none'))
+    if none and not final: raise ConfigError("no test years and no final fold: give --test-years, --final, or both")
+    cal = calendar(cfg.data)
+    folds = ([] if none else fold_spans(cal, test_years, cfg.warmup_days, cfg.horizon)) + \
+            ([final_fold(cal, cfg.warmup_days, cfg.horizon)] if final else [])
     seeds = parse_ints(seeds, 'seeds')
     out = Path(out)
     scratch = Path(scratch) if scratch is not None else default_scratch(out)
     runs = study_runs(cfg, us, folds, seeds, out, scratch)
     for r in runs: check_run(r)
-    atomic_write_json(out/'study.json', to_jsonable({'data': cfg.data, 'universes': us, 'test_years': [f.test_year for f in folds],
+    tested = [f for f in folds if not f.final]
+    atomic_write_json(out/'study.json', to_jsonable({'data': cfg.data, 'universes': us, 'test_years': [f.test_year for f in tested],
+                                                     'final': final,
                                                      'seeds': seeds, 'baselines': baselines, 'scratch': scratch,
                                                      'settings': {k: v for k, v in config_dict(cfg).items() if k not in STUDY_KEYS},
                                                      'folds': {f.name: f.spans() for f in folds}}))
@@ -709,23 +748,30 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
         for f in folds:
             scored += score_fold(cfg.data, u, f, [r for r in runs if r.universe == u and r.fold == f], out, baselines, cfg.topk,
                                  rounds, progress)
-    rows = study_rows(runs, out, baselines)
-    table, spread = aggregate(rows), seed_spread(rows)
+    rows = study_rows(runs, out, baselines) if tested else pd.DataFrame()
+    table, spread = (aggregate(rows), seed_spread(rows)) if tested else (pd.DataFrame(), pd.DataFrame())
     files = {'summary_json': out/'summary.json', 'summary_csv': out/'summary.csv', 'rows_csv': out/'rows.csv',
-             **{f'figure_{u}': plot_folds(rows, u, out/f'test_rank_ic_{u}.png') for u in us}}
+             **{f'figure_{u}': plot_folds(rows, u, out/f'test_rank_ic_{u}.png') for u in us if tested},
+             **{f'final_{u}': out/u/'final'/'ensemble_factors.json' for u in us if final}}
+    finals = {u: final_summary(out/u/'final') for u in us} if final else {}
     atomic_write_text(out/'summary.csv', table.to_csv(index=False))
     atomic_write_text(out/'rows.csv', rows.to_csv(index=False))
-    summary = to_jsonable({'out': out, 'data': cfg.data, 'universes': us, 'test_years': [f.test_year for f in folds], 'seeds': seeds,
+    summary = to_jsonable({'out': out, 'data': cfg.data, 'universes': us, 'test_years': [f.test_year for f in tested], 'seeds': seeds,
                            'steps': cfg.steps, 'runs': len(runs), 'trained': n_trained, 'scored': scored, 'reused': reused,
                            'folds': {f.name: f.spans() for f in folds}, 'table': table.to_dict('records'),
-                           'seed_spread': spread.to_dict('records'), 'files': files, 'seconds': time.perf_counter() - t0})
+                           'seed_spread': spread.to_dict('records'), 'final': finals, 'files': files, 'seconds': time.perf_counter() - t0})
     atomic_write_json(out/'summary.json', summary)
     if verbose:
         print(f"walk-forward study in {out}: {len(us)} universe(s) x {len(folds)} fold(s) x {len(seeds)} seed(s) = {len(runs)} runs "
               f"({n_trained} trained, {scored} scored, {reused} already done) in {summary['seconds']:.0f}s")
-        print(format_table(table))
-        print('seed spread of the test RankIC per fold:')
-        print(spread.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+        if tested:
+            print(format_table(table))
+            print('seed spread of the test RankIC per fold:')
+            print(spread.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+        for u, s in finals.items():
+            print(f"{u} final pool (the seed ensemble; weights fitted on {s['weights_fitted_on']}, chosen on {s['members_chosen_on']}): "
+                  f"{s['members']} members, selection-year RankIC {s['select']['rank_ic']:.4f}, diversity {s['diversity']:.2f}: "
+                  f"{s['factors']}")
         print('wrote ' + ', '.join(map(str, files.values())))
     return summary
 
@@ -734,7 +780,9 @@ def _study_args(p:argparse.ArgumentParser)->None:
     p.add_argument('--data', help='Qlib data directory (default: the config\'s, else the embedded demo market data/demo)')
     p.add_argument('--universes', default='csi300,csi500', help='instrument files, comma-separated')
     p.add_argument('--test-years', default='2017,2018,2019', help='test years, e.g. 2017,2018,2019 or 2017-2019: each fold mines on the data up '
-                   'to Y-2, chooses on Y-1 and scores on Y')
+                   'to Y-2, chooses on Y-1 and scores on Y; none: only the final fold')
+    p.add_argument('--final', action='store_true', help='also the final fold: mine up to the data\'s last year - 1, choose on its last year; '
+                   'OUT/<universe>/final/ensemble_factors.json is the pool to use on later data')
     p.add_argument('--seeds', default='0-4', help='seeds of the runs, e.g. 0-4 or 0,1,2')
     p.add_argument('--out', default='runs/study', help='the study\'s directory (results, summary, figures)')
     p.add_argument('--scratch', default=None, help='where trainings write checkpoints and models (default: ~/.cache/alphanb/study/...)')
@@ -751,4 +799,5 @@ def _study_args(p:argparse.ArgumentParser)->None:
          'seeds, universes and baselines', _study_args)
 def study_command(args:argparse.Namespace)->dict:
     return study(args.data, args.universes, args.test_years, args.seeds, args.out, args.steps, args.jobs, args.baselines,
-                 {k: parse_value(v) for k, v in args.set}, args.config, args.scratch, args.rounds, progress=not args.no_progress)
+                 {k: parse_value(v) for k, v in args.set}, args.config, args.scratch, args.rounds, progress=not args.no_progress,
+                 final=args.final)
