@@ -25,18 +25,28 @@ from .policies import make_policy, attention_weights, POLICIES
 from .ppo import *
 
 # %% auto #0
-__all__ = ['BASE_RIDGE', 'LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'PLANTED_UNIFORM', 'resolve_data',
-           'split_dates', 'load_run_data', 'run_slices', 'base_prediction', 'residual_by_day', 'base_residual',
-           'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy', 'Trainer',
-           'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
+__all__ = ['DEMO', 'BASE_RIDGE', 'LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'PLANTED_UNIFORM', 'demo_dir',
+           'resolve_data', 'split_dates', 'load_run_data', 'run_slices', 'base_prediction', 'residual_by_day',
+           'base_residual', 'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy',
+           'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
            'planted_market', 'planted', 'planted_command', 'bench_train', 'bench_train_command']
 
 # %% ../nbs/07b_train.ipynb #5c928985
+DEMO = 'data/demo'   # the embedded demo market, as settings name it
+
+def demo_dir()->Path:
+    "The embedded demo market: `data/demo` in a checkout of the repository, `alphanb/demo` in an installed wheel."
+    import alphanb
+    here = Path(alphanb.__file__).resolve().parent
+    return next((p for p in [here.parent/DEMO, here/'demo'] if (p/'calendars').is_dir()), here/'demo')
+
 def resolve_data(path:str|Path)->Path:
     "A data directory as given, or relative to the project when it is not found from here (e.g. 'data/demo' from nbs/)."
     p = Path(os.path.expanduser(str(path)))
     if p.exists() or p.is_absolute(): return p
-    root = Path(__file__).resolve().parents[1]
+    if p == Path(DEMO): return demo_dir()              # wherever alphanb runs, in a checkout or installed
+    import alphanb
+    root = Path(alphanb.__file__).resolve().parents[1]
     return root/p if (root/p).exists() else p
 
 def split_dates(cfg:TrainConfig, # the run's settings
