@@ -83,7 +83,7 @@ def error_html(err, # an exception or a message
     out = f"<div style='color:#b00020'><b>{html.escape(type(err).__name__ if isinstance(err, Exception) else 'error')}</b>: {html.escape(msg)}</div>"
     if m and text is not None:
         col = int(m.group(1))
-        out += f"<pre style='margin:2px 0;color:#b00020'>{html.escape(text)}\n{' ' * (col - 1)}^</pre>"
+        out += f"<pre style='margin:2px 0;color:#b00020;font-family:monospace'>{html.escape(text)}\n{' ' * (col - 1)}^</pre>"
     return out
 
 # %% ../nbs/08_inspect.ipynb #102618ab
