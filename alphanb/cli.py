@@ -10,16 +10,42 @@ import alphanb
 from .core import *
 
 # %% auto #0
-__all__ = ['load_commands', 'build_parser', 'main']
+__all__ = ['DATA', 'EXAMPLES', 'load_commands', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #b789295c
 _SKIP = {'cli', '__main__', '_modidx'}
+
+DATA = '~/.qlib/qlib_data/cn_data'
+EXAMPLES = {   # shown under each command's --help; every one of them parses (tested below)
+    'train': ['alphanb train', f'alphanb train --data {DATA} --universe csi300 --train 2010-01-01:2017-12-31 --valid 2018-01-01:2018-12-31 --out runs/csi300',
+              'alphanb train --out runs/csi300 --resume'],
+    'evaluate': [f'alphanb evaluate --data {DATA} --universe csi300 --start 2019-01-01 --end 2019-12-31 --factors runs/csi300/factors.json'],
+    'backtest': [f'alphanb backtest --data {DATA} --universe csi300 --start 2019-01-01 --end 2019-12-31 --factors runs/csi300/factors.json '
+                 '--out runs/csi300/backtest --benchmark SH000300 --topk 30'],
+    'study': [f'alphanb study --data {DATA} --universes csi300,csi500 --test-years 2017-2019 --seeds 0-4 --out runs/study',
+              f'alphanb study --data {DATA} --universes csi300 --test-years none --final --out runs/final'],
+    'baseline': [f'alphanb baseline --data {DATA} --universe csi300 --train 2010-01-01:2017-12-31 --valid 2018-01-01:2018-12-31 '
+                 '--test 2019-01-01:2019-12-31 --features alpha158 --model lightgbm'],
+    'library': [f'alphanb library classic --data {DATA} --out classic.json'],
+    'export-joinquant': ['alphanb export-joinquant --factors runs/csi300/factors.json --out jq_export'],
+    'demo-data': ['alphanb demo-data --out my_demo --stocks 200 --seed 1'],
+    'planted': ['alphanb planted --policy lstm --budget 2000 --seed 0'],
+    'bench-load': [f'alphanb bench load --data {DATA}'],
+    'bench-eval': [f'alphanb bench eval --data {DATA} --universe csi300'],
+    'bench-alpha158': [f'alphanb bench alpha158 --data {DATA}'],
+    'bench-backtest': [f'alphanb bench backtest --data {DATA}'],
+    'bench-train': [f'alphanb bench train --data {DATA} --universe csi300 --steps 5'],
+}
 
 def load_commands()->dict[str, Command]:
     "Import every alphanb module so that its commands are registered; return the registry."
     for m in pkgutil.iter_modules(alphanb.__path__):
         if m.name not in _SKIP: importlib.import_module(f'alphanb.{m.name}')
     return COMMANDS
+
+def _examples(name:str)->dict:
+    ex = EXAMPLES.get(name)
+    return {'epilog': 'examples:\n' + '\n'.join(f'  {e}' for e in ex), 'formatter_class': argparse.RawDescriptionHelpFormatter} if ex else {}
 
 def build_parser()->argparse.ArgumentParser:
     "The `alphanb` argument parser with one sub-command per registered command."
@@ -32,8 +58,8 @@ def build_parser()->argparse.ArgumentParser:
             if bench is None:
                 bp = sub.add_parser('bench', help='speed and memory benchmarks against pyqlib, printed as figures')
                 bench = bp.add_subparsers(dest='bench', metavar='benchmark')
-            sp = bench.add_parser(name[len('bench-'):], help=cmd.help)
-        else: sp = sub.add_parser(name, help=cmd.help)
+            sp = bench.add_parser(name[len('bench-'):], help=cmd.help, **_examples(name))
+        else: sp = sub.add_parser(name, help=cmd.help, **_examples(name))
         cmd.add_args(sp)
         sp.set_defaults(_run=cmd.run, _name=name)
     return p
