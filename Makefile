@@ -5,7 +5,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install train test export clean-nbs bench
+.PHONY: install train test docs export clean-nbs bench
 
 install: $(STAMP)
 
@@ -15,6 +15,10 @@ $(STAMP): setup.py settings.ini
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	@# Debian's Chromium for the browser test (Playwright drives it; no browser download)
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
+	  echo "no Chromium could be installed: tests/test_browser.py will be skipped"
 	touch $(STAMP)
 
 # Train on the embedded demo market in data/demo; results go to runs/demo.
@@ -30,9 +34,15 @@ test: install
 	if [ "$$before" != "$$after" ]; then \
 	  echo "nbdev_clean/nbdev_export changed files: the notebooks and alphanb/ were not committed clean and in sync:"; \
 	  git status --short -- nbs alphanb; exit 1; fi
-	$(BIN)/nbdev_test --n_workers 2
+	$(MAKE) --no-print-directory docs
 	@$(BIN)/pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+# The notebooks run as tests (nbdev's rules: a failing cell fails the run) and keep their outputs; Sphinx with myst-nb
+# renders them, the experiment records and README into _docs/index.html. Any warning fails the build.
+docs: install
+	$(BIN)/python tools/run_nbs.py --n_workers 2 --out docs/nbs
+	$(BIN)/sphinx-build -q -E -W --keep-going -b html docs _docs
 
 export:
 	$(BIN)/nbdev_clean && $(BIN)/nbdev_export
