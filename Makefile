@@ -34,6 +34,7 @@ test: install
 	if [ "$$before" != "$$after" ]; then \
 	  echo "nbdev_clean/nbdev_export changed files: the notebooks and alphanb/ were not committed clean and in sync:"; \
 	  git status --short -- nbs alphanb; exit 1; fi
+	$(BIN)/python tools/readme.py --check
 	$(MAKE) --no-print-directory docs
 	@$(BIN)/pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
@@ -45,7 +46,7 @@ docs: install
 	$(BIN)/sphinx-build -q -E -W --keep-going -b html docs _docs
 
 export:
-	$(BIN)/nbdev_clean && $(BIN)/nbdev_export
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/readme.py
 
 # Benchmarks on real Qlib data (default: the shared A-share data beside the checkout): `make bench DATA=/path/to/cn_data`.
 DATA ?= ../shared/data/cn_data
