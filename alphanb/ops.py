@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_ops.ipynb #cb8d6a6b
 from __future__ import annotations
-import math, numbers, os
+import math, numbers, os, sys, time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 import numpy as np
@@ -90,12 +91,33 @@ def _compiled(x:Tensor)->bool:
     "Whether `x` goes through the compiled CPU loops: numba installed, `KERNELS == 'numba'` and `x` on the CPU."
     return numba is not None and KERNELS == 'numba' and x.device.type == 'cpu'
 
+_LOOPS = []   # every compiled loop, so that the first-use message can count them
+
+class _Loop:
+    "A compiled CPU loop that says so on stderr when its first call in a process has to compile it (nothing cached on disk)."
+    compiled = 0                                     # loops this process has compiled
+    def __init__(self, disp):
+        self.disp, self.__name__, self.__doc__ = disp, disp.__name__, disp.__doc__
+        _LOOPS.append(self)
+    def _on_disk(self)->bool:                        # numba's cache index for this function exists
+        try: return Path(self.disp._cache._cache_file._index_path).exists()
+        except AttributeError: return False          # no cache (a notebook cell's function) or another numba layout
+    def __call__(self, *args):
+        if self.disp.signatures or self._on_disk(): return self.disp(*args)
+        _Loop.compiled += 1
+        print(f"alphanb: compiling CPU loop {_Loop.compiled} of at most {len(_LOOPS)}, {self.__name__} (first use here; "
+              f"numba keeps it for later runs)...", end='', file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        out = self.disp(*args)
+        print(f" {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        return out
+
 def _jit(fn=None, *, reassociate:bool=False):
     # numba caches machine code beside a module's file; a function defined in a notebook cell has no file to cache beside.
     # `reassociate` lets a float reduction be vectorised (summed in a different order); NaN and inf keep their meaning.
     if fn is None: return lambda f: _jit(f, reassociate=reassociate)
     if numba is None: return fn
-    return numba.njit(parallel=True, nogil=True, cache='__file__' in globals(), fastmath={'reassoc'} if reassociate else False)(fn)
+    return _Loop(numba.njit(parallel=True, nogil=True, cache='__file__' in globals(), fastmath={'reassoc'} if reassociate else False)(fn))
 
 def _np(x:Tensor, dtype=None): # a contiguous numpy view (or copy) of a CPU tensor
     return (x if dtype is None else x.to(dtype)).contiguous().numpy()
