@@ -1,5 +1,5 @@
 "nbs/train.ipynb run through papermill with tiny parameters, in a kernel of this interpreter; its settings against `alphanb train`'s."
-import argparse, json, os, shlex, subprocess, sys
+import argparse, json, os, shlex, shutil, subprocess, sys
 from pathlib import Path
 
 import nbformat
@@ -148,3 +148,54 @@ def test_default_parameters_make_the_cli_default_run(tmp_path):
     f = tmp_path/'cfg.json'
     f.write_text(json.dumps(CONFIG_FILE))
     assert notebook_config(config_file=str(f)) == config_dict(config_from_args(p.parse_args(['--config', str(f)])))
+
+
+WIDGET_JS = {'@jupyter-widgets/html-manager': '1.0.15', 'requirejs': '2.3.8'}   # what nbconvert's HTML loads from CDNs
+
+def widget_js(d:Path)->dict:
+    "The scripts an exported notebook loads from CDNs (this machine's network is closed), from the npm registry."
+    out = {}
+    for pkg, ver in WIDGET_JS.items():
+        r = subprocess.run(['npm', 'pack', f'{pkg}@{ver}', '--silent'], cwd=d, capture_output=True, text=True)
+        assert r.returncode == 0, f'npm pack {pkg}@{ver} failed: {r.stderr[-2000:]}'
+        tgz = d/r.stdout.strip().splitlines()[-1]
+        dest = d/pkg.replace('/', '_')
+        dest.mkdir(); subprocess.run(['tar', 'xzf', tgz, '-C', dest], check=True)
+        out[pkg] = dest/'package'
+    return out
+
+@pytest.mark.skipif(shutil.which('npm') is None, reason='no npm to fetch the widget scripts an exported notebook loads')
+def test_exported_html_shows_the_saved_widgets_in_chromium(run, tmp_path):
+    "nbconvert's HTML of the executed notebook, opened in Chromium: the inspector renders from its saved widget state."
+    from test_browser import CHROMIUM, FLAGS
+    if CHROMIUM is None: pytest.skip('no Chromium: `apt-get install chromium`')
+    from nbconvert import HTMLExporter
+    from playwright.sync_api import sync_playwright, expect
+    nb, *_ = run
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    page_file = tmp_path/'train.html'
+    page_file.write_text(html)
+    js = widget_js(tmp_path)
+    def serve(route):                     # the CDN scripts from the npm packages; nothing else leaves the machine
+        u = route.request.url
+        if u.startswith('file://'): return route.continue_()
+        if 'require' in u and u.split('?')[0].endswith('.js') and 'cdnjs' in u:
+            return route.fulfill(path=js['requirejs']/'require.js', content_type='application/javascript')
+        if '@jupyter-widgets/html-manager' in u:
+            return route.fulfill(path=js['@jupyter-widgets/html-manager']/'dist'/u.split('/dist/')[1].split('?')[0])
+        return route.abort()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={'width': 1300, 'height': 1000})
+        page.route('**/*', serve)
+        page.goto(page_file.as_uri())
+        formula = page.locator('.widget-text').filter(has_text='formula').locator('input')
+        expect(formula).to_be_visible(timeout=60_000)
+        entries = json.loads((run[1]/'factors.json').read_text())
+        assert formula.input_value() == entries[0]['expression']            # the inspector as it was saved
+        expect(page.locator('.widget-image')).to_have_count(3)
+        page.wait_for_function("() => [...document.querySelectorAll('.widget-image')].every(i => i.complete && i.naturalWidth > 0)")
+        expect(page.locator('.widget-html-content table')).to_contain_text('RankIC')
+        expect(page.locator('.widget-hprogress').first).to_be_visible()       # training's finished progress bar
+        formula.scroll_into_view_if_needed(); page.screenshot(path=tmp_path/'train_html.png')
+        browser.close()
