@@ -4,6 +4,8 @@ Each notebook in `nbs/` runs in its own process with nbdev's rules: cells flagge
 (settings.ini, e.g. `#| slow`) or `#| eval: false` are skipped, and the first error stops the notebook and fails the run.
 Before it runs, a `show_doc` cell is added after every exported definition, as nbdev's docs do. The executed notebook
 is written to OUT/<name>.ipynb with hidden and export cells' code removed, ready for Sphinx and myst-nb to render.
+Unlike `nbdev_test`, notebooks marked `skip_exec` (the papermill notebooks train.ipynb and report.ipynb) run too, with
+their default parameters, so that they are tested and the docs show their outputs.
 The executed experiment records in `nbs/experiments/` are copied to OUT/experiments/ as they are.
 
     python tools/run_nbs.py [--n_workers 2] [--out docs/nbs] [NOTEBOOK ...]
