@@ -97,12 +97,14 @@ class _Loop:
     "A compiled CPU loop that says so on stderr when its first call in a process has to compile it (nothing cached on disk)."
     compiled = 0                                     # loops this process has compiled
     def __init__(self, disp):
-        self.disp, self.__name__, self.__doc__ = disp, disp.__name__, disp.__doc__
+        self.disp, self.__name__, self.__doc__, self.ready = disp, disp.__name__, disp.__doc__, False
         _LOOPS.append(self)
     def _on_disk(self)->bool:                        # numba's cache index for this function exists
         try: return Path(self.disp._cache._cache_file._index_path).exists()
         except AttributeError: return False          # no cache (a notebook cell's function) or another numba layout
     def __call__(self, *args):
+        if self.ready: return self.disp(*args)       # the hot path: one attribute read
+        self.ready = True
         if self.disp.signatures or self._on_disk(): return self.disp(*args)
         _Loop.compiled += 1
         print(f"alphanb: compiling CPU loop {_Loop.compiled} of at most {len(_LOOPS)}, {self.__name__} (first use here; "

@@ -272,13 +272,14 @@ def score_test(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, to
 
 def _days(panel:Panel, s:slice)->str: return f'{panel.dates[s.start]:%Y-%m-%d}..{panel.dates[s.stop - 1]:%Y-%m-%d}'
 
+def _spans(splits:Splits, keys:list[str])->list[str]: return [k for k in keys if getattr(splits, k).stop > getattr(splits, k).start]
+
 def pool_records(panel:Panel, splits:Splits, entries:list[dict], # the pool: factors.json entries with their weights
                  how:dict, # how it combines and was chosen (`combination` of each entry)
                  topk:int=30, cache:FormulaCache|None=None)->list[dict]: # factors.json entries, largest |weight| first
     "A pool as `factors.json` entries, with each member's performance on the fit, select and test days (the final fold: no test)."
     from alphanb.interpret import interpret
-    ctxs = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in ['fit', 'select', 'test']
-            if getattr(splits, k).stop > getattr(splits, k).start}
+    ctxs = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in _spans(splits, ['fit', 'select', 'test'])}
     out = []
     for j in np.argsort(-np.abs(np.asarray([e['weight'] for e in entries])), kind='stable'):
         e = entries[j]
@@ -498,7 +499,7 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
         values = member_values(panel, entries, cache)
         w = [e['weight'] for e in entries]
         res.update({k: _pick(RewardContext(panel, getattr(splits, k), topk=topk).metrics(_combined(panel, values, w, getattr(splits, k))))
-                    for k in ['select', 'test'] if getattr(splits, k).stop > getattr(splits, k).start})
+                    for k in _spans(splits, ['select', 'test'])})
         res['diversity'] = pool_diversity([v[splits.valid] for v in values], panel.valid[splits.valid])
         how = {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
                'chosen_by': f'the mean of the final pools of seeds {", ".join(map(str, res["seeds"]))}, each chosen by backward elimination'}
@@ -770,7 +771,7 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
             print(spread.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
         for u, s in finals.items():
             print(f"{u} final pool (the seed ensemble; weights fitted on {s['weights_fitted_on']}, chosen on {s['members_chosen_on']}): "
-                  f"{s['members']} members, selection-year RankIC {s['select']['rank_ic']:.4f}, diversity {s['diversity']:.2f}: "
+                  f"{s['members']} members, selection-year RankIC {_fmt(s['select']['rank_ic'], None)}, diversity {_fmt(s['diversity'], None)}: "
                   f"{s['factors']}")
         print('wrote ' + ', '.join(map(str, files.values())))
     return summary

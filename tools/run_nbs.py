@@ -46,7 +46,7 @@ def run_one(fn:Path, out:Path, skip:set, root:Path)->tuple[bool, float, str]:
     for c in nb.cells:
         if c.cell_type != 'code': continue
         d = getattr(c, 'directives_', {}) or {}
-        if d.keys() & HIDDEN or 'show_doc(' in c.source and getattr(c, 'has_sd', False):
+        if d.keys() & HIDDEN or getattr(c, 'has_sd', False):         # export cells, and the show_doc cells added above
             c.metadata = {**c.get('metadata', {}), 'tags': ['remove-input']}
         c.source = DIRECTIVE.sub('', c.source)
         for o in c.get('outputs', []):       # show_doc's markdown opens with a rule, which docutils allows only between sections
