@@ -14,14 +14,15 @@ import torch
 from torch import Tensor
 
 from .core import *
-from .data import Panel, data_dir, load_panel, MARKET_CLOSURE
+from .data import Panel, calendar, data_dir, init_qlib, load_panel, MARKET_CLOSURE
+from .pool import combined_factor, load_factors
 
 # %% auto #0
 __all__ = ['CHINEXT_20PCT', 'ANNUAL_DAYS', 'EXITS', 'QLIB_NO_LIMITS', 'QLIB_LACKS', 'BacktestConfig', 'limit_rate', 'fen',
            'limit_prices', 'Market', 'market_arrays', 'rebalance_days', 'performance_metrics', 'BacktestResult',
            'backtest', 'benchmarks', 'load_benchmark', 'qlib_signal', 'qlib_limit_expressions', 'qlib_backtest',
            'rule_effects', 'holding_gaps', 'trading_window', 'factor_signal', 'run_factor_backtest', 'write_backtest',
-           'backtest_command', 'bench_backtest', 'bench_backtest_command']
+           'backtest_command']
 
 # %% ../nbs/08_backtest.ipynb #a6476996
 @dataclass
@@ -402,7 +403,6 @@ def load_benchmark(provider_uri, # a Qlib data directory
         known = benchmarks(path)
         raise ConfigError(f"unknown benchmark '{code}'{did_you_mean(code.upper(), known)}: {path/'features'} has "
                           f"{', '.join(known) or 'no index'}; pass one of them (or --benchmark none)")
-    from alphanb.data import init_qlib
     init_qlib(path)
     from qlib.data import D
     df = D.features([code.upper()], ['$close'], start_time=start, end_time=end)
@@ -448,11 +448,9 @@ def qlib_backtest(panel:Panel, # market data read from a Qlib directory (`panel.
     "The same signal through pyqlib's own backtest: `TopkDropoutStrategy`, its `Exchange` with our costs, lots and limits."
     cfg = config or BacktestConfig()
     if not panel.provider_uri: raise ConfigError("the Qlib cross-check needs a panel read from a Qlib directory (load_panel)")
-    from alphanb.data import init_qlib
     init_qlib(panel.provider_uri)
     from qlib.backtest import backtest as qlib_bt, executor as qexec
     from qlib.contrib.strategy import TopkDropoutStrategy
-    from alphanb.data import calendar
     s = panel.day_slice(start, end)
     first = max(s.start, 1)
     t0, t1 = panel.dates[first], panel.dates[s.stop - 1]
@@ -538,7 +536,6 @@ def trading_window(path:str|Path, # a Qlib data directory
                    short_warmup:bool=False, # accept less history than `warmup` when the data starts later (else an error)
                   )->tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]: # (history start, first trading day, last trading day)
     "The trading days of [`start`, `end`] in the data's calendar, and where `warmup` days of history begin; a period the data does not cover is an error."
-    from alphanb.data import calendar
     cal = calendar(path)
     covers = f"the data in {path} covers {cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}"
     s = cal[min(warmup, len(cal) - 1)] if start is None else pd.Timestamp(start)
@@ -563,7 +560,6 @@ def factor_signal(panel:Panel, # market data with history for the formulas' wind
                   factors, # path of a factors.json, or its list of factor records
                  )->Tensor: # [day, stock] the combined factor the backtest trades
     "The combined signal of a factors file on `panel` (alphanb.pool's linear combination)."
-    from alphanb.pool import load_factors, combined_factor
     fs = load_factors(factors) if isinstance(factors, (str, Path)) else factors
     if not fs: raise AlphanbError(f"empty signal: {factors} holds no factor; train or write one first")
     return combined_factor(panel, fs)
@@ -616,7 +612,7 @@ def _backtest_args(p:argparse.ArgumentParser):
 
 def _bench_arg(b:str|None)->str|None: return None if b is None or str(b).lower() in ('none', '') else str(b).upper()
 
-@command('backtest', 'Backtest the combined factor of a factors.json under A-share trading rules', _backtest_args)
+@command('backtest', 'backtest the combined factor of a factors.json under A-share trading rules', _backtest_args)
 def backtest_command(args:argparse.Namespace)->dict:
     "`alphanb backtest`: write nav.csv, trades.csv, metrics.json and return the metrics."
     if not Path(args.factors).exists(): raise DataNotFoundError(f"factors file {args.factors} does not exist; pass the factors.json a training run wrote")
@@ -629,56 +625,3 @@ def backtest_command(args:argparse.Namespace)->dict:
           (f", excess {m['excess_return']:.2%} vs {cfg.benchmark}" if 'excess_return' in m else ''))
     print(f"wrote {Path(args.out)/'nav.csv'}, trades.csv, metrics.json")
     return to_jsonable(m)
-
-# %% ../nbs/08_backtest.ipynb #b1fa01ec
-def bench_backtest(data=None, # Qlib data directory (the real CSI500 data for the reference figure)
-                   universe:str='csi500', # instrument file
-                   start='2010-01-01', # alphanb's span
-                   end='2019-12-31',
-                   qlib_start=None, # pyqlib's span (default: alphanb's); a shorter one keeps the run short
-                   qlib_end=None,
-                   topk:int=50, # stocks held, rebalanced daily
-                  )->dict: # times in seconds and the speed-up per simulated day
-    "Time alphanb's backtest and pyqlib's on the same signal (20-day reversal), daily rebalancing, in the same process."
-    path = data_dir(data)
-    hist, first, last = trading_window(path, start, end, 25, short_warmup=True)   # from the data's first day: 20 days without a score
-    tic = time.perf_counter()
-    panel = load_panel(path, universe, hist, last, fields=['$open', '$close', '$factor', '$change', '$volume'])
-    load_s = time.perf_counter() - tic
-    close = panel['$close']
-    signal = -(close / torch.cat([torch.full_like(close[:20], float('nan')), close[:-20]]) - 1)   # [day, stock] 20-day reversal
-    cfg = BacktestConfig(topk=topk, rebalance=1, max_weight=1.0, min_trade=0, stop_loss=None, take_profit=None, benchmark=None)
-    tic = time.perf_counter()
-    ours = backtest(panel, signal, cfg, first, last)
-    ours_s = time.perf_counter() - tic
-    qs, qe = pd.Timestamp(qlib_start or first), pd.Timestamp(qlib_end or last)
-    q = qlib_backtest(panel, signal, cfg, qs, qe)
-    n_ours, n_qlib = len(ours.nav), len(q)
-    res = {'universe': universe, 'topk': topk, 'stocks': panel.n_stocks,
-           'alphanb_span': f'{ours.nav.index[0]:%Y-%m-%d}..{ours.nav.index[-1]:%Y-%m-%d}', 'alphanb_days': n_ours,
-           'alphanb_seconds': ours_s, 'panel_load_seconds': load_s,
-           'qlib_span': f'{q.index[0]:%Y-%m-%d}..{q.index[-1]:%Y-%m-%d}', 'qlib_days': n_qlib,
-           'qlib_seconds': q.attrs['run_seconds'], 'qlib_exchange_load_seconds': q.attrs['load_seconds']}
-    # per simulated day, so spans of different length compare
-    res['speedup'] = (res['qlib_seconds'] / n_qlib) / (ours_s / n_ours)
-    # and with each engine's data preparation counted (alphanb's panel, pyqlib's exchange)
-    res['speedup_with_loading'] = ((res['qlib_seconds'] + res['qlib_exchange_load_seconds']) / n_qlib) / ((ours_s + load_s) / n_ours)
-    return res
-
-def _bench_args(p:argparse.ArgumentParser):
-    p.add_argument('--data', default=None, help='Qlib data directory (the real cn_data for the reference figures)')
-    p.add_argument('--universe', default='csi500')
-    p.add_argument('--start', default='2010-01-01'); p.add_argument('--end', default='2019-12-31')
-    p.add_argument('--qlib-start', default=None, help="pyqlib's first day (default --start)")
-    p.add_argument('--qlib-end', default=None, help="pyqlib's last day (default --end)")
-    p.add_argument('--topk', type=int, default=50)
-
-@command('bench-backtest', "Time alphanb's backtest against pyqlib's on the same signal (daily rebalancing)", _bench_args)
-def bench_backtest_command(args:argparse.Namespace)->dict:
-    "`alphanb bench backtest`: print both times and the ratio."
-    r = bench_backtest(args.data, args.universe, args.start, args.end, args.qlib_start, args.qlib_end, args.topk)
-    print(f"alphanb: {r['alphanb_seconds']:.2f} s for {r['alphanb_days']} days ({r['alphanb_span']}, {r['stocks']} stocks, top {r['topk']})")
-    print(f"pyqlib:  {r['qlib_seconds']:.2f} s for {r['qlib_days']} days ({r['qlib_span']}; + {r['qlib_exchange_load_seconds']:.1f} s loading its exchange)")
-    print(f"speed-up per simulated day: {r['speedup']:.1f}x; counting each side's data loading "
-          f"({r['panel_load_seconds']:.1f} s panel vs {r['qlib_exchange_load_seconds']:.1f} s exchange): {r['speedup_with_loading']:.1f}x")
-    return r

@@ -4,13 +4,14 @@
 
 # %% ../nbs/11_cli.ipynb #33dddc64
 from __future__ import annotations
-import argparse, importlib, json, pkgutil, sys, traceback
+import argparse, ast, importlib, json, pkgutil, sys, traceback
+from pathlib import Path
 
 import alphanb
 from .core import *
 
 # %% auto #0
-__all__ = ['DATA', 'EXAMPLES', 'load_commands', 'build_parser', 'main']
+__all__ = ['DATA', 'EXAMPLES', 'load_commands', 'command_index', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #b789295c
 _SKIP = {'cli', '__main__', '_modidx'}
@@ -43,23 +44,53 @@ def load_commands()->dict[str, Command]:
         if m.name not in _SKIP: importlib.import_module(f'alphanb.{m.name}')
     return COMMANDS
 
+def _declared(tree:ast.Module):
+    "(name, help) of each top-level function decorated with `@command(name, help, ...)` in a parsed module."
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef): continue
+        for d in node.decorator_list:
+            if isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == 'command':
+                given = dict(zip(('name', 'help'), d.args)) | {k.arg: k.value for k in d.keywords if k.arg in ('name', 'help')}
+                yield ast.literal_eval(given['name']), ast.literal_eval(given['help'])
+
+def command_index()->dict[str, tuple[str, str]]:
+    "Every command's module and one-line help, `{name: (module, help)}`, read from the source without importing it."
+    index = {}
+    for path in sorted(Path(alphanb.__file__).parent.glob('*.py')):
+        if path.stem in _SKIP: continue
+        text = path.read_text(encoding='utf-8')
+        if '@command(' in text:
+            for name, help in _declared(ast.parse(text)): index[name] = (f'alphanb.{path.stem}', help)
+    return index | {name: (cmd.run.__module__, cmd.help) for name, cmd in COMMANDS.items()}   # and any registered at run time
+
+def _named(argv:list[str])->str|None:
+    "The command `argv` runs ('bench-eval' for `bench eval ...`), or None."
+    words = [a for a in argv if not a.startswith('-')]
+    if words[:1] == ['bench'] and len(words) > 1: return f'bench-{words[1]}'
+    return words[0] if words else None
+
 def _examples(name:str)->dict:
     ex = EXAMPLES.get(name)
     return {'epilog': 'examples:\n' + '\n'.join(f'  {e}' for e in ex), 'formatter_class': argparse.RawDescriptionHelpFormatter} if ex else {}
 
-def build_parser()->argparse.ArgumentParser:
-    "The `alphanb` argument parser with one sub-command per registered command."
+def build_parser(argv:list[str]|None=None, # the arguments to parse: only the command they name is imported; None: every command
+                )->argparse.ArgumentParser:
+    "The `alphanb` argument parser: every command listed, with its options where its module was imported."
     p = argparse.ArgumentParser(prog='alphanb', description='Mine formulaic alpha factors for China A-shares with reinforcement learning.')
     p.add_argument('--debug', action='store_true', help='show tracebacks')
     sub = p.add_subparsers(dest='command', metavar='command')
+    wanted = None if argv is None else _named(argv)
     bench = None
-    for name, cmd in sorted(load_commands().items()):
+    for name, (module, help) in sorted(command_index().items()):
         if name.startswith('bench-'):
             if bench is None:
                 bp = sub.add_parser('bench', help='speed and memory benchmarks against pyqlib, printed as figures')
                 bench = bp.add_subparsers(dest='bench', metavar='benchmark')
-            sp = bench.add_parser(name[len('bench-'):], help=cmd.help, **_examples(name))
-        else: sp = sub.add_parser(name, help=cmd.help, **_examples(name))
+            sp = bench.add_parser(name[len('bench-'):], help=help, **_examples(name))
+        else: sp = sub.add_parser(name, help=help, **_examples(name))
+        if argv is not None and name != wanted: continue
+        if name not in COMMANDS: importlib.import_module(module)
+        cmd = COMMANDS[name]
         cmd.add_args(sp)
         sp.set_defaults(_run=cmd.run, _name=name)
     return p
@@ -68,7 +99,8 @@ def build_parser()->argparse.ArgumentParser:
 def main(argv:list[str]|None=None, # arguments after `alphanb`; sys.argv[1:] when None
         )->int: # exit code
     "Run `alphanb <command>`."
-    p = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    p = build_parser(argv)
     args = p.parse_args(argv)
     if not hasattr(args, '_run'):
         p.print_help(sys.stderr)

@@ -4,13 +4,12 @@
 
 # %% ../nbs/00_core.ipynb #61a45d19
 from __future__ import annotations
-import argparse, ctypes, difflib, json, os, random, tempfile
+import argparse, ctypes, difflib, json, os, random, sys, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch
 
 # %% auto #0
 __all__ = ['COMMANDS', 'AlphanbError', 'DataNotFoundError', 'UnknownUniverseError', 'DateRangeError', 'UnknownFieldError',
@@ -87,6 +86,7 @@ def atomic_write_json(path:str|Path, # where the file ends up
 def seed_everything(seed:int, # the seed for Python, NumPy and torch
                    )->None:
     "Seed every random number generator alphanb uses, so a run is deterministic under `seed`."
+    import torch   # here, not at the top: the command registry lives in this module and `alphanb --help` starts without torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #2610a702
@@ -129,7 +129,8 @@ def to_jsonable(obj:Any)->Any:
     "Turn numpy/torch scalars and arrays, paths and dates into plain JSON values; NaN becomes `None`."
     if isinstance(obj, dict): return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)): return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor): obj = obj.detach().cpu().numpy()
+    torch = sys.modules.get('torch')                                  # no tensor exists before torch is imported
+    if torch is not None and isinstance(obj, torch.Tensor): obj = obj.detach().cpu().numpy()
     if isinstance(obj, np.ndarray): return to_jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)): return None if not np.isfinite(obj) else float(obj)
     if isinstance(obj, (np.integer,)): return int(obj)

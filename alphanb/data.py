@@ -20,7 +20,7 @@ from .ops import delay, ts_mean, ts_std
 # %% auto #0
 __all__ = ['RAW_FIELDS', 'EXTRA_FIELDS', 'FEATURES', 'DEFAULT_DATA', 'HOW_TO_GET_DATA', 'MARKET_CLOSURE',
            'feature_qlib_expressions', 'compute_features', 'Panel', 'data_dir', 'calendar', 'universes', 'qlib_reads',
-           'init_qlib', 'calendar_days', 'load_panel', 'parse_span', 'date_splits', 'bench_load']
+           'init_qlib', 'calendar_days', 'load_panel', 'parse_span', 'date_splits']
 
 # %% ../nbs/00_data.ipynb #cec11b6f
 RAW_FIELDS = ['$open', '$high', '$low', '$close', '$volume', '$vwap', '$amount']
@@ -328,49 +328,3 @@ def date_splits(panel:Panel, # the panel the spans index
                )->dict[str, slice]: # name -> day-axis slice
     "Day-axis slices of `panel` for named date spans, e.g. `date_splits(p, train=…, valid=…)`."
     return {k: panel.day_slice(*parse_span(v)) for k, v in spans.items()}
-
-# %% ../nbs/00_data.ipynb #1908208d
-def _measure_load(uri:str, universe:str, bare:bool, out):
-    "Child process: load once and send back (seconds, peak RSS of this process in GB, peak of its children in GB)."
-    import resource, time
-    t = time.perf_counter()
-    if bare:
-        init_qlib(uri)
-        from qlib.data import D
-        path = data_dir(uri)
-        inst = D.instruments(universe)
-        syms = sorted(D.list_instruments(inst, as_list=True))
-        D.features(syms, [f for f in RAW_FIELDS + EXTRA_FIELDS if f in _stored_fields(path, 'day')] + ['Ref($close,-20)/$close-1'])
-    else:
-        load_panel(uri, universe)
-    dt = time.perf_counter() - t
-    kb = lambda who: resource.getrusage(who).ru_maxrss / 1e6
-    out.put((dt, kb(resource.RUSAGE_SELF), kb(resource.RUSAGE_CHILDREN)))
-
-def bench_load(uri=None, # Qlib data directory
-               universes=('csi300', 'csi500'), # universes to load over the whole calendar
-              )->list[dict]: # one row per universe and method
-    "Time and peak memory of `load_panel` against the bare pyqlib `D.features` call, each in a fresh process."
-    import multiprocessing as mp
-    ctx = mp.get_context('spawn')
-    rows = []
-    for u in universes:
-        for bare in (True, False):
-            q = ctx.Queue(); pr = ctx.Process(target=_measure_load, args=(str(data_dir(uri)), u, bare, q)); pr.start()
-            dt, self_gb, child_gb = q.get(); pr.join()
-            rows.append({'universe': u, 'method': 'pyqlib D.features' if bare else 'alphanb load_panel',
-                         'seconds': round(dt, 2), 'peak_gb': round(self_gb, 3), 'workers_peak_gb': round(child_gb, 3)})
-    return rows
-
-def _bench_load_args(p):
-    p.add_argument('--data', default=None, help='Qlib data directory (default $ALPHANB_DATA or ~/.qlib/qlib_data/cn_data)')
-    p.add_argument('--universe', action='append', help='universe(s) to load (default csi300 and csi500)')
-
-@command('bench-load', 'time and peak memory of load_panel vs the bare pyqlib D.features call', _bench_load_args)
-def _bench_load_cmd(args):
-    rows = bench_load(args.data, tuple(args.universe or ['csi300', 'csi500']))
-    print(pd.DataFrame(rows).to_string(index=False))
-    for u in {r['universe'] for r in rows}:
-        b, a = [r for r in rows if r['universe'] == u]
-        print(f"{u}: load_panel {a['seconds']:.1f}s vs D.features {b['seconds']:.1f}s ({a['seconds']/b['seconds']:.2f}x), peak {a['peak_gb']:.2f} GB")
-    return {'rows': rows}

@@ -11,7 +11,7 @@ from .core import *
 from .formula import Formula, OPERATORS
 
 # %% auto #0
-__all__ = ['FEATURE_TEXT', 'THEMES', 'OP_TEXT', 'describe', 'drivers', 'interpret', 'formula_tree', 'annotate_factors']
+__all__ = ['FEATURE_TEXT', 'THEMES', 'OP_TEXT', 'describe', 'drivers', 'interpret', 'formula_tree']
 
 # %% ../nbs/09a_interpret.ipynb #cd585259
 # leaf -> (noun phrase, how it is computed, theme)
@@ -292,15 +292,3 @@ def formula_tree(formula:Formula|str, # a formula or its text
             go(a, prefix + ('    ' if last else '│   '))
     go(f, '')
     return '\n'.join(out)
-
-# %% ../nbs/09a_interpret.ipynb #9e7fd434
-def annotate_factors(factors, # path of a factors.json, or its list of entries
-                     overwrite:bool=False, # replace interpretations that are already there
-                    )->list[dict]: # the entries with `interpretation` filled
-    "Fill the `interpretation` of every factor of a factors file from its formula."
-    from alphanb.pool import load_factors
-    entries = load_factors(factors) if isinstance(factors, (str, Path)) else [dict(e) for e in factors]
-    for e in entries:
-        if overwrite or not e.get('interpretation'): e['interpretation'] = interpret(e['expression'], e.get('weight'))
-    if isinstance(factors, (str, Path)): atomic_write_json(factors, to_jsonable(entries))
-    return entries

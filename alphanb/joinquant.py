@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastcore.basics import patch
 from .core import *
+from .data import calendar, init_qlib, load_panel
 from .formula import Formula, OPERATORS, LEAF_NAMES
 from .pool import load_factors
 from .backtest import BacktestConfig, limit_prices, limit_rate
@@ -1126,7 +1127,6 @@ def from_qlib(cls:LocalJoinQuant, files:str|Path, # directory holding the export
               seed:int=0, # seeds the per-stock ratio between the adjustment anchors
              )->LocalJoinQuant:
     "A stand-in serving `universe` of a Qlib directory over [`start`, `end`], with `$factor` back to the anchor."
-    from alphanb.data import load_panel, init_qlib, calendar
     panel = load_panel(provider_uri, universe, start, end)
     fh = None
     if '$factor' in panel:

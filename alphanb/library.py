@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core import *
+from .data import FEATURES, _stored_fields, data_dir
 from .formula import Formula
 from .pool import _qlib_of, load_factors
 
 # %% auto #0
-__all__ = ['CLASSIC', 'LIBRARIES', 'ALPHA158_HISTORY', 'LibraryFactor', 'alpha158', 'alpha360', 'alpha158_formulas',
-           'alpha360_formulas', 'library', 'library_formulas', 'library_factors', 'save_library', 'bench_alpha158']
+__all__ = ['CLASSIC', 'LIBRARIES', 'LibraryFactor', 'alpha158', 'alpha360', 'alpha158_formulas', 'alpha360_formulas', 'library',
+           'library_formulas', 'library_factors', 'save_library']
 
 # %% ../nbs/03c_library.ipynb #72524f4f
 @dataclass(frozen=True)
@@ -129,62 +130,9 @@ def _library_args(p:argparse.ArgumentParser)->None:
 def _library_cmd(args:argparse.Namespace)->dict:
     fields, where = None, 'the data'
     if args.data is not None:
-        from alphanb.data import FEATURES, _stored_fields, data_dir
         path = data_dir(args.data)
         fields, where = _stored_fields(path, 'day') + FEATURES, str(path)
     entries = library_factors(args.name, fields, where)
     atomic_write_json(args.out, entries)
     print(f"{len(entries)} factors of library '{args.name}' written to {args.out}")
     return {'library': args.name, 'factors': len(entries), 'out': args.out}
-
-# %% ../nbs/03c_library.ipynb #b95486b7
-ALPHA158_HISTORY = 70   # trading days loaded before the first day: Alpha158's longest look-back is 61
-
-def bench_alpha158(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when None
-                   universe:str='csi300', # instrument file
-                   start='2019-01-01', # first day computed
-                   end='2019-12-31', # last day computed
-                   qlib:bool=True, # also time pyqlib
-                   verbose:bool=True, # print the summary
-                  )->dict: # the figures
-    "Seconds to compute all of Alpha158 through alphanb's evaluator and through pyqlib's expression engine."
-    import time
-    from alphanb.data import calendar, init_qlib, load_panel
-    from alphanb.formula import FormulaCache, evaluate_formula
-    say = print if verbose else (lambda *a, **k: None)
-    cal = calendar(provider_uri)
-    i = int(cal.searchsorted(pd.Timestamp(start)))
-    t0 = time.perf_counter()
-    panel = load_panel(provider_uri, universe, cal[max(0, i - ALPHA158_HISTORY)], end)
-    t_load = time.perf_counter() - t0
-    fs = alpha158_formulas()
-    cache, t0 = FormulaCache(512 * 2**20), time.perf_counter()
-    for _, f in fs: evaluate_formula(panel, f, cache)                  # each result dropped at once
-    t_eval = time.perf_counter() - t0
-    days = panel.day_slice(start, end)
-    res = {'universe': universe, 'start': f"{panel.dates[days.start]:%Y-%m-%d}", 'end': f"{panel.dates[days.stop - 1]:%Y-%m-%d}",
-           'days': days.stop - days.start, 'stocks': panel.n_stocks, 'features': len(fs),
-           'alphanb_load_s': t_load, 'alphanb_eval_s': t_eval, 'qlib_s': math.nan, 'speedup_eval': math.nan, 'speedup_total': math.nan}
-    say(f"{panel} loaded in {t_load:.1f} s; Alpha158 ({len(fs)} features) evaluated in {t_eval:.1f} s")
-    if qlib:
-        init_qlib(panel.provider_uri)
-        from qlib.data import D
-        t0 = time.perf_counter()
-        D.features(panel.symbols, [e for _, e in alpha158()], start_time=res['start'], end_time=res['end'])
-        res['qlib_s'] = time.perf_counter() - t0
-        res['speedup_eval'], res['speedup_total'] = res['qlib_s'] / t_eval, res['qlib_s'] / (t_load + t_eval)
-        say(f"pyqlib D.features of the same 158 expressions, stocks and days: {res['qlib_s']:.1f} s; alphanb "
-            f"{res['speedup_eval']:.1f}x faster evaluating, {res['speedup_total']:.1f}x counting its loading")
-    return res
-
-def _bench_alpha158_args(p:argparse.ArgumentParser)->None:
-    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
-    p.add_argument('--universe', default='csi300', help='instrument file, e.g. csi300')
-    p.add_argument('--start', default='2019-01-01', help='first day computed')
-    p.add_argument('--end', default='2019-12-31', help='last day computed')
-    p.add_argument('--no-qlib', action='store_true', help='time alphanb only')
-
-@command('bench-alpha158', "seconds to compute all of Alpha158 through alphanb vs pyqlib's expression engine, same stocks and days",
-         _bench_alpha158_args)
-def _bench_alpha158_cmd(args:argparse.Namespace)->dict:
-    return bench_alpha158(args.data, args.universe, args.start, args.end, not args.no_qlib)

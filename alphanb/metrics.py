@@ -14,6 +14,7 @@ from torch import Tensor
 from fastcore.basics import patch
 from .core import *
 from .data import Panel
+from .formula import Formula
 from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
@@ -235,7 +236,6 @@ def complexity(formula=None, # a `Formula`, or None when `size` and `depth` are 
     "Node count and depth of a formula."
     if formula is not None:
         if isinstance(formula, str):
-            from alphanb.formula import Formula
             formula = Formula.parse(formula)
         return int(formula.size), int(formula.depth)
     if size is None: raise ConfigError("complexity needs a formula or its size (node count) and depth")

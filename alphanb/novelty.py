@@ -17,6 +17,7 @@ from .data import Panel
 from .formula import Formula, FormulaCache, evaluate_formula
 from .metrics import daily_corr, mean_std_ir, rank_by_day
 from .library import library_formulas
+from .pool import load_factors
 
 # %% auto #0
 __all__ = ['library_ranks', 'library_correlations', 'novelty', 'annotate_novelty']
@@ -75,7 +76,6 @@ def annotate_novelty(path:str|Path, # a factors.json
                      library:str='alpha158', # the library
                     )->list[dict]: # the entries written
     "Each factor's closest `library` factor, written into its `performance` in the factors file at `path`."
-    from alphanb.pool import load_factors
     entries = load_factors(path)
     cache = FormulaCache()
     values = [evaluate_formula(panel, e['expression'], cache) for e in entries]

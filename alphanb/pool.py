@@ -15,12 +15,15 @@ from torch import Tensor
 from fastcore.basics import patch
 from .core import *
 from .data import Panel, calendar, load_panel
+from .formula import Formula, FormulaCache, evaluate_formula
+from .interpret import interpret
 from .metrics import *
 from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
 __all__ = ['COMBINE_RULE', 'QLIB_MAX_CHARS', 'FACTOR_KEYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores',
-           'fit_weights', 'FactorPool', 'FactorsFileError', 'load_factors', 'combined_factor', 'evaluate']
+           'fit_weights', 'FactorPool', 'FactorsFileError', 'load_factors', 'combined_factor', 'annotate_factors',
+           'evaluate']
 
 # %% ../nbs/05_pool.ipynb #42a7fd3d
 @_jit
@@ -286,7 +289,6 @@ def records(self:FactorPool,
             splits:dict, # split name -> slice, (start, end) dates, or None
            )->list[dict]: # `factors.json` entries, largest |weight| first
     "The pool as `factors.json` entries, each with a readable interpretation of its formula."
-    from alphanb.interpret import interpret
     if any(f is None for f in self.formulas): raise ConfigError("every member needs its formula to be written to factors.json; pass it to try_add")
     perf = self.performance(splits)['members']
     how = {'rule': COMBINE_RULE, 'weights_fitted_on': f'{self.ctx.dates[0]:%Y-%m-%d}..{self.ctx.dates[-1]:%Y-%m-%d}'}
@@ -335,7 +337,6 @@ def load_factors(path:str|Path, # a `factors.json`
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             raise FactorsFileError(f"{where}: weight must be a finite number, got {w!r}")
         if parse:
-            from alphanb.formula import Formula
             try: Formula.parse(e['expression'])
             except FormulaError as err:
                 raise FactorsFileError(f"{where}: the expression does not parse: {err}; fix the expression") from None
@@ -353,7 +354,6 @@ def combined_factor(panel:Panel, # the data to evaluate on
                     cache=None, # an `alphanb.formula.FormulaCache` shared between calls
                    )->Tensor: # [day, stock] float32 combined factor
     "The combined factor of a factors file on `panel`: z-score each expression per day, weight, and sum (`combine_zscores`)."
-    from alphanb.formula import evaluate_formula
     if isinstance(factors, (str, Path)): factors = load_factors(factors)
     zs = torch.stack([zscore_by_day(evaluate_formula(panel, e['expression'], cache), panel.valid) for e in factors])
     return combine_zscores(zs, [e['weight'] for e in factors], panel.valid)
@@ -367,7 +367,6 @@ def load(cls:FactorPool,
          cache=None, # an `alphanb.formula.FormulaCache`
         )->FactorPool:
     "A pool holding the factors of `path` with the file's weights."
-    from alphanb.formula import Formula, evaluate_formula
     entries = load_factors(path)
     pool = cls(ctx, capacity or max(len(entries), 20))
     for e in entries:
@@ -391,6 +390,17 @@ def load(cls:FactorPool,
     ic = pool.ctx.ic_series(comb, rank=False)[0]
     pool.ic = pool.best_ic = ic[torch.isfinite(ic)].mean().item()
     return pool
+
+# %% ../nbs/05_pool.ipynb #9e7fd434
+def annotate_factors(factors, # path of a factors.json, or its list of entries
+                     overwrite:bool=False, # replace interpretations that are already there
+                    )->list[dict]: # the entries with `interpretation` filled
+    "Fill the `interpretation` of every factor of a factors file from its formula."
+    entries = load_factors(factors) if isinstance(factors, (str, Path)) else [dict(e) for e in factors]
+    for e in entries:
+        if overwrite or not e.get('interpretation'): e['interpretation'] = interpret(e['expression'], e.get('weight'))
+    if isinstance(factors, (str, Path)): atomic_write_json(factors, to_jsonable(entries))
+    return entries
 
 # %% ../nbs/05_pool.ipynb #98c5b59d
 EVALUATE_KEYS = ['ic', 'rank_ic', 'icir', 'rank_icir', 'sharpe']
@@ -425,7 +435,6 @@ def _table(rows:list[dict], keys:list[str])->str:
 def evaluate(args:argparse.Namespace, # the parsed options (see `_evaluate_args`)
             )->dict: # {'factors': [...], 'combined': {...}, 'period': {...}}
     "Score each factor of `--factors`, and their combination, over [`--start`, `--end`]."
-    from alphanb.formula import FormulaCache, evaluate_formula
     entries = load_factors(args.factors)
     days = _scored_days(args.data, args.start, args.end)
     cal = calendar(args.data)

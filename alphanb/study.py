@@ -17,6 +17,7 @@ from .core import *
 from .config import TrainConfig, make_config, apply_overrides, config_dict, flatten_overrides, parse_value
 from .data import Panel, calendar, data_dir, load_panel, universes as data_universes
 from .formula import FormulaCache, evaluate_formula
+from .interpret import interpret
 from .metrics import RewardContext, daily_rank_ic
 from .pool import COMBINE_RULE, EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, load_factors, zscore_by_day
 from .library import library_formulas
@@ -278,7 +279,6 @@ def pool_records(panel:Panel, splits:Splits, entries:list[dict], # the pool: fac
                  how:dict, # how it combines and was chosen (`combination` of each entry)
                  topk:int=30, cache:FormulaCache|None=None)->list[dict]: # factors.json entries, largest |weight| first
     "A pool as `factors.json` entries, with each member's performance on the fit, select and test days (the final fold: no test)."
-    from alphanb.interpret import interpret
     ctxs = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in _spans(splits, ['fit', 'select', 'test'])}
     out = []
     for j in np.argsort(-np.abs(np.asarray([e['weight'] for e in entries])), kind='stable'):

@@ -14,6 +14,9 @@ import torch
 
 from .core import *
 from .data import Panel, RAW_FIELDS, load_panel, compute_features, universes
+from .formula import Formula, evaluate_formula
+from .interpret import interpret
+from .metrics import daily_ic, daily_rank_ic
 from .ops import ts_mean, delay
 
 # %% auto #0
@@ -66,7 +69,6 @@ def _zscore(x:np.ndarray)->np.ndarray:
 def simulate_market(spec:MarketSpec|None=None, # what to make; the demo market when None
                    )->dict: # arrays [day, stock] by field, 'dates', 'symbols', 'membership', 'index', 'planted'
     "Simulate a market whose next-day returns carry `spec.planted`; deterministic under `spec.seed`."
-    from alphanb.formula import Formula, evaluate_formula
     spec = spec or demo_spec()
     rng = np.random.default_rng(spec.seed)
     D, S = spec.n_days, spec.n_stocks
@@ -191,7 +193,6 @@ def write_qlib(mkt:dict, # from `simulate_market`
 # %% ../nbs/03a_synth.ipynb #e7081682
 def _mean_ics(f:torch.Tensor, y:torch.Tensor, valid:torch.Tensor)->dict[str, float|None]:
     "Mean daily Pearson IC and Spearman RankIC of `f` against `y` over valid stocks (None when no day has enough stocks)."
-    from alphanb.metrics import daily_ic, daily_rank_ic
     mean = lambda x: float(x[~np.isnan(x)].mean()) if (~np.isnan(x)).any() else None
     return {'ic': mean(daily_ic(f, y, valid).numpy()), 'rank_ic': mean(daily_rank_ic(f, y, valid).numpy())}
 
@@ -199,7 +200,6 @@ def make_market(out:str|Path, # directory for the Qlib data
                 spec:MarketSpec|None=None, # what to make; the demo market when None
                )->dict: # the content of `planted.json`
     "Simulate a market, write it in Qlib format to `out`, and record its planted formulas and their true IC."
-    from alphanb.formula import evaluate_formula
     spec = spec or demo_spec()
     mkt = simulate_market(spec)
     write_qlib(mkt, out)
@@ -219,8 +219,6 @@ def make_market(out:str|Path, # directory for the Qlib data
 def planted_factors(info:dict, # the content of `planted.json`
                    )->list[dict]: # entries in the `factors.json` schema
     "The planted formulas as a factors file, so the demo market's true alpha can be evaluated, backtested and exported."
-    from alphanb.formula import Formula
-    from alphanb.interpret import interpret
     out = []
     for i, p in enumerate(info['planted']):
         f = Formula.parse(p['expression'])
