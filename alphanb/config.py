@@ -12,13 +12,14 @@ from typing import Any
 from .core import *
 from .formula import VOCABULARIES
 from .library import LIBRARIES
+from .metrics import REWARD, REWARD_MODES
 
 # %% auto #0
 __all__ = ['SEED_REWARD_WEIGHTS', 'TrainConfig', 'config_keys', 'flatten_overrides', 'apply_overrides', 'check_config',
            'parse_value', 'read_config_file', 'make_config', 'config_dict', 'add_config_args', 'config_from_args']
 
 # %% ../nbs/07_config.ipynb #a1a10f4f
-SEED_REWARD_WEIGHTS = {'sharpe': 0.4, 'sortino': 0.3, 'ic': 0.2, 'turnover': 0.05, 'complexity': 0.05}
+SEED_REWARD_WEIGHTS = {t.name: t.weight for t in REWARD}   # the seed reward's default weights, by term
 
 @dataclass
 class TrainConfig:
@@ -158,7 +159,7 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     "Check values that must be in a range or one of a few choices; returns `cfg`."
     def need(ok, msg):
         if not ok: raise ConfigError(msg)
-    need(cfg.reward in ('seed', 'pool', 'ic'), f"config key 'reward' must be 'seed', 'pool' or 'ic', got {cfg.reward!r}")
+    need(cfg.reward in REWARD_MODES, f"config key 'reward' must be one of {', '.join(map(repr, REWARD_MODES))}, got {cfg.reward!r}")
     need(cfg.vocabulary in VOCABULARIES, f"config key 'vocabulary' must be one of {', '.join(map(repr, VOCABULARIES))}, got {cfg.vocabulary!r}")
     need(cfg.novelty in ('', *LIBRARIES), f"config key 'novelty' must be '' or one of {', '.join(map(repr, LIBRARIES))}, got {cfg.novelty!r}")
     need(cfg.target_base in ('', *LIBRARIES), f"config key 'target_base' must be '' or one of {', '.join(map(repr, LIBRARIES))}, got {cfg.target_base!r}")

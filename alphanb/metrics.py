@@ -4,8 +4,9 @@
 
 # %% ../nbs/04_metrics.ipynb #6442497c
 from __future__ import annotations
-import math
+import heapq, math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,10 +19,11 @@ from .formula import Formula
 from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
-__all__ = ['TRADING_DAYS', 'MIN_STOCKS', 'MIN_RETURN_STD', 'INVALID_REWARD', 'POOL_INVALID_REWARD', 'REWARD_TERMS', 'daily_corr',
-           'daily_ic', 'rank_by_day', 'daily_rank_ic', 'mean_std_ir', 'quantile_groups', 'quantile_returns',
-           'next_returns', 'top_mask', 'hold_book', 'book_returns', 'turnover_series', 'ann_return', 'sharpe',
-           'sortino', 'max_drawdown', 'complexity', 'RewardConfig', 'RewardContext', 'factor_metrics']
+__all__ = ['TRADING_DAYS', 'MIN_STOCKS', 'MIN_RETURN_STD', 'INVALID_REWARD', 'POOL_INVALID_REWARD', 'REWARD', 'REWARD_TERMS',
+           'REWARD_MODES', 'daily_corr', 'daily_ic', 'rank_by_day', 'daily_rank_ic', 'mean_std_ir', 'quantile_groups',
+           'quantile_returns', 'next_returns', 'top_mask', 'hold_book', 'book_returns', 'turnover_series', 'ann_return',
+           'sharpe', 'sortino', 'max_drawdown', 'complexity', 'RewardTerm', 'RewardConfig', 'RewardContext',
+           'factor_metrics', 'RewardMode', 'SeedReward', 'ICReward', 'PoolReward']
 
 # %% ../nbs/04_metrics.ipynb #3e7de8c9
 TRADING_DAYS = 252   # days per year for annualising
@@ -244,12 +246,33 @@ def complexity(formula=None, # a `Formula`, or None when `size` and `depth` are 
 # %% ../nbs/04_metrics.ipynb #600977b2
 INVALID_REWARD = -1.0        # seed reward of a factor that cannot be scored: the floor of the scaled reward
 POOL_INVALID_REWARD = 0.0    # pool reward of a candidate the pool cannot use (AlphaGen's choice)
-REWARD_TERMS = ['sharpe', 'sortino', 'ic', 'turnover', 'complexity']
+
+def _clip(v:float)->float: return max(-1.0, min(1.0, v))
+
+@dataclass(frozen=True)
+class RewardTerm:
+    "One term of the seed reward: its default weight, whether it rewards or penalises, its raw figure and its scaling."
+    name: str                 # key of `RewardConfig.weights` and of `reward_terms`' output
+    weight: float             # default weight
+    sign: int                 # +1: more is better; -1: a penalty
+    raw: Callable             # (inputs, config) -> float; inputs: 'returns' (the book's daily series), 'ic' (daily IC
+                              # series), 'turnover' (per rebalance), 'size' and 'depth' of the formula
+    scale: Callable           # (raw, config) -> the value that is weighted, about [-1, 1]
+
+# the seed reward is the sum of sign x weight x scaled term, in this order
+REWARD = [
+    RewardTerm('sharpe', 0.4, +1, lambda x, c: sharpe(x['returns']), lambda v, c: _clip(v / c.sharpe_scale)),
+    RewardTerm('sortino', 0.3, +1, lambda x, c: sortino(x['returns']), lambda v, c: _clip(v / c.sortino_scale)),
+    RewardTerm('ic', 0.2, +1, lambda x, c: _finite(x['ic']).mean().item(), lambda v, c: _clip(v / c.ic_scale)),
+    RewardTerm('turnover', 0.05, -1, lambda x, c: x['turnover'].mean().item() if len(x['turnover']) else 0.0, lambda v, c: v),
+    RewardTerm('complexity', 0.05, -1, lambda x, c: 0.5 * min(x['size'] / c.max_size, 1) + 0.5 * min(x['depth'] / c.max_depth, 1),
+               lambda v, c: v)]
+REWARD_TERMS = [t.name for t in REWARD]
 
 @dataclass
 class RewardConfig:
     "Weights and scales of the seed reward, and when a factor counts as degenerate."
-    weights: list|dict = field(default_factory=lambda: [0.4, 0.3, 0.2, 0.05, 0.05])  # Sharpe, Sortino, IC, Turnover, Complexity
+    weights: list|dict = field(default_factory=lambda: [t.weight for t in REWARD])  # by term, in REWARD's order
     portfolio: str = 'excess'        # series behind Sharpe/Sortino: 'excess' (top-k minus universe), 'long', 'long_short'
     ic: str = 'ic'                   # 'ic' (Pearson) or 'rank_ic'
     sharpe_scale: float = 3.0        # Sharpe that earns full marks
@@ -261,13 +284,13 @@ class RewardConfig:
     min_days: int = 20               # least number of days with an IC
 
     def weight_vector(self)->list[float]:
-        "The five weights in the order Sharpe, Sortino, IC, Turnover, Complexity."
+        "The weights in `REWARD`'s order (Sharpe, Sortino, IC, Turnover, Complexity)."
         w = self.weights
         if isinstance(w, dict):
             bad = [k for k in w if k not in REWARD_TERMS]
             if bad: raise ConfigError(f"unknown reward weight '{bad[0]}'{did_you_mean(bad[0], REWARD_TERMS)}; the terms are {', '.join(REWARD_TERMS)}")
             return [float(w.get(k, 0.0)) for k in REWARD_TERMS]
-        if len(w) != 5: raise ConfigError(f"reward weights need 5 numbers ({', '.join(REWARD_TERMS)}), got {len(w)}")
+        if len(w) != len(REWARD): raise ConfigError(f"reward weights need {len(REWARD)} numbers ({', '.join(REWARD_TERMS)}), got {len(w)}")
         return [float(v) for v in w]
 
 # %% ../nbs/04_metrics.ipynb #de9549ea
@@ -647,16 +670,12 @@ def reward_terms(self:RewardContext,
     to = _finite(b['turnover'])
     if size is None and formula is None: size, depth = 0, 0
     n_nodes, n_depth = complexity(formula, size, depth)
-    raw = {'sharpe': sharpe(r), 'sortino': sortino(r), 'ic': _finite(series).mean().item(),
-           'turnover': to.mean().item() if len(to) else 0.0,
-           'complexity': 0.5 * min(n_nodes / c.max_size, 1) + 0.5 * min(n_depth / c.max_depth, 1)}
+    inputs = {'returns': r, 'ic': series, 'turnover': to, 'size': n_nodes, 'depth': n_depth}
+    raw = {t.name: t.raw(inputs, c) for t in REWARD}
     bad = [k for k, v in raw.items() if not math.isfinite(v)]
     if bad: return invalid('a non-finite term: ' + ', '.join(bad))      # checked before clipping, which would hide a NaN
-    clip = lambda v: max(-1.0, min(1.0, v))
-    scaled = {'sharpe': clip(raw['sharpe'] / c.sharpe_scale), 'sortino': clip(raw['sortino'] / c.sortino_scale),
-              'ic': clip(raw['ic'] / c.ic_scale), 'turnover': raw['turnover'], 'complexity': raw['complexity']}
-    sign = [1, 1, 1, -1, -1]
-    total = sum(s * w * scaled[k] for s, w, k in zip(sign, self.weights, REWARD_TERMS))
+    scaled = {t.name: t.scale(raw[t.name], c) for t in REWARD}
+    total = sum(t.sign * w * scaled[t.name] for t, w in zip(REWARD, self.weights))
     return {'reward': total, 'valid': True, **{f'raw_{k}': v for k, v in raw.items()}, **scaled,
             'ic_daily': ic, 'rank_ic_daily': ric}
 
@@ -669,3 +688,45 @@ def reward(self:RewardContext,
           )->float: # the seed reward, `INVALID_REWARD` for an unusable factor
     "The seed multi-objective reward of `factor` on this context's span."
     return self.reward_terms(factor, formula, size, depth)['reward']
+
+# %% ../nbs/04_metrics.ipynb #a8263d3c
+class RewardMode:
+    "How a training run rewards a scored formula, and which formulas it extends (its elites)."
+    name = ''
+    def value(self, env, s:dict, f, canon, fresh:bool)->float:
+        "The reward of formula `f` (canonical form `canon`) whose train scores are `s`; `fresh`: scored just now."
+        raise NotImplementedError
+    def key(self, env, s:dict)->float:
+        "How good a scored formula is, for choosing the elites."
+        raise NotImplementedError
+    def elites(self, env, k:int)->list:
+        "The `k` best formulas written so far, best first."
+        ok = [s for s in env.scores.values() if s['valid'] and math.isfinite(s['ic'])]
+        return [Formula.parse(s['formula']) for s in heapq.nlargest(k, ok, key=lambda s: self.key(env, s))]
+
+class SeedReward(RewardMode):
+    "The multi-objective seed reward (`RewardContext.reward`); the pool only collects factors."
+    name = 'seed'
+    def value(self, env, s, f, canon, fresh): return s['reward']
+    def key(self, env, s): return s['reward']
+
+class ICReward(RewardMode):
+    "|train IC| less `env.size_penalty` per node of the formula as written (its canonical size ranks the elites)."
+    name = 'ic'
+    def value(self, env, s, f, canon, fresh):
+        ic = abs(s['ic']) if s['valid'] and math.isfinite(s['ic']) else 0.
+        return ic - env.size_penalty * f.size
+    def key(self, env, s):
+        size = s['size'] if 'size' in s else Formula.parse(s['formula']).size   # checkpoints before 'size'
+        return abs(s['ic']) - env.size_penalty * size
+
+class PoolReward(RewardMode):
+    "AlphaGen's: the pool's combined train IC after the formula is offered to it; the elites are the pool's members."
+    name = 'pool'
+    def value(self, env, s, f, canon, fresh):
+        if not s['valid']: return POOL_INVALID_REWARD
+        # a repeat is offered again: the pool may have changed since, and its reward is what adding it gives now
+        return s['pool_reward'] if fresh else env.offer(canon, env.factor(f))
+    def elites(self, env, k): return list(env.pool.formulas)
+
+REWARD_MODES = {m.name: m for m in (SeedReward(), PoolReward(), ICReward())}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_train.ipynb #e5b87627
 from __future__ import annotations
-import csv, heapq, io, json, math, os, random, time
+import csv, io, json, math, os, random, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from .core import *
 from .config import *
 from .data import Panel, load_panel, calendar
 from .formula import Formula, FormulaCache, Grammar, DEFAULT_FEATURES, evaluate_formula, KIND_OP
-from .metrics import RewardContext, RewardConfig, POOL_INVALID_REWARD, daily_corr
+from .metrics import RewardContext, RewardConfig, REWARD_MODES, daily_corr
 from .novelty import annotate_novelty
 from .synth import MarketSpec, synthetic_panel
 from .pool import FactorPool
@@ -127,7 +127,7 @@ class FormulaEnv:
     def __init__(self,
                  panel:Panel, # the data, with history
                  train_days:slice, # the days train metrics and rewards use
-                 reward:str='seed', # 'seed', 'pool' or 'ic'
+                 reward:str='seed', # a key of `REWARD_MODES`: 'seed', 'pool' or 'ic'
                  weights:dict|None=None, # seed reward weights
                  topk:int=30, # stocks in the top-k book
                  pool_size:int=20, # pool capacity
@@ -135,7 +135,8 @@ class FormulaEnv:
                  cache_mb:int=1024, # budget of the evaluator's sub-expression cache
                  size_penalty:float=0.0, # 'ic' reward: taken off per node of the formula
                 ):
-        self.panel, self.train_days, self.mode, self.size_penalty = panel, train_days, reward, size_penalty
+        if reward not in REWARD_MODES: raise ConfigError(f"reward must be one of {', '.join(map(repr, REWARD_MODES))}, got {reward!r}")
+        self.panel, self.train_days, self.mode, self.size_penalty = panel, train_days, REWARD_MODES[reward], size_penalty
         self.ctx = RewardContext(panel, train_days, topk=topk, config=RewardConfig(weights=dict(weights or SEED_REWARD_WEIGHTS)))
         self.pool = FactorPool(self.ctx, pool_size, corr_max)
         self.cache = FormulaCache(cache_mb * 2**20)
@@ -184,25 +185,14 @@ class FormulaEnv:
             canon = f.canonical()
             fresh = str(canon) not in self.scores
             s = self.score(f, canon)
-            if self.mode == 'seed': out.append(s['reward'])
-            elif self.mode == 'ic':
-                ic = abs(s['ic']) if s['valid'] and math.isfinite(s['ic']) else 0.
-                out.append(ic - self.size_penalty * f.size)
-            elif not s['valid']: out.append(POOL_INVALID_REWARD)
-            else:
-                # a repeat is offered again: the pool may have changed since, and its reward is what adding it gives now
-                out.append(s['pool_reward'] if fresh else self.offer(canon, self.factor(f)))
+            out.append(self.mode.value(self, s, f, canon, fresh))
         self.episodes += len(formulas)
         return torch.tensor(out, dtype=torch.float32)
 
     def elites(self, k:int, # how many
               )->list: # `Formula`s, best first
         "The `k` best formulas written so far by this run's reward; with the 'pool' reward, the pool's members."
-        if self.mode == 'pool': return list(self.pool.formulas)
-        ok = [s for s in self.scores.values() if s['valid'] and math.isfinite(s['ic'])]
-        size = lambda s: s['size'] if 'size' in s else Formula.parse(s['formula']).size   # checkpoints before 'size'
-        key = (lambda s: abs(s['ic']) - self.size_penalty * size(s)) if self.mode == 'ic' else (lambda s: s['reward'])
-        return [Formula.parse(s['formula']) for s in heapq.nlargest(k, ok, key=key)]
+        return self.mode.elites(self, k)
 
     def best(self)->dict|None:
         "The formula with the highest train RankIC so far."

@@ -68,7 +68,7 @@ def test_resume_equals_uninterrupted_risk_seeking(tmp_path, small):
     assert (tmp_path/'full'/'factors.json').read_text() == (tmp_path/'part'/'factors.json').read_text()
     cols = ['reward_mean', 'reward_max', 'best_rank_ic', 'pool_size', 'entropy', 'evaluations', 'policy_loss']
     assert full['log'][cols].equals(resumed['log'][cols])
-    for bad, msg in [({'reward': 'best'}, "'pool' or 'ic'"), ({'sampling_prior': 'flat'}, "'kind' or 'uniform'"),
+    for bad, msg in [({'reward': 'best'}, "one of 'seed', 'pool', 'ic'"), ({'sampling_prior': 'flat'}, "'kind' or 'uniform'"),
                      ({'risk_quantile': 1.0}, 'risk_quantile'), ({'size_penalty': -1}, 'size_penalty'),
                      ({'elite_share': 0.5, 'mutate_share': 0.75}, 'at most 1'), ({'elite_from': 'top'}, "'pool' or 'best'"),
                      ({'mutate_share': 1.5}, r"'mutate_share' must be in \[0, 1\]")]:
