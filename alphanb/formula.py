@@ -533,8 +533,10 @@ def from_qlib(cls:Formula, text:str, # a Qlib expression, e.g. 'Max($high, 5)/Re
 @patch
 def to_qlib(self:Formula,
              has_float_mktcap:bool=True, # how the data defines `Liquidity` (see alphanb.data.feature_qlib_expressions)
+             max_chars:int|None=None, # a `FormulaError` as soon as a part passes this length (None: no limit)
             )->str: # a Qlib expression for `D.features`
-    "The Qlib expression of this formula; a `FormulaError` names the operator when Qlib has no equivalent."
+    """The Qlib expression of this formula; a `FormulaError` names the operator when Qlib has no equivalent. Qlib spells
+    WMA and EMA out term by term, so nested ones grow exponentially: `max_chars` stops before the text is built."""
     cs = [n.op for n in self.nodes() if n.kind == 'cross_section']
     if cs: raise FormulaError(f"'{self}' uses the cross-sectional operator {cs[0]}, which Qlib's expression engine "
                               f"does not have: only formulas without Rank/ZScore have a Qlib expression")
@@ -549,8 +551,11 @@ def to_qlib(self:Formula,
         if f.op == 'Div' and f.args[1].is_const and f.args[1].value != 0:
             return f'Div({args[0]},{args[1]})'   # Qlib cannot evaluate Div(c, c) of two numbers, and x/c needs no guard
         if f.offset and f.spec.windowed: args = [table['Delay'].format(a, x=a, d=f.offset) for a in args]
-        return table[f.op].format(*args, x=args[0], y=args[1] if len(args) > 1 else None,
-                                  z=args[2] if len(args) > 2 else None, w=f.window, d=f.offset, q=f.value)
+        out = table[f.op].format(*args, x=args[0], y=args[1] if len(args) > 1 else None,
+                                 z=args[2] if len(args) > 2 else None, w=f.window, d=f.offset, q=f.value)
+        if max_chars is not None and len(out) > max_chars:
+            raise FormulaError(f"the Qlib expression of '{self}' is longer than {max_chars} characters (at {f.op})")
+        return out
     return go(self)
 
 # %% ../nbs/03_formula.ipynb #4dc688c5

@@ -21,7 +21,7 @@ from .core import *
 from .data import Panel, load_panel, calendar, universes
 from .formula import Formula, FormulaCache, evaluate_formula
 from .metrics import RewardContext
-from .pool import load_factors
+from .pool import QLIB_MAX_CHARS, load_factors
 from .backtest import BacktestConfig, backtest, benchmarks, load_benchmark
 from .interpret import interpret, formula_tree
 from .novelty import novelty
@@ -349,7 +349,7 @@ def _refresh(self:FactorInspector)->None:
     self.ic_image.value, self.decile_image.value, self.nav_image.value = (_png(self.figures[n]) for n in ['ic', 'deciles', 'nav'])
     self.formula = f
     self.tree_html.value = f"<pre style='font-size:11px;line-height:1.25'>{html.escape(formula_tree(f))}</pre>"
-    try: q = f"<b>Qlib</b>: <code>{html.escape(f.to_qlib(has_float_mktcap='$float_mktcap' in p))}</code>"
+    try: q = f"<b>Qlib</b>: <code>{html.escape(f.to_qlib(has_float_mktcap='$float_mktcap' in p, max_chars=QLIB_MAX_CHARS))}</code>"
     except FormulaError as e: q = f"<b>Qlib</b>: <i>none</i>: {html.escape(str(e))}"
     self.qlib_html.value = q
     self.interpretation_html.value = ''.join(f"<p style='margin:2px 0'>{html.escape(l)}</p>"

@@ -255,9 +255,8 @@ QLIB_MAX_CHARS = 4000   # EMA and WMA are spelled out term by term in Qlib; nest
 
 def _qlib_of(formula)->str|None:
     "The Qlib expression of `formula`, or None when it has none (cross-sectional operators) or it passes `QLIB_MAX_CHARS`."
-    try: q = formula.to_qlib()
+    try: return formula.to_qlib(max_chars=QLIB_MAX_CHARS)
     except (AlphanbError, AttributeError): return None
-    return q if len(q) <= QLIB_MAX_CHARS else None
 
 @patch
 def context(self:FactorPool, span)->RewardContext:
