@@ -59,3 +59,13 @@ def test_every_module_imports_on_its_own():
             "    importlib.import_module('alphanb.' + m)\nprint('ok')" % mods)
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=PKG.parent)
     assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr[-3000:]
+
+
+def test_package_names_load_their_module_on_first_use():
+    code = ("import sys, alphanb\nassert 'torch' not in sys.modules\n"
+            "from alphanb import Panel, Formula, load_panel, FormulaCache, Grammar, evaluate_formula, evaluate_formulas\n"
+            "import alphanb.data, alphanb.formula\nassert Panel is alphanb.data.Panel and Formula is alphanb.formula.Formula\n"
+            "assert {'Panel', 'Formula'} <= set(dir(alphanb))\n"
+            "try: alphanb.Nope\nexcept AttributeError as e: assert 'Nope' in str(e)\nelse: raise SystemExit('no error')\nprint('ok')")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=PKG.parent)
+    assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr[-3000:]

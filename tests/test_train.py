@@ -11,7 +11,7 @@ import torch
 from alphanb.config import TrainConfig, add_config_args, config_from_args, make_config
 from alphanb.core import ConfigError
 from alphanb.synth import MarketSpec, synthetic_panel
-from alphanb.train import planted, train
+from alphanb.train import FormulaEnv, planted, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,6 +73,8 @@ def test_resume_equals_uninterrupted_risk_seeking(tmp_path, small):
                      ({'elite_share': 0.5, 'mutate_share': 0.75}, 'at most 1'), ({'elite_from': 'top'}, "'pool' or 'best'"),
                      ({'mutate_share': 1.5}, r"'mutate_share' must be in \[0, 1\]")]:
         with pytest.raises(ConfigError, match=msg): make_config(bad)
+    with pytest.raises(ConfigError, match="reward must be one of 'seed', 'pool', 'ic', got 'best'"):
+        FormulaEnv(small[0], small[1], reward='best')                  # the environment used directly says the same
 
 
 def test_train_command_on_demo(tmp_path, demo_data):
