@@ -16,75 +16,21 @@ from torch import Tensor
 from .core import FormulaError, UnknownFieldError, command, did_you_mean
 from .data import RAW_FIELDS, EXTRA_FIELDS, FEATURES, feature_qlib_expressions
 from . import ops
+from .operators import (Op, OPERATORS, FAMILY_ARITY, FAMILIES, VOCABULARIES, MINING_OPERATORS, CONDITIONS,
+                               INFIX, QLIB_NAMES)
 from fastcore.basics import patch
 from .data import Panel
 
 # %% auto #0
-__all__ = ['FAMILY_ARITY', 'FAMILIES', 'OPERATORS', 'MINING_OPERATORS', 'CONDITIONS', 'QLIB_MINING_OPERATORS', 'VOCABULARIES',
-           'ALIASES', 'INFIX', 'LEAF_NAMES', 'NODE_TYPES', 'NODE_TYPE_ID', 'QLIB_NAMES', 'QLIB_ELSEWHERE',
+__all__ = ['QLIB_MINING_OPERATORS', 'ALIASES', 'INFIX', 'LEAF_NAMES', 'NODE_TYPES', 'NODE_TYPE_ID', 'QLIB_ELSEWHERE',
            'KIND_SPECIAL', 'KIND_FEATURE', 'KIND_CONST', 'KIND_OP', 'PAD', 'BOS', 'SEP', 'DEFAULT_WINDOWS',
-           'DEFAULT_OFFSETS', 'DEFAULT_CONSTANTS', 'DEFAULT_QUANTILES', 'DEFAULT_FEATURES', 'OpSpec', 'Formula',
-           'Token', 'Grammar', 'GrammarState', 'default_grammar', 'profiles', 'qlib_operators', 'random_formula',
+           'DEFAULT_OFFSETS', 'DEFAULT_CONSTANTS', 'DEFAULT_QUANTILES', 'DEFAULT_FEATURES', 'Formula', 'Token',
+           'Grammar', 'GrammarState', 'default_grammar', 'profiles', 'qlib_operators', 'random_formula',
            'random_formulas', 'FormulaCache', 'data_span', 'eval_dtype', 'evaluate_formula', 'evaluate_formulas']
 
 # %% ../nbs/03_formula.ipynb #9c5b9a7e
-FAMILY_ARITY = {'unary': 1, 'binary': 2, 'ternary': 3, 'rolling': 1, 'pair_rolling': 2, 'cross_section': 1, 'delay': 1}
-FAMILIES = list(FAMILY_ARITY)
-
-@dataclass(frozen=True)
-class OpSpec:
-    "One operator: its name in formula text, family, kernel in `alphanb.ops`, and its properties."
-    name: str                  # as written in formula text, e.g. 'Mean'
-    family: str                # a key of FAMILY_ARITY
-    kernel: str                # function name in alphanb.ops
-    commutative: bool = False  # operands may be swapped (canonical form sorts them)
-    min_window: int = 1        # smallest window that is defined (Qlib: Skew >= 3, Kurt >= 4)
-    infix: str|None = None     # '+', '-', '*', '/', '>', '&', ... for the operators written between their operands
-    elementwise: bool = False  # value at (day, stock) reads only that cell: constants fold through it
-    params: tuple = ()         # numbers after the window: ('q',) for Quantile's quantile, kept in the node's `value`
-    span: bool = False         # has a value where its inputs are missing: kept only on the days of each stock's data
-    grammar: bool = True       # in the default token vocabulary that policies write formulas with
-    @property
-    def arity(self)->int: return FAMILY_ARITY[self.family]
-    @property
-    def windowed(self)->bool: return self.family in ('rolling', 'pair_rolling')
-
-def _specs():
-    U = lambda n, k, e=True: OpSpec(n, 'unary', k, elementwise=e)
-    B = lambda n, k, c=False, i=None: OpSpec(n, 'binary', k, commutative=c, infix=i, elementwise=True)
-    R = lambda n, k, m=1: OpSpec(n, 'rolling', k, min_window=m)
-    # conditions: 1 where they hold, else 0; not for mining, where Gate, Greater and Sign already say as much
-    C = lambda n, k, i, c=False, a='binary': OpSpec(n, a, k, commutative=c, infix=i, elementwise=True, span=True, grammar=False)
-    return [U('Abs', 'abs'), U('Log', 'log'), U('Sign', 'sign'), U('Neg', 'neg'),
-            U('Jump', 'jump', False), U('Decay', 'decay', False), U('Max3', 'max3', False), U('TSum20', 'tsum20', False),
-            B('Add', 'add', True, '+'), B('Sub', 'sub', False, '-'), B('Mul', 'mul', True, '*'), B('Div', 'div', False, '/'),
-            B('Pow', 'pow'), B('Greater', 'greater', True), B('Less', 'less', True),
-            C('Gt', 'gt', '>'), C('Ge', 'ge', '>='), C('Lt', 'lt', '<'), C('Le', 'le', '<='), C('Eq', 'eq', '==', True),
-            C('Ne', 'ne', '!=', True), C('And', 'and_', '&', True), C('Or', 'or_', '|', True), C('Not', 'not_', None, a='unary'),
-            OpSpec('Gate', 'ternary', 'gate', elementwise=True),
-            R('Mean', 'ts_mean'), R('Sum', 'ts_sum'), R('Std', 'ts_std', 2), R('Var', 'ts_var', 2),
-            R('Skew', 'ts_skew', 3), R('Kurt', 'ts_kurt', 4), R('Med', 'ts_med'), R('Mad', 'ts_mad'),
-            R('TsMax', 'ts_max'), R('TsMin', 'ts_min'), R('TsRank', 'ts_rank'), R('Delta', 'ts_delta'),
-            R('WMA', 'ts_wma'), R('EMA', 'ts_ema'),
-            R('Slope', 'ts_slope', 2), R('Rsquare', 'ts_rsquare', 2), R('Resi', 'ts_resi', 2),
-            OpSpec('Quantile', 'rolling', 'ts_quantile', params=('q',)),
-            OpSpec('IdxMax', 'rolling', 'ts_argmax', span=True), OpSpec('IdxMin', 'rolling', 'ts_argmin', span=True),
-            # Qlib's own meanings, for reading Qlib expressions: the same ideas as Sum(Ne(x, x)...), WMA and EMA
-            OpSpec('Count', 'rolling', 'ts_count', span=True, grammar=False),
-            OpSpec('QlibWMA', 'rolling', 'qlib_wma', span=True, grammar=False),
-            OpSpec('QlibEMA', 'rolling', 'qlib_ema', grammar=False),
-            OpSpec('Corr', 'pair_rolling', 'ts_corr', commutative=True, min_window=2),
-            OpSpec('Cov', 'pair_rolling', 'ts_cov', commutative=True, min_window=2),
-            OpSpec('Rank', 'cross_section', 'cs_rank'), OpSpec('ZScore', 'cross_section', 'cs_zscore'),
-            OpSpec('Delay', 'delay', 'delay')]
-
-OPERATORS: dict[str, OpSpec] = {s.name: s for s in _specs()}
-MINING_OPERATORS = [o for o, s in OPERATORS.items() if s.grammar]   # every operator a policy may write
-CONDITIONS = {o for o, s in OPERATORS.items() if s.span and s.elementwise}   # value 1 where they hold, else 0
-# the vocabularies a run chooses from: 'classic', the operators of the measured runs and the planted experiment, is the
-# default; 'qlib' adds Qlib's standard alpha ingredients (trend slope, R², residual, quantiles, the day of the high/low)
-QLIB_MINING_OPERATORS = ['Slope', 'Rsquare', 'Resi', 'Quantile', 'IdxMax', 'IdxMin']
-VOCABULARIES = {'classic': [o for o in MINING_OPERATORS if o not in QLIB_MINING_OPERATORS], 'qlib': MINING_OPERATORS}
+# Qlib's standard alpha ingredients: what the 'qlib' vocabulary adds to 'classic'
+QLIB_MINING_OPERATORS = [o for o in VOCABULARIES['qlib'] if o not in VOCABULARIES['classic']]
 ALIASES = {'Ref': 'Delay', 'Max': 'Greater', 'Min': 'Less', 'Power': 'Pow'}
 INFIX = {s.infix: s.name for s in OPERATORS.values() if s.infix}
 LEAF_NAMES = RAW_FIELDS + [f for f in EXTRA_FIELDS if f not in RAW_FIELDS] + FEATURES
@@ -140,7 +86,7 @@ class Formula:
 
     # structure
     @property
-    def spec(self)->OpSpec|None: return OPERATORS.get(self.op)
+    def spec(self)->Op|None: return OPERATORS.get(self.op)
     @property
     def kind(self)->str:
         "'const', 'feature', or the operator's family."
@@ -468,29 +414,14 @@ def key(self:Formula)->str:
     "Cache key: the text of the canonical form."
     return str(_canon(self))
 
-_FIXED_LOOKBACK = {'Jump': 19, 'Decay': 2, 'Max3': 2, 'TSum20': 19}   # AlphaGPT's operators with a window of their own
-
 @patch(as_prop=True)
 def lookback(self:Formula)->int:
     "Trading days before day *t* that the value at *t* reads: windows and delays added along the deepest path."
     s = self.spec
-    own = 0 if s is None else self.window - (s.name != 'Delta') if s.windowed else _FIXED_LOOKBACK.get(s.name, 0)
+    own = 0 if s is None else self.window - (s.name != 'Delta') if s.windowed else s.lookback
     return own + self.offset + max((a.lookback for a in self.args), default=0)
 
 # %% ../nbs/03_formula.ipynb #8c3e815e
-# Qlib operator -> (alphanb operator, kind of the last argument): every operator of pyqlib 0.9.7's expression engine
-QLIB_NAMES = {'Ref': ('Delay', 'offset'), 'Mean': ('Mean', 'window'), 'Sum': ('Sum', 'window'), 'Std': ('Std', 'window'),
-              'Var': ('Var', 'window'), 'Skew': ('Skew', 'window'), 'Kurt': ('Kurt', 'window'), 'Med': ('Med', 'window'),
-              'Mad': ('Mad', 'window'), 'Max': ('TsMax', 'window'), 'Min': ('TsMin', 'window'), 'Rank': ('TsRank', 'window'),
-              'Delta': ('Delta', 'window'), 'Slope': ('Slope', 'window'), 'Rsquare': ('Rsquare', 'window'),
-              'Resi': ('Resi', 'window'), 'Quantile': ('Quantile', 'window'), 'IdxMax': ('IdxMax', 'window'),
-              'IdxMin': ('IdxMin', 'window'), 'Count': ('Count', 'window'), 'WMA': ('QlibWMA', 'window'),
-              'EMA': ('QlibEMA', 'window'), 'Corr': ('Corr', 'window'), 'Cov': ('Cov', 'window'),
-              'Abs': ('Abs', None), 'Log': ('Log', None), 'Sign': ('Sign', None), 'Power': ('Pow', None),
-              'Add': ('Add', None), 'Sub': ('Sub', None), 'Mul': ('Mul', None), 'Div': ('Div', None),
-              'Greater': ('Greater', None), 'Less': ('Less', None), 'Gt': ('Gt', None), 'Ge': ('Ge', None),
-              'Lt': ('Lt', None), 'Le': ('Le', None), 'Eq': ('Eq', None), 'Ne': ('Ne', None), 'And': ('And', None),
-              'Or': ('Or', None), 'Not': ('Not', None), 'If': ('Gate', None)}
 # Qlib operators that leave the one universe a panel holds
 QLIB_ELSEWHERE = {'Mask': "Qlib's Mask(x, instrument) reads another instrument's series (an index, say), which a panel of one "
                           "universe's stocks does not hold; load that series yourself and compare it with the factor",
@@ -500,9 +431,8 @@ QLIB_ELSEWHERE = {'Mask': "Qlib's Mask(x, instrument) reads another instrument's
                   'PFeature': "point-in-time fields ($$name) are not read by alphanb's panels"}
 
 def _qlib_table()->dict[str, str]:
-    "alphanb operator -> Qlib template, from alphanb.ops' translation table (kernel name -> template)."
-    table = getattr(ops, 'QLIB', None) or {}
-    return {s.name: table[s.kernel] for s in OPERATORS.values() if s.kernel in table}
+    "alphanb operator -> Qlib template (the records' `qlib`)."
+    return {s.name: s.qlib for s in OPERATORS.values() if s.qlib is not None}
 
 class _QlibParser(_Parser):
     def unsupported(self, name):
@@ -546,7 +476,7 @@ def to_qlib(self:Formula,
         if f.kind == 'feature':
             return f.op if f.op.startswith('$') else f'({features[f.op]})'   # a seed feature is written out
         if f.op not in table:
-            raise FormulaError(f"the operator {f.op} has no Qlib translation in alphanb.ops (formula '{self}')")
+            raise FormulaError(f"the operator {f.op} has no Qlib spelling in its record (alphanb.operators; formula '{self}')")
         args = [go(a) for a in f.args]
         if f.op == 'Div' and f.args[1].is_const and f.args[1].value != 0:
             return f'Div({args[0]},{args[1]})'   # Qlib cannot evaluate Div(c, c) of two numbers, and x/c needs no guard
@@ -884,7 +814,7 @@ def profiles(formulas:Iterable[Formula|str], # formulas or their text
 
 # %% ../nbs/03_formula.ipynb #ff2e361b
 def qlib_operators()->list[str]:
-    "The operators `to_qlib` can write: those with a translation in `alphanb.ops.QLIB`, cross-sectional ones excepted."
+    "The operators `to_qlib` can write: those whose record has a Qlib spelling, cross-sectional ones excepted."
     table = _qlib_table()
     return [o for o, s in OPERATORS.items() if o in table and s.family != 'cross_section']
 
@@ -970,12 +900,10 @@ class FormulaCache:
         return (f"FormulaCache({len(self)} tensors, {self.nbytes / 2**20:.1f} MiB of {self.max_bytes / 2**20:.0f} MiB, "
                 f"{self.hits} hits, {self.misses} misses)")
 
-def _kernel(spec:OpSpec):
+def _kernel(spec:Op):
     k = getattr(ops, spec.kernel, None)
     if k is None: raise FormulaError(f"the operator {spec.name} has no kernel: alphanb.ops has no '{spec.kernel}'")
     return k
-
-_SHIFT_INVARIANT = {'ts_var', 'ts_std', 'ts_cov', 'ts_corr'}   # kernels built on raw window sums of x, x*x, x*y
 
 def _shifted(x:Tensor, # [day, stock]
             )->Tensor: # [day, stock] x minus each stock's first value
@@ -1019,9 +947,9 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype)->Tens
         xs = [_evaluate(panel, a, cache, memo, dtype) for a in f.args]
         if spec.family == 'cross_section':
             xs = [torch.where(panel.member, xs[0], float('nan'))]
-        if spec.kernel in _SHIFT_INVARIANT: xs = [_shifted(a) for a in xs]
+        if spec.shifted: xs = [_shifted(a) for a in xs]
         extra = [f.window, f.value][:1 + len(spec.params)] if spec.windowed else [f.offset] if spec.family == 'delay' else []
-        kw = {'start': data_span(panel)[0]} if ops.OPS[spec.kernel].start else {}
+        kw = {'start': data_span(panel)[0]} if spec.start else {}
         out = _kernel(spec)(*xs, *extra, **kw)
         if spec.span: out = torch.where(data_span(panel)[1], out, float('nan'))   # Qlib has no row outside a stock's data
     out = out.to(dtype)

@@ -64,24 +64,7 @@ THEMES = {
                    'stocks with fewer splits and dividends do better'),
 }
 
-# operator -> short gloss for the tree drawing
-OP_TEXT = {
-    'Abs': 'absolute value', 'Log': 'natural log', 'Sign': 'sign (−1, 0, +1)', 'Neg': 'minus',
-    'Jump': 'jump size beyond 3σ of 20 days', 'Decay': 'x + 0.8·x₋₁ + 0.6·x₋₂', 'Max3': 'highest of 3 days',
-    'TSum20': 'sum of 20 days', 'Add': 'plus', 'Sub': 'minus', 'Mul': 'times', 'Div': 'ratio', 'Pow': 'power',
-    'Greater': 'larger of two', 'Less': 'smaller of two', 'Gate': 'x if c > 0 else y',
-    'Mean': 'rolling average', 'Sum': 'rolling sum', 'Std': 'rolling volatility', 'Var': 'rolling variance',
-    'Skew': 'rolling skewness', 'Kurt': 'rolling kurtosis', 'Med': 'rolling median', 'Mad': 'rolling mean abs. deviation',
-    'TsMax': 'rolling high', 'TsMin': 'rolling low', 'TsRank': 'percentile in its own history', 'Delta': 'change over the window',
-    'WMA': 'linearly weighted average', 'EMA': 'exponential average', 'Corr': 'rolling correlation',
-    'Cov': 'rolling covariance', 'Rank': 'cross-sectional percentile', 'ZScore': 'cross-sectional z-score',
-    'Delay': 'value days ago', 'Gt': 'is above (1/0)', 'Ge': 'is at least (1/0)', 'Lt': 'is below (1/0)',
-    'Le': 'is at most (1/0)', 'Eq': 'equals (1/0)', 'Ne': 'differs from (1/0)', 'And': 'both hold (1/0)',
-    'Or': 'either holds (1/0)', 'Not': 'does not hold (1/0)', 'Slope': 'trend slope per day', 'Rsquare': 'trend R²',
-    'Resi': 'distance from the trend line', 'Quantile': 'rolling quantile', 'IdxMax': 'day of the window high (1 = oldest)',
-    'IdxMin': 'day of the window low (1 = oldest)', 'Count': 'days with a value', 'QlibWMA': "Qlib's WMA (weighted sum / days)",
-    'QlibEMA': "Qlib's EMA (since the first day loaded)",
-}
+OP_TEXT = {o: s.gloss for o, s in OPERATORS.items()}   # operator -> short gloss for the tree drawing (its record's)
 
 # %% ../nbs/09a_interpret.ipynb #04d3bdd3
 def _num(v:float)->str: return str(Formula('Const', value=v))
@@ -92,13 +75,7 @@ def _arith(f:Formula)->bool: return f.op in ('Add', 'Sub', 'Mul', 'Div', 'Neg') 
 
 def _days(n:int)->str: return f"{n} day{'s' if n != 1 else ''}"
 
-_STAT = {'Mean': 'average', 'Sum': 'total', 'Std': 'volatility', 'Var': 'variance', 'Skew': 'skewness', 'Kurt': 'kurtosis',
-         'Med': 'median', 'Mad': 'mean absolute deviation', 'TsMax': 'highest value', 'TsMin': 'lowest value',
-         'Delta': 'change', 'WMA': 'weighted average', 'EMA': 'exponential average', 'TsRank': "percentile of today's value",
-         'Slope': 'trend slope', 'Rsquare': 'trend R²', 'Resi': 'distance from the trend', 'IdxMax': 'day of the high',
-         'IdxMin': 'day of the low', 'Count': 'number of days with a value', 'QlibWMA': 'weighted mean (Qlib)',
-         'QlibEMA': 'exponential average (Qlib)'}
-_COMPARE = {'Gt': 'is above', 'Ge': 'is at least', 'Lt': 'is below', 'Le': 'is at most', 'Eq': 'equals', 'Ne': 'differs from'}
+_STAT = {o: s.stat for o, s in OPERATORS.items() if s.stat}   # a rolling statistic's noun, from its record
 
 def _quantile(q:float)->str: return 'median' if q == 0.5 else f"{round(q * 100):d}th percentile"
 
@@ -125,38 +102,15 @@ def describe(formula:Formula|str, # a formula or its text
         if op == 'Sub': return f"{l} minus {r}"
         if op == 'Mul': return f"{r} × {l}" if b.is_const and not a.is_const else f"{l} × {r}"
         return f"{l} divided by {r}" if b.is_const else f"{l} relative to {r}"
-    unary = {'Abs': f"the size of {o0}", 'Log': f"the log of {o0}", 'Sign': f"the sign of {o0}",
-             'Neg': f"minus {o0}",
-             'Jump': f"jumps in {x} (how far it sits beyond 3 standard deviations of its last 20 days)",
-             'Decay': f"{o0} decayed over 3 days (today + 0.8 × yesterday + 0.6 × the day before)",
-             'Max3': f"the highest {x} of the last 3 days", 'TSum20': f"the total {x} over 20 days",
-             'Rank': f"the cross-sectional rank of {o0} (its percentile among the day's stocks)",
-             'ZScore': f"the cross-sectional z-score of {o0}"}
-    if op in unary: return unary[op]
-    if op == 'Pow': return f"{o0} to the power {o1}"
-    if op in _COMPARE: return f"whether {o0} {_COMPARE[op]} {o1} (1 or 0)"
-    if op in ('And', 'Or'): return f"whether {'both' if op == 'And' else 'either'} {o0} {'and' if op == 'And' else 'or'} {o1} hold (1 or 0)"
-    if op == 'Not': return f"whether {o0} fails (1 or 0)"
-    if op == 'Greater': return f"the larger of {o0} and {o1}"
-    if op == 'Less': return f"the smaller of {o0} and {o1}"
+    spec = OPERATORS[op]
+    words = lambda: spec.phrase.format(x=x, o0=o0, o1=o1, o2=o2, q=_quantile(f.value or 0.))
+    if not spec.windowed and spec.family != 'delay' and spec.phrase: return words()   # the record's phrase
     if op == 'Gate':
         par = lambda i: ps[i] if f.args[i].kind == 'feature' or f.args[i].is_const else f"({ps[i]})"
         return f"{par(1)} where {par(0)} is positive, otherwise {par(2)}"
     if op == 'Delay':
         d = f.offset
         return f"yesterday's {_bare(ps[0])}" if d == 1 and not _arith(f.args[0]) else f"{o0}, {_days(d)} earlier"
-    rolling = {'Mean': f"the average {x}", 'Sum': f"the total {x}", 'Std': f"the volatility of {o0}",
-               'Var': f"the variance of {o0}", 'Skew': f"the skewness of {o0}",
-               'Kurt': f"the kurtosis (tail heaviness) of {o0}", 'Med': f"the median {x}",
-               'Mad': f"the mean absolute deviation of {o0}", 'TsMax': f"the highest {x}", 'TsMin': f"the lowest {x}",
-               'Delta': f"the change in {x}", 'WMA': f"the weighted average {x}",
-               'EMA': f"the exponential average {x}", 'Corr': f"the correlation of {o0} and {o1}",
-               'Cov': f"the covariance of {o0} and {o1}", 'Slope': f"the trend slope (change per day) of {o0}",
-               'Rsquare': f"how straight the path of {o0} is (R² of a line through it)",
-               'Resi': f"how far today's {x} sits above its trend line",
-               'Quantile': f"the {_quantile(f.value or 0.)} {x}", 'IdxMax': f"the day of the highest {x}",
-               'IdxMin': f"the day of the lowest {x}", 'Count': f"the number of days with {x}",
-               'QlibWMA': f"Qlib's weighted mean {x}", 'QlibEMA': f"Qlib's exponential average {x} since the first day loaded"}
     ending = f" ending {_days(f.offset)} ago" if f.offset else ''
     note = ", recent days counting more" if op == 'WMA' else ''
     simple = [a.kind == 'feature' or (a.op == 'Delay' and a.args[0].kind == 'feature') or a.is_const for a in f.args]
@@ -165,16 +119,14 @@ def describe(formula:Formula|str, # a formula or its text
         stat = _quantile(f.value) if op == 'Quantile' else _STAT[op]
         return f"the {stat} over {'the last ' if op in ('TsMax', 'TsMin', 'TsRank') else ''}{_days(w)}{ending} of ({ps[0]}){note}"
     if op == 'TsRank': text, span = f"where today's {x} ranks among", f"its last {_days(w)}"
-    else: text, span = rolling[op], f"over {_days(w)}" if op not in ('TsMax', 'TsMin', 'IdxMax', 'IdxMin') else f"of the last {_days(w)}"
+    else: text, span = words(), f"over {_days(w)}" if op not in ('TsMax', 'TsMin', 'IdxMax', 'IdxMin') else f"of the last {_days(w)}"
     if op in ('IdxMax', 'IdxMin'): note = ' (1 = the oldest day)'
     if op in ('TsMax', 'TsMin') and f.offset: span = f"of the {_days(w)}"
     return f"{text} {span}{ending}{note}"
 
 # %% ../nbs/09a_interpret.ipynb #317bd3ef
 _POSITIVE = {'price', 'activity', 'liquidity', 'size', 'adjustment'}   # themes of leaves that are never negative
-_KEEP = {'Log', 'Sign', 'Rank', 'ZScore', 'Mean', 'Sum', 'Med', 'TsMax', 'TsMin', 'EMA', 'WMA', 'Delay', 'Decay', 'Max3',
-         'TSum20', 'TsRank', 'Delta', 'Jump', 'Greater', 'Less', 'Slope', 'Resi', 'Quantile', 'QlibWMA', 'QlibEMA',
-         'And', 'Or'}
+_KEEP = {o for o, s in OPERATORS.items() if s.monotone}   # rise with their operands: a driver's sign passes through
 
 def drivers(formula:Formula|str, # a formula or its text
             sign:int=1, # +1: the factor as written; -1: its opposite

@@ -15,18 +15,39 @@ from .pool import load_factors
 from .backtest import BacktestConfig, limit_prices, limit_rate
 
 # %% auto #0
-__all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'np_gt', 'np_ge', 'np_lt', 'np_le', 'np_eq', 'np_ne', 'NP_OPERATORS', 'FEATURE_LOOKBACK',
-           'SHIFTED', 'SPAN', 'START', 'FACTORS_FILE', 'MODEL_FILE', 'RAW_BAR_FIELDS', 'RECORD', 'SELLS', 'INDEX_CODES',
-           'JQ_ONLY', 'as_f32', 'np_delay', 'np_ts_sum', 'np_ts_mean', 'np_ts_var', 'np_ts_std', 'np_ts_skew',
-           'np_ts_kurt', 'np_ts_mad', 'np_ts_med', 'np_ts_max', 'np_ts_min', 'np_ts_rank', 'np_ts_delta', 'np_ts_wma',
-           'np_ts_ema', 'np_ts_cov', 'np_ts_corr', 'np_ts_slope', 'np_ts_rsquare', 'np_ts_resi', 'np_ts_quantile',
-           'np_ts_count', 'np_ts_argmax', 'np_ts_argmin', 'np_qlib_wma', 'np_qlib_ema', 'ema_memory', 'np_and', 'np_or',
-           'np_not', 'np_cs_rank', 'np_cs_zscore', 'np_div', 'np_log', 'np_pow', 'np_gate', 'np_jump', 'np_decay',
-           'np_max3', 'np_tsum20', 'tree_lookback', 'data_span', 'np_evaluate', 'np_features', 'jq_code', 'qlib_symbol',
-           'anchor_factors', 'load_bars', 'needed_rows', 'member_mask', 'zscore_day', 'combine_signal', 'top_k',
-           'load_export', 'stamp_tax_on', 'initialize', 'fen', 'buy_sizes', 'factor_values', 'trade', 'formula_tree',
+__all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'np_gt', 'np_ge', 'np_lt', 'np_le', 'np_eq', 'np_ne', 'NP_OPERATORS', 'SHIFTED', 'SPAN',
+           'START', 'FEATURE_LOOKBACK', 'FACTORS_FILE', 'MODEL_FILE', 'RAW_BAR_FIELDS', 'RECORD', 'SELLS',
+           'INDEX_CODES', 'JQ_ONLY', 'operator_table_source', 'as_f32', 'np_delay', 'np_ts_sum', 'np_ts_mean',
+           'np_ts_var', 'np_ts_std', 'np_ts_skew', 'np_ts_kurt', 'np_ts_mad', 'np_ts_med', 'np_ts_max', 'np_ts_min',
+           'np_ts_rank', 'np_ts_delta', 'np_ts_wma', 'np_ts_ema', 'np_ts_cov', 'np_ts_corr', 'np_ts_slope',
+           'np_ts_rsquare', 'np_ts_resi', 'np_ts_quantile', 'np_ts_count', 'np_ts_argmax', 'np_ts_argmin',
+           'np_qlib_wma', 'np_qlib_ema', 'ema_memory', 'np_and', 'np_or', 'np_not', 'np_cs_rank', 'np_cs_zscore',
+           'np_div', 'np_log', 'np_pow', 'np_gate', 'np_jump', 'np_decay', 'np_max3', 'np_tsum20', 'np_ts_zscore',
+           'tree_lookback', 'data_span', 'np_evaluate', 'np_features', 'jq_code', 'qlib_symbol', 'anchor_factors',
+           'load_bars', 'needed_rows', 'member_mask', 'zscore_day', 'combine_signal', 'top_k', 'load_export',
+           'stamp_tax_on', 'initialize', 'fen', 'buy_sizes', 'factor_values', 'trade', 'formula_tree',
            'check_exportable', 'trading_rules', 'strategy_source', 'export_joinquant', 'write_template',
            'template_is_current', 'Position', 'Portfolio', 'raw_volume_money', 'LocalJoinQuant']
+
+# %% ../nbs/10_joinquant.ipynb #f80cb2ab
+def _np_extra(s)->int|None: return None if s.windowed or s.family == 'delay' else s.lookback
+
+def _operator_tables(ns:dict, # the strategy's namespace, where its numpy kernels are defined
+                    )->tuple[dict, set, set, set]: # NP_OPERATORS, SHIFTED, SPAN, START
+    "The strategy's operator tables from the records: name -> (family, numpy kernel, days read beyond today; None: the window)."
+    kernel = lambda n: getattr(np, n[3:]) if n.startswith('np.') else ns[n]
+    table = {o: (s.family, kernel(s.np_kernel), _np_extra(s)) for o, s in OPERATORS.items()}
+    return (table, {o for o, s in OPERATORS.items() if s.shifted}, {o for o, s in OPERATORS.items() if s.span},
+            {o for o, s in OPERATORS.items() if s.start})
+
+def operator_table_source()->str:
+    "The strategy file's operator tables as Python text (literals naming its numpy kernels), from the records."
+    names = lambda pred: '{' + ', '.join(repr(o) for o, s in OPERATORS.items() if pred(s)) + '}'
+    return '\n'.join(['NP_OPERATORS = {   # name -> (family, numpy kernel, days of history read beyond today; None: the window)',
+                      *[f"    {o!r}: ({s.family!r}, {s.np_kernel}, {_np_extra(s)!r})," for o, s in OPERATORS.items()], '}',
+                      f"SHIFTED = {names(lambda s: s.shifted)}   # inputs minus each stock's first value (fewer digits lost)",
+                      f"SPAN = {names(lambda s: s.span)}   # kept within each stock's data",
+                      f"START = {names(lambda s: s.start)}   # count from each stock's first day of data"])
 
 # %% ../nbs/10_joinquant.ipynb #c194c525
 # >>> strategy.py
@@ -489,30 +510,15 @@ def np_tsum20(x):
     "Sum of the last 20 days."
     return np_ts_sum(x, 20)
 
+@_quiet
+def np_ts_zscore(x, w):
+    "(x − rolling mean) / rolling standard deviation of the last `w` days; NaN where the deviation is 0."
+    return np_div(x - np_ts_mean(x, w), np_ts_std(x, w))
+
 # %% ../nbs/10_joinquant.ipynb #053d41ab
-NP_OPERATORS = {   # name -> (family, kernel, days of history read beyond today; None: the window)
-    'Abs': ('unary', np.abs, 0), 'Log': ('unary', np_log, 0), 'Sign': ('unary', np.sign, 0), 'Neg': ('unary', np.negative, 0),
-    'Jump': ('unary', np_jump, 19), 'Decay': ('unary', np_decay, 2), 'Max3': ('unary', np_max3, 2),
-    'TSum20': ('unary', np_tsum20, 19),
-    'Add': ('binary', np.add, 0), 'Sub': ('binary', np.subtract, 0), 'Mul': ('binary', np.multiply, 0),
-    'Div': ('binary', np_div, 0), 'Pow': ('binary', np_pow, 0), 'Greater': ('binary', np.maximum, 0),
-    'Less': ('binary', np.minimum, 0), 'Gate': ('ternary', np_gate, 0),
-    'Gt': ('binary', np_gt, 0), 'Ge': ('binary', np_ge, 0), 'Lt': ('binary', np_lt, 0), 'Le': ('binary', np_le, 0),
-    'Eq': ('binary', np_eq, 0), 'Ne': ('binary', np_ne, 0), 'And': ('binary', np_and, 0), 'Or': ('binary', np_or, 0),
-    'Not': ('unary', np_not, 0),
-    'Mean': ('rolling', np_ts_mean, None), 'Sum': ('rolling', np_ts_sum, None), 'Std': ('rolling', np_ts_std, None),
-    'Var': ('rolling', np_ts_var, None), 'Skew': ('rolling', np_ts_skew, None), 'Kurt': ('rolling', np_ts_kurt, None),
-    'Med': ('rolling', np_ts_med, None), 'Mad': ('rolling', np_ts_mad, None), 'TsMax': ('rolling', np_ts_max, None),
-    'TsMin': ('rolling', np_ts_min, None), 'TsRank': ('rolling', np_ts_rank, None), 'Delta': ('rolling', np_ts_delta, None),
-    'WMA': ('rolling', np_ts_wma, None), 'EMA': ('rolling', np_ts_ema, None),
-    'Slope': ('rolling', np_ts_slope, None), 'Rsquare': ('rolling', np_ts_rsquare, None), 'Resi': ('rolling', np_ts_resi, None),
-    'Quantile': ('rolling', np_ts_quantile, None), 'Count': ('rolling', np_ts_count, None),
-    'IdxMax': ('rolling', np_ts_argmax, None), 'IdxMin': ('rolling', np_ts_argmin, None),
-    'QlibWMA': ('rolling', np_qlib_wma, None), 'QlibEMA': ('rolling', np_qlib_ema, None),
-    'Corr': ('pair_rolling', np_ts_corr, None), 'Cov': ('pair_rolling', np_ts_cov, None),
-    'Rank': ('cross_section', np_cs_rank, 0), 'ZScore': ('cross_section', np_cs_zscore, 0),
-    'Delay': ('delay', np_delay, None),
-}
+# >>> operator table: `strategy_source` writes it out from the records of alphanb.operators (this file runs without alphanb)
+NP_OPERATORS, SHIFTED, SPAN, START = _operator_tables(globals())
+# <<< operator table
 FEATURE_LOOKBACK = {'Returns': 1, 'Liquidity': 59, 'Pressure': 0, 'FOMO': 19, 'Deviation': 19, 'LogVolume': 0}
 
 def tree_lookback(tree):
@@ -526,10 +532,6 @@ def tree_lookback(tree):
     if op == 'QlibEMA': return inner + tree['offset'] + ema_memory(tree['window'])   # its memory has no end
     if fam in ('rolling', 'pair_rolling'): return inner + tree['offset'] + tree['window'] - (0 if op == 'Delta' else 1)
     return inner + extra
-
-SHIFTED = {'Var', 'Std', 'Cov', 'Corr'}   # alphanb subtracts each stock's first value from their inputs (fewer digits lost)
-SPAN = {'Gt', 'Ge', 'Lt', 'Le', 'Eq', 'Ne', 'And', 'Or', 'Not', 'IdxMax', 'IdxMin', 'Count', 'QlibWMA'}   # kept within each stock's data
-START = {'IdxMax', 'IdxMin', 'QlibWMA'}   # count from each stock's first day of data
 
 def data_span(bars):
     "Each stock's first row with a close, and `[day, stock]` True from it to its last row with one (alphanb's `data_span`)."
@@ -933,6 +935,9 @@ def strategy_source()->str:
     a = next(i for i, l in enumerate(lines) if l.startswith('# >>> strategy.py'))
     b = next(i for i, l in enumerate(lines) if l.startswith('# <<< strategy.py'))
     body = [l for l in lines[a + 1:b] if not l.startswith('# %% ')]
+    t0 = next(i for i, l in enumerate(body) if l.startswith('# >>> operator table'))
+    t1 = next(i for i, l in enumerate(body) if l.startswith('# <<< operator table'))
+    body[t0:t1 + 1] = operator_table_source().splitlines()       # the tables as literals: the file runs without alphanb
     head = ['"""alphanb factor strategy for JoinQuant.',
             '',
             'Upload alphanb_factors.json and alphanb_model.npz (written by `alphanb export-joinquant`) to the root of',

@@ -16,12 +16,12 @@ try: import numba
 except ImportError: numba = None   # the tensor kernels below work without it, more slowly on the CPU
 
 # %% auto #0
-__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'OPS', 'QLIB', 'QLIB_OPS',
-           'delay', 'ts_max', 'ts_min', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad',
-           'ts_rank', 'ts_med', 'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'add',
-           'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate', 'jump', 'decay', 'max3',
-           'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_',
-           'or_', 'not_', 'qlib_wma', 'qlib_ema', 'Kernel', 'QlibExpansion']
+__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay', 'ts_max', 'ts_min',
+           'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta',
+           'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'add', 'sub', 'mul', 'div', 'neg', 'abs',
+           'log', 'sign', 'pow', 'greater', 'less', 'gate', 'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare',
+           'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma',
+           'qlib_ema', 'ts_zscore']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -936,92 +936,9 @@ def qlib_ema(x:Tensor, # [day, stock]
         out[t] = avg
     return out.to(x.dtype)
 
-# %% ../nbs/01_ops.ipynb #f260aa2d
-@dataclass(frozen=True)
-class Kernel:
-    "One kernel of `alphanb.ops`."
-    name: str          # function name in this module
-    fn: Callable       # the kernel
-    arity: int         # tensor operands
-    windowed: bool     # a window (a day count for `delay`) follows the operands
-    kind: str          # 'elementwise' | 'rolling' | 'pair_rolling' | 'cross_section'
-    params: tuple = () # further parameters after the window, e.g. ('q',) for ts_quantile
-    start: bool = False  # takes `start=` [stock], the row of each stock's first day of data
-
-def _kernels():
-    E, R = 'elementwise', 'rolling'
-    rows = [(n, 1, False, E) for n in ['neg', 'abs', 'log', 'sign']]
-    rows += [(n, 2, False, E) for n in ['add', 'sub', 'mul', 'div', 'pow', 'greater', 'less']]
-    rows += [(n, 2, False, E) for n in ['gt', 'ge', 'lt', 'le', 'eq', 'ne', 'and_', 'or_']] + [('not_', 1, False, E)]
-    rows += [('gate', 3, False, E), ('delay', 1, True, R)]
-    rows += [(n, 1, True, R) for n in ['ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_med', 'ts_mad',
-                                       'ts_max', 'ts_min', 'ts_rank', 'ts_delta', 'ts_wma', 'ts_ema',
-                                       'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count',
-                                       'ts_argmax', 'ts_argmin', 'qlib_wma', 'qlib_ema']]
-    rows += [(n, 2, True, 'pair_rolling') for n in ['ts_corr', 'ts_cov']]
-    rows += [(n, 1, False, R) for n in ['jump', 'decay', 'max3', 'tsum20']]
-    rows += [(n, 1, False, 'cross_section') for n in ['cs_rank', 'cs_zscore']]
-    params, start = {'ts_quantile': ('q',)}, {'ts_argmax', 'ts_argmin', 'qlib_wma'}
-    return {n: Kernel(n, globals()[n], a, wd, k, params.get(n, ()), n in start) for n, a, wd, k in rows}
-
-OPS: dict[str, Kernel] = _kernels()
-
-class QlibExpansion:
-    "A Qlib spelling that depends on the window: `.format(x, w=...)` like a `str.format` template."
-    def __init__(self, fn:Callable): self.fn = fn
-    def format(self, *args, x=None, w=None, **kw): return self.fn(args[0] if args else x, w)
-    def __repr__(self): return f'QlibExpansion({self.fn.__name__})'
-
-def _balanced(op:str, terms:list[str])->str:
-    "`op(op(a,b),op(c,d))` rather than a deep chain, so long sums stay shallow for Qlib's parser."
-    while len(terms) > 1:
-        terms = [f'{op}({terms[i]},{terms[i+1]})' if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    return terms[0]
-
-def _qlib_weighted_mean(x:str, # Qlib expression of the series
-                        weights:list[float], # weight of the value k days back, k = 0..w-1
-                       )->str: # Qlib expression of the NaN-skipping weighted mean
-    refs = [x if k == 0 else f'Ref({x},{k})' for k in range(len(weights))]
-    num = [f'Mul(If(Eq({r},{r}),{r},0),{wk!r})' for r, wk in zip(refs, weights)]
-    den = [f'Mul(If(Eq({r},{r}),1,0),{wk!r})' for r, wk in zip(refs, weights)]
-    return f'Div({_balanced("Add", num)},{_balanced("Add", den)})'
-
-def _qlib_wma(x, w): return _qlib_weighted_mean(x, [w - k for k in range(w)])
-def _qlib_ema(x, w): return _qlib_weighted_mean(x, [(1 - 2 / (w + 1)) ** k for k in range(w)])
-
-_QDIV = 'Mul(Div({0},{1}),Div({1},{1}))'
-_QJUMP = ('Greater(Sub(' + _QDIV.format(f'Sub({{x}},Mean({{x}},{JUMP_WINDOW}))', f'Std({{x}},{JUMP_WINDOW})')
-          + ',3),0)')
-
-QLIB: dict = {
-    'add': 'Add({x},{y})', 'sub': 'Sub({x},{y})', 'mul': 'Mul({x},{y})', 'div': _QDIV.format('{x}', '{y}'),
-    'neg': 'Mul({x},-1)', 'abs': 'Abs({x})', 'log': 'Log(If(Gt({x},0),{x},-1))', 'sign': 'Sign({x})',
-    'pow': 'Power({x},{y})', 'greater': 'Greater({x},{y})', 'less': 'Less({x},{y})', 'gate': 'If(Gt({x},0),{y},{z})',
-    'delay': 'Ref({x},{d})', 'ts_sum': 'Sum({x},{w})', 'ts_mean': 'Mean({x},{w})', 'ts_var': 'Var({x},{w})',
-    'ts_std': 'Std({x},{w})', 'ts_skew': 'Skew({x},{w})', 'ts_kurt': 'Kurt({x},{w})', 'ts_med': 'Med({x},{w})',
-    'ts_mad': 'Mad({x},{w})', 'ts_max': 'Max({x},{w})', 'ts_min': 'Min({x},{w})', 'ts_rank': 'Rank({x},{w})',
-    'ts_delta': 'Sub({x},Ref({x},{w}))', 'ts_wma': QlibExpansion(_qlib_wma), 'ts_ema': QlibExpansion(_qlib_ema),
-    'ts_corr': 'Corr({x},{y},{w})', 'ts_cov': 'Cov({x},{y},{w})',
-    'jump': _QJUMP, 'decay': 'Add(Add({x},Mul(Ref({x},1),0.8)),Mul(Ref({x},2),0.6))',
-    'max3': 'Max({x},3)', 'tsum20': 'Sum({x},20)',
-    # Qlib's comparisons give booleans, on which its `+` is a logical or: times 1 they are the numbers 0 and 1
-    'gt': 'Mul(Gt({x},{y}),1)', 'ge': 'Mul(Ge({x},{y}),1)', 'lt': 'Mul(Lt({x},{y}),1)', 'le': 'Mul(Le({x},{y}),1)',
-    'eq': 'Mul(Eq({x},{y}),1)', 'ne': 'Mul(Ne({x},{y}),1)', 'and_': 'Mul(And(Ne({x},0),Ne({y},0)),1)',
-    'or_': 'Mul(Or(Ne({x},0),Ne({y},0)),1)', 'not_': 'Mul(Not(Ne({x},0)),1)',
-    'ts_slope': 'Slope({x},{w})', 'ts_rsquare': 'Rsquare({x},{w})', 'ts_resi': 'Resi({x},{w})',
-    'ts_quantile': 'Quantile({x},{w},{q})', 'ts_count': 'Count({x},{w})', 'ts_argmax': 'IdxMax({x},{w})',
-    'ts_argmin': 'IdxMin({x},{w})', 'qlib_wma': 'WMA({x},{w})', 'qlib_ema': 'EMA({x},{w})'}
-
-_QLIB_MIN_WINDOW = {'ts_skew': 3, 'ts_kurt': 4}   # Qlib raises below these
-
-def _qlib_fn(name:str):
-    tpl = QLIB[name]
-    def to_qlib(*args:str, window:int|None=None, q:float|None=None)->str|None:
-        if window is not None and window < _QLIB_MIN_WINDOW.get(name, 0): return None
-        if name == 'delay' and window == 0: return args[0]        # Qlib's Ref(x, 0) is the first value, not x
-        xyz = dict(zip('xyz', args))
-        return tpl.format(*args, **xyz, w=window, d=window, q=q)
-    to_qlib.__name__ = f'qlib_{name}'
-    return to_qlib
-
-QLIB_OPS: dict[str, Callable|None] = {n: (_qlib_fn(n) if n in QLIB else None) for n in OPS}
+# %% ../nbs/01_ops.ipynb #85a236cc
+def ts_zscore(x:Tensor, # [day, stock]
+              w:int, # window length, >= 2
+             )->Tensor: # [day, stock]
+    "(x − rolling mean) / rolling standard deviation of the last `w` days, NaN skipped; NaN where the deviation is 0."
+    return div(sub(x, ts_mean(x, w)), ts_std(x, w))

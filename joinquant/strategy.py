@@ -461,29 +461,70 @@ def np_tsum20(x):
     "Sum of the last 20 days."
     return np_ts_sum(x, 20)
 
-NP_OPERATORS = {   # name -> (family, kernel, days of history read beyond today; None: the window)
-    'Abs': ('unary', np.abs, 0), 'Log': ('unary', np_log, 0), 'Sign': ('unary', np.sign, 0), 'Neg': ('unary', np.negative, 0),
-    'Jump': ('unary', np_jump, 19), 'Decay': ('unary', np_decay, 2), 'Max3': ('unary', np_max3, 2),
+@_quiet
+def np_ts_zscore(x, w):
+    "(x − rolling mean) / rolling standard deviation of the last `w` days; NaN where the deviation is 0."
+    return np_div(x - np_ts_mean(x, w), np_ts_std(x, w))
+
+NP_OPERATORS = {   # name -> (family, numpy kernel, days of history read beyond today; None: the window)
+    'Abs': ('unary', np.abs, 0),
+    'Log': ('unary', np_log, 0),
+    'Sign': ('unary', np.sign, 0),
+    'Neg': ('unary', np.negative, 0),
+    'Jump': ('unary', np_jump, 19),
+    'Decay': ('unary', np_decay, 2),
+    'Max3': ('unary', np_max3, 2),
     'TSum20': ('unary', np_tsum20, 19),
-    'Add': ('binary', np.add, 0), 'Sub': ('binary', np.subtract, 0), 'Mul': ('binary', np.multiply, 0),
-    'Div': ('binary', np_div, 0), 'Pow': ('binary', np_pow, 0), 'Greater': ('binary', np.maximum, 0),
-    'Less': ('binary', np.minimum, 0), 'Gate': ('ternary', np_gate, 0),
-    'Gt': ('binary', np_gt, 0), 'Ge': ('binary', np_ge, 0), 'Lt': ('binary', np_lt, 0), 'Le': ('binary', np_le, 0),
-    'Eq': ('binary', np_eq, 0), 'Ne': ('binary', np_ne, 0), 'And': ('binary', np_and, 0), 'Or': ('binary', np_or, 0),
+    'Add': ('binary', np.add, 0),
+    'Sub': ('binary', np.subtract, 0),
+    'Mul': ('binary', np.multiply, 0),
+    'Div': ('binary', np_div, 0),
+    'Pow': ('binary', np_pow, 0),
+    'Greater': ('binary', np.maximum, 0),
+    'Less': ('binary', np.minimum, 0),
+    'Gt': ('binary', np_gt, 0),
+    'Ge': ('binary', np_ge, 0),
+    'Lt': ('binary', np_lt, 0),
+    'Le': ('binary', np_le, 0),
+    'Eq': ('binary', np_eq, 0),
+    'Ne': ('binary', np_ne, 0),
+    'And': ('binary', np_and, 0),
+    'Or': ('binary', np_or, 0),
     'Not': ('unary', np_not, 0),
-    'Mean': ('rolling', np_ts_mean, None), 'Sum': ('rolling', np_ts_sum, None), 'Std': ('rolling', np_ts_std, None),
-    'Var': ('rolling', np_ts_var, None), 'Skew': ('rolling', np_ts_skew, None), 'Kurt': ('rolling', np_ts_kurt, None),
-    'Med': ('rolling', np_ts_med, None), 'Mad': ('rolling', np_ts_mad, None), 'TsMax': ('rolling', np_ts_max, None),
-    'TsMin': ('rolling', np_ts_min, None), 'TsRank': ('rolling', np_ts_rank, None), 'Delta': ('rolling', np_ts_delta, None),
-    'WMA': ('rolling', np_ts_wma, None), 'EMA': ('rolling', np_ts_ema, None),
-    'Slope': ('rolling', np_ts_slope, None), 'Rsquare': ('rolling', np_ts_rsquare, None), 'Resi': ('rolling', np_ts_resi, None),
-    'Quantile': ('rolling', np_ts_quantile, None), 'Count': ('rolling', np_ts_count, None),
-    'IdxMax': ('rolling', np_ts_argmax, None), 'IdxMin': ('rolling', np_ts_argmin, None),
-    'QlibWMA': ('rolling', np_qlib_wma, None), 'QlibEMA': ('rolling', np_qlib_ema, None),
-    'Corr': ('pair_rolling', np_ts_corr, None), 'Cov': ('pair_rolling', np_ts_cov, None),
-    'Rank': ('cross_section', np_cs_rank, 0), 'ZScore': ('cross_section', np_cs_zscore, 0),
+    'Gate': ('ternary', np_gate, 0),
+    'Mean': ('rolling', np_ts_mean, None),
+    'Sum': ('rolling', np_ts_sum, None),
+    'Std': ('rolling', np_ts_std, None),
+    'Var': ('rolling', np_ts_var, None),
+    'Skew': ('rolling', np_ts_skew, None),
+    'Kurt': ('rolling', np_ts_kurt, None),
+    'Med': ('rolling', np_ts_med, None),
+    'Mad': ('rolling', np_ts_mad, None),
+    'TsMax': ('rolling', np_ts_max, None),
+    'TsMin': ('rolling', np_ts_min, None),
+    'TsRank': ('rolling', np_ts_rank, None),
+    'Delta': ('rolling', np_ts_delta, None),
+    'WMA': ('rolling', np_ts_wma, None),
+    'EMA': ('rolling', np_ts_ema, None),
+    'Slope': ('rolling', np_ts_slope, None),
+    'Rsquare': ('rolling', np_ts_rsquare, None),
+    'Resi': ('rolling', np_ts_resi, None),
+    'Quantile': ('rolling', np_ts_quantile, None),
+    'IdxMax': ('rolling', np_ts_argmax, None),
+    'IdxMin': ('rolling', np_ts_argmin, None),
+    'Count': ('rolling', np_ts_count, None),
+    'QlibWMA': ('rolling', np_qlib_wma, None),
+    'QlibEMA': ('rolling', np_qlib_ema, None),
+    'Corr': ('pair_rolling', np_ts_corr, None),
+    'Cov': ('pair_rolling', np_ts_cov, None),
+    'Rank': ('cross_section', np_cs_rank, 0),
+    'ZScore': ('cross_section', np_cs_zscore, 0),
     'Delay': ('delay', np_delay, None),
+    'TsZScore': ('rolling', np_ts_zscore, None),
 }
+SHIFTED = {'Std', 'Var', 'Corr', 'Cov', 'TsZScore'}   # inputs minus each stock's first value (fewer digits lost)
+SPAN = {'Gt', 'Ge', 'Lt', 'Le', 'Eq', 'Ne', 'And', 'Or', 'Not', 'IdxMax', 'IdxMin', 'Count', 'QlibWMA'}   # kept within each stock's data
+START = {'IdxMax', 'IdxMin', 'QlibWMA'}   # count from each stock's first day of data
 FEATURE_LOOKBACK = {'Returns': 1, 'Liquidity': 59, 'Pressure': 0, 'FOMO': 19, 'Deviation': 19, 'LogVolume': 0}
 
 def tree_lookback(tree):
@@ -497,10 +538,6 @@ def tree_lookback(tree):
     if op == 'QlibEMA': return inner + tree['offset'] + ema_memory(tree['window'])   # its memory has no end
     if fam in ('rolling', 'pair_rolling'): return inner + tree['offset'] + tree['window'] - (0 if op == 'Delta' else 1)
     return inner + extra
-
-SHIFTED = {'Var', 'Std', 'Cov', 'Corr'}   # alphanb subtracts each stock's first value from their inputs (fewer digits lost)
-SPAN = {'Gt', 'Ge', 'Lt', 'Le', 'Eq', 'Ne', 'And', 'Or', 'Not', 'IdxMax', 'IdxMin', 'Count', 'QlibWMA'}   # kept within each stock's data
-START = {'IdxMax', 'IdxMin', 'QlibWMA'}   # count from each stock's first day of data
 
 def data_span(bars):
     "Each stock's first row with a close, and `[day, stock]` True from it to its last row with one (alphanb's `data_span`)."

@@ -1,7 +1,7 @@
 """Every alphanb.ops kernel that Qlib has agrees with pyqlib's `D.features` on real A-share data.
 
 Each kernel is applied to raw fields of a CSI300 sample loaded from 2018-07 (so every window in 2019 has its history),
-and compared on 2019 with Qlib's evaluation of the kernel's Qlib spelling (`alphanb.ops.QLIB_OPS`): the same NaN
+and compared on 2019 with Qlib's evaluation of the kernel's Qlib spelling (`alphanb.operators.QLIB_OPS`): the same NaN
 pattern, and values within 1e-4 relative. Cells are compared where Qlib has a row for the stock (its trading span);
 after a stock's last trading day Qlib returns no row at all, while a rolling kernel still sees the window's last values.
 """
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alphanb import ops
+from alphanb import operators
 from alphanb.data import init_qlib
 
 HISTORY, START, END = '2018-10-01', '2019-01-01', '2019-12-31'
@@ -30,6 +30,7 @@ def _cases():
     # Qlib evaluates these slowly (Mad by a Python function per window; WMA/EMA spelled out day by day)
     cases += [('ts_mad', (f,), w) for f in ['$close', '$change'] for w in [5, 20]]
     cases += [(n, (f,), w) for n in ['ts_wma', 'ts_ema'] for f in ['$close', '$change'] for w in [3, 10]]
+    cases += [('ts_zscore', (f,), w) for f in ['$close', '$change'] for w in [5, 20]]
     cases += [('delay', (f,), d) for f in ['$close', '$change'] for d in [1, 5]]
     cases += [(n, pair, w) for n in ['ts_corr', 'ts_cov'] for pair in [('$close', '$volume'), ('$change', '$vwap')]
               for w in [5, 20]]
@@ -47,13 +48,14 @@ def _cases():
 
 
 CASES = _cases()
+KERNEL_OP = {s.kernel: s for s in operators.OPERATORS.values()}   # kernel name -> its operator record
 
 
 QUANTILE = 0.8   # the q of the ts_quantile cases
 
 
 def _qlib_text(name, operands, w):
-    return ops.QLIB_OPS[name](*[str(o) for o in operands], window=w, q=QUANTILE)
+    return operators.QLIB_OPS[name](*[str(o) for o in operands], window=w, q=QUANTILE)
 
 
 @pytest.fixture(scope='module')
@@ -87,9 +89,10 @@ def compared(cn_data):
     out = {}
     for name, operands, w in CASES:
         args = [panel[o] if isinstance(o, str) else float(o) for o in operands]
-        k = ops.OPS[name]
+        k = KERNEL_OP[name]
         more = [QUANTILE] * len(k.params) if k.windowed else []
-        ours = (k.fn(*args, w, *more, **({'start': start} if k.start else {})) if k.windowed else k.fn(*args))
+        ours = (k.fn(*args, w, *more, **({'start': start} if k.start else {})) if k.windowed or k.family == 'delay'
+                else k.fn(*args))
         ours = ours[first:].double().numpy()
         out[(name, operands, w)] = ours, qarr[col[_qlib_text(name, operands, w)]], present
     return out
@@ -113,7 +116,9 @@ def test_kernel_matches_qlib(compared, case):
     # a rounding residue such as 5e-12 for pandas. The spelled-out WMA/EMA run in Qlib in float32 (numpy keeps
     # float32 * number in float32), so a mean that nearly cancels carries float32 rounding of its terms (~1e-7).
     # Qlib's running sums for Slope/Rsquare/Resi drift by ~1e-9 of the series' scale over a year of updates.
-    floor = (1e-6 if case[0] in ('ts_wma', 'ts_ema', 'ts_slope', 'ts_rsquare', 'ts_resi') else ATOL) * np.abs(b).max()
+    # TsZScore's x - Mean(x) is such a cancellation in Qlib's float32, then divided by a small Std: ~1e-5 of its range.
+    floor = (5e-5 if case[0] == 'ts_zscore' else 1e-6 if case[0] in ('ts_wma', 'ts_ema', 'ts_slope', 'ts_rsquare', 'ts_resi')
+             else ATOL) * np.abs(b).max()
     bad = np.abs(a - b) > RTOL * np.maximum(np.abs(a), np.abs(b)) + floor
     assert not bad.any(), (f'{case}: {bad.sum()} of {a.size} values differ by more than {RTOL} relative, '
                            f'e.g. ours {a[bad][:3]} vs Qlib {b[bad][:3]}')
@@ -121,5 +126,5 @@ def test_kernel_matches_qlib(compared, case):
 
 def test_every_qlib_kernel_is_compared():
     "A kernel with a Qlib spelling cannot slip out of the comparison."
-    spelled = {n for n, f in ops.QLIB_OPS.items() if f is not None}
+    spelled = {n for n, f in operators.QLIB_OPS.items() if f is not None}
     assert spelled == {c[0] for c in CASES}
