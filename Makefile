@@ -55,3 +55,4 @@ bench: install
 	$(BIN)/alphanb bench eval --data $(DATA)
 	$(BIN)/alphanb bench alpha158 --data $(DATA)
 	$(BIN)/alphanb bench backtest --data $(DATA)
+	$(BIN)/alphanb bench threads --data $(DATA)

@@ -4,13 +4,14 @@
 
 # %% ../nbs/15_bench.ipynb #116073ca
 from __future__ import annotations
-import argparse, math, multiprocessing as mp, resource, time
+import argparse, math, multiprocessing as mp, resource, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from .core import *
+from . import ops
 from .data import *
 from .data import _stored_fields
 from .formula import FormulaCache, evaluate_formula, random_formulas
@@ -21,8 +22,9 @@ from .config import TrainConfig, add_config_args, config_from_args, make_config
 from .train import Trainer
 
 # %% auto #0
-__all__ = ['ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command', 'bench_alpha158',
-           'bench_alpha158_command', 'bench_backtest', 'bench_backtest_command', 'bench_train', 'bench_train_command']
+__all__ = ['ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command', 'bench_threads',
+           'bench_threads_command', 'bench_alpha158', 'bench_alpha158_command', 'bench_backtest',
+           'bench_backtest_command', 'bench_train', 'bench_train_command']
 
 # %% ../nbs/15_bench.ipynb #6a8e374d
 def _measure_load(uri:str, universe:str, bare:bool, out):
@@ -162,6 +164,70 @@ def bench_eval_command(args)->dict:
     "`alphanb bench eval`: print the rates and the ratio to pyqlib."
     return bench_eval(args.data, args.universe, args.start, args.end, args.n, args.max_depth, args.seed,
                       args.qlib_n, args.device)
+
+# %% ../nbs/15_bench.ipynb #1221bdb4
+def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when None
+                  universe:str='csi300', # instrument file
+                  start='2010-01-01', # first day
+                  end='2019-12-31', # last day
+                  n:int=30, # random formulas
+                  max_depth:int=4, # their deepest path
+                  seed:int=0, # their seed
+                  repeat:int=2, # passes per setting; the best is kept
+                  verbose:bool=True, # print the table
+                 )->dict: # seconds per pass for each setting, idle and busy, and the ratios to one thread
+    "Evaluation time with one thread, the 'auto' policy and every core, on an idle machine and with one core busy elsewhere."
+    say = print if verbose else (lambda *a, **k: None)
+    panel = load_panel(provider_uri, universe, start, end)
+    fs = random_formulas(n, seed=seed, max_depth=max_depth)
+    for f in fs[:3]: evaluate_formula(panel, f, FormulaCache())          # loops compiled or loaded before timing
+    top, before = ops.ThreadPolicy.ceiling(), ops.THREADS
+    settings = {'one thread': 1, 'auto (default)': 'auto', f'all {top} cores': top}
+    def timed(setting)->float:
+        ops.set_threads(setting)
+        best = math.inf
+        for _ in range(repeat):
+            t = time.perf_counter()
+            for f in fs: evaluate_formula(panel, f, FormulaCache())
+            best = min(best, time.perf_counter() - t)
+        return best
+    busy_before = ops.ThreadPolicy('auto').busy_elsewhere()
+    try:
+        idle = {k: timed(v) for k, v in settings.items()}
+        spinner = subprocess.Popen([sys.executable, '-c', 'while True: pass'])   # another process on one core
+        try:
+            time.sleep(1.)
+            busy = {k: timed(v) for k, v in settings.items()}
+        finally: spinner.kill(); spinner.wait()
+    finally: ops.set_threads(before)
+    table = pd.DataFrame({'idle s': idle, 'one core busy s': busy})
+    table['idle vs one thread'] = table['idle s'] / idle['one thread']
+    table['busy vs one thread'] = table['one core busy s'] / busy['one thread']
+    res = {'universe': universe, 'days': panel.n_days, 'stocks': panel.n_stocks, 'formulas': n, 'cores': top,
+           'load_before': busy_before, 'table': table.reset_index(names='threads').to_dict('records'),
+           'auto_vs_one_busy': busy['auto (default)'] / busy['one thread'],
+           'all_vs_one_busy': busy[f'all {top} cores'] / busy['one thread'],
+           'auto_vs_one_idle': idle['auto (default)'] / idle['one thread']}
+    say(f"{panel}: {n} formulas, {top} cores, other load before {busy_before:.1f} cores")
+    say(table.to_string(float_format=lambda v: f'{v:.2f}'))
+    say(f"one core busy elsewhere: auto {res['auto_vs_one_busy']:.2f}x one thread (target <= 1.25), "
+        f"all cores {res['all_vs_one_busy']:.2f}x")
+    return res
+
+def _bench_threads_args(p):
+    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
+    p.add_argument('--universe', default='csi300', help='instrument file, e.g. csi300')
+    p.add_argument('--start', default='2010-01-01', help='first day')
+    p.add_argument('--end', default='2019-12-31', help='last day')
+    p.add_argument('--n', type=int, default=30, help='random formulas')
+    p.add_argument('--seed', type=int, default=0, help='seed of the formulas')
+    p.add_argument('--repeat', type=int, default=2, help='passes per setting (the best is kept)')
+
+@command('bench-threads', "evaluation time with one thread, the default 'auto' threads and all cores, idle and with a core busy elsewhere",
+         _bench_threads_args)
+def bench_threads_command(args)->dict:
+    "`alphanb bench threads`: the thread policy against one thread and every core."
+    return bench_threads(args.data, args.universe, args.start, args.end, args.n, seed=args.seed, repeat=args.repeat)
 
 # %% ../nbs/15_bench.ipynb #deca3071
 ALPHA158_HISTORY = 70   # trading days loaded before the first day: Alpha158's longest look-back is 61

@@ -33,6 +33,7 @@ EXAMPLES = {   # shown under each command's --help; every one of them parses (te
     'planted': ['alphanb planted --policy lstm --budget 2000 --seed 0'],
     'bench-load': [f'alphanb bench load --data {DATA}'],
     'bench-eval': [f'alphanb bench eval --data {DATA} --universe csi300'],
+    'bench-threads': [f'alphanb bench threads --data {DATA} --n 30'],
     'bench-alpha158': [f'alphanb bench alpha158 --data {DATA}'],
     'bench-backtest': [f'alphanb bench backtest --data {DATA}'],
     'bench-train': [f'alphanb bench train --data {DATA} --universe csi300 --steps 5'],

@@ -11,17 +11,18 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor
-from .core import FormulaError
+import psutil
+from .core import ConfigError, FormulaError
 try: import numba
 except ImportError: numba = None   # the tensor kernels below work without it, more slowly on the CPU
 
 # %% auto #0
-__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay', 'ts_max', 'ts_min',
-           'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta',
-           'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'add', 'sub', 'mul', 'div', 'neg', 'abs',
-           'log', 'sign', 'pow', 'greater', 'less', 'gate', 'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare',
-           'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma',
-           'qlib_ema', 'ts_zscore']
+__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'THREADS', 'POLICY', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay',
+           'ts_max', 'ts_min', 'ThreadPolicy', 'set_threads', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew',
+           'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank',
+           'cs_zscore', 'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate',
+           'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count',
+           'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -103,7 +104,8 @@ class _Loop:
         try: return Path(self.disp._cache._cache_file._index_path).exists()
         except AttributeError: return False          # no cache (a notebook cell's function) or another numba layout
     def __call__(self, *args):
-        if self.ready: return self.disp(*args)       # the hot path: one attribute read
+        numba.set_num_threads(POLICY.threads())      # the thread policy below (cached between its looks)
+        if self.ready: return self.disp(*args)
         self.ready = True
         if self.disp.signatures or self._on_disk(): return self.disp(*args)
         _Loop.compiled += 1
@@ -265,6 +267,60 @@ def _nb_order_stat(xt, w, q): # xt [stock, day] -> [stock, day] rolling median (
                 lo = int(pos)
                 out[s, t] = buf[lo] if lo == pos else buf[lo] + (buf[lo + 1] - buf[lo]) * (pos - lo)
     return out
+
+# %% ../nbs/01_ops.ipynb #298b0fcf
+THREADS = os.environ.get('ALPHANB_THREADS', 'auto')   # threads of the compiled loops: 'auto' or a number
+
+def _thread_setting(v)->str|int:
+    "'auto' or a whole number >= 1; anything else is a `ConfigError` saying what is accepted."
+    if isinstance(v, str) and v.strip().lower() == 'auto': return 'auto'
+    try: n = int(v)
+    except (TypeError, ValueError): n = None
+    if n is None or n < 1 or (isinstance(v, float) and not v.is_integer()):
+        raise ConfigError(f"threads must be 'auto' or a whole number >= 1, got {v!r} (ALPHANB_THREADS or set_threads)")
+    return n
+
+class ThreadPolicy:
+    "Threads of the compiled loops: a fixed number, or 'auto': the cores other processes leave free, looked at every `every` s."
+    def __init__(self, setting='auto', every:float=0.5):
+        self.every, self._proc = every, None
+        self.set(setting)
+    def set(self, setting)->None:
+        "A number of threads or 'auto' from now on."
+        self.setting, self._top, self._cores, self._last, self._n = _thread_setting(setting), self.ceiling(), psutil.cpu_count() or 1, None, 1
+    @staticmethod
+    def ceiling()->int:
+        "Most threads: numba's pool, within the cores this process may run on."
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+        return max(1, min(cores, numba.config.NUMBA_NUM_THREADS if numba is not None else 1))
+    _clock = staticmethod(time.monotonic)
+    def _counters(self)->tuple[float, float]: # (CPU seconds the machine was busy, CPU seconds of this process)
+        if self._proc is None: self._proc = psutil.Process()
+        c, p = psutil.cpu_times(), self._proc.cpu_times()
+        return sum(c) - c.idle - getattr(c, 'iowait', 0.), p.user + p.system
+    def _sample(self)->tuple[float, float, float]: return (self._clock(), *self._counters())
+    def busy_elsewhere(self)->float:
+        "Cores other processes kept busy since the last look (over the next 50 ms at the first)."
+        last = self._last
+        if last is None: last = self._sample(); time.sleep(0.05)
+        s = self._last = self._sample()
+        return max(0., (s[1] - last[1]) - (s[2] - last[2])) / max(s[0] - last[0], 1e-6)
+    def threads(self)->int:
+        "Threads for the next loop."
+        if self.setting != 'auto': return min(self.setting, self._top)
+        if self._last is not None and self._clock() - self._last[0] < self.every: return self._n
+        free = self._cores - self.busy_elsewhere()
+        self._n = max(1, min(self._top, math.floor(free + 0.3)))   # a core 70 % busy elsewhere is busy
+        return self._n
+
+POLICY = ThreadPolicy(THREADS)
+
+def set_threads(setting='auto', # 'auto': the cores other processes leave free; or a number of threads
+               )->None:
+    "Threads of the compiled CPU loops from now on (also `ALPHANB_THREADS` in the environment)."
+    global THREADS
+    POLICY.set(setting)
+    THREADS = POLICY.setting
 
 # %% ../nbs/01_ops.ipynb #58f92c52
 def _window_sum(x:Tensor, # [day, stock] float64 (float32 for counts) with zeros where missing
