@@ -35,8 +35,12 @@ def _np_extra(s)->int|None: return None if s.windowed or s.family == 'delay' els
 def _operator_tables(ns:dict, # the strategy's namespace, where its numpy kernels are defined
                     )->tuple[dict, set, set, set]: # NP_OPERATORS, SHIFTED, SPAN, START
     "The strategy's operator tables from the records: name -> (family, numpy kernel, days read beyond today; None: the window)."
-    kernel = lambda n: getattr(np, n[3:]) if n.startswith('np.') else ns[n]
-    table = {o: (s.family, kernel(s.np_kernel), _np_extra(s)) for o, s in OPERATORS.items()}
+    def kernel(s):
+        fn = getattr(np, s.np_kernel[3:], None) if s.np_kernel.startswith('np.') else ns.get(s.np_kernel)
+        if not callable(fn): raise AlphanbError(f"operator record {s.name!r}: the JoinQuant strategy has no numpy kernel {s.np_kernel!r}; "
+                                                f"define it in alphanb.joinquant between the strategy markers")
+        return fn
+    table = {o: (s.family, kernel(s), _np_extra(s)) for o, s in OPERATORS.items()}
     return (table, {o for o, s in OPERATORS.items() if s.shifted}, {o for o, s in OPERATORS.items() if s.span},
             {o for o, s in OPERATORS.items() if s.start})
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 from . import ops
+from .core import AlphanbError
 
 # %% auto #0
 __all__ = ['FAMILY_ARITY', 'FAMILIES', 'VOCABULARY_NAMES', 'OPERATORS', 'VOCABULARIES', 'MINING_OPERATORS', 'CONDITIONS', 'INFIX',
@@ -187,7 +188,8 @@ _OTHERS = [
     # Bollinger-style distance from the rolling mean; read and written, not in a mining vocabulary
     _rolling('TsZScore', 'ts_zscore', None, 'distance from the rolling mean in σ',
              'how many standard deviations today\'s {x} sits above its average', 'z-score',
-             _QDIV.format('Sub({x},Mean({x},{w}))', 'Std({x},{w})'), min_window=2, shifted=True, vocabulary=None),
+             _QDIV.format('Sub({x},Mean({x},{w}))', 'Std({x},{w})'), monotone=True, min_window=2, shifted=True,
+             vocabulary=None),
 ]
 
 # %% ../nbs/02_operators.ipynb #1ae79b22
@@ -195,12 +197,15 @@ def _check(records:list[Op])->dict[str, Op]:
     "The records by name, after checking them against alphanb.ops (a mistake in a new record fails at import, saying which)."
     out = {}
     for o in records:
-        where = f"operator record {o.name!r}"
-        assert o.name not in out, f"{where}: the name is taken"
-        assert o.family in FAMILY_ARITY, f"{where}: family {o.family!r} is not one of {FAMILIES}"
-        assert callable(getattr(ops, o.kernel, None)), f"{where}: alphanb.ops has no kernel {o.kernel!r}"
-        assert o.vocabulary in (None, *VOCABULARY_NAMES), f"{where}: vocabulary {o.vocabulary!r}"
-        assert not o.params or o.windowed, f"{where}: params follow a window"
+        def need(ok, what):
+            if not ok: raise AlphanbError(f"operator record {o.name!r}: {what}")
+        need(o.name not in out, "the name is taken")
+        need(o.family in FAMILY_ARITY, f"family {o.family!r} is not one of {FAMILIES}")
+        need(callable(getattr(ops, o.kernel, None)), f"alphanb.ops has no kernel {o.kernel!r}")
+        need(o.vocabulary in (None, *VOCABULARY_NAMES), f"vocabulary {o.vocabulary!r} is not one of {VOCABULARY_NAMES} or None")
+        need(not o.params or o.windowed, "params follow a window: only rolling operators take them")
+        need(o.np_kernel.startswith('np.') or o.np_kernel.startswith('np_'),
+             f"np_kernel {o.np_kernel!r} names neither numpy's function (np.…) nor the strategy's (np_…)")
         out[o.name] = o
     return out
 

@@ -273,7 +273,7 @@ THREADS = os.environ.get('ALPHANB_THREADS', 'auto')   # threads of the compiled 
 
 def _thread_setting(v)->str|int:
     "'auto' or a whole number >= 1; anything else is a `ConfigError` saying what is accepted."
-    if isinstance(v, str) and v.strip().lower() == 'auto': return 'auto'
+    if isinstance(v, str) and v.strip().lower() in ('auto', ''): return 'auto'
     try: n = int(v)
     except (TypeError, ValueError): n = None
     if n is None or n < 1 or (isinstance(v, float) and not v.is_integer()):
@@ -283,7 +283,7 @@ def _thread_setting(v)->str|int:
 class ThreadPolicy:
     "Threads of the compiled loops: a fixed number, or 'auto': the cores other processes leave free, looked at every `every` s."
     def __init__(self, setting='auto', every:float=0.5):
-        self.every, self._proc = every, None
+        self.every, self._proc, self.error = every, None, None
         self.set(setting)
     def set(self, setting)->None:
         "A number of threads or 'auto' from now on."
@@ -297,7 +297,8 @@ class ThreadPolicy:
     def _counters(self)->tuple[float, float]: # (CPU seconds the machine was busy, CPU seconds of this process)
         if self._proc is None: self._proc = psutil.Process()
         c, p = psutil.cpu_times(), self._proc.cpu_times()
-        return sum(c) - c.idle - getattr(c, 'iowait', 0.), p.user + p.system
+        idle = c.idle + getattr(c, 'iowait', 0.) + getattr(c, 'guest', 0.) + getattr(c, 'guest_nice', 0.)   # guest: inside user
+        return sum(c) - idle, p.user + p.system
     def _sample(self)->tuple[float, float, float]: return (self._clock(), *self._counters())
     def busy_elsewhere(self)->float:
         "Cores other processes kept busy since the last look (over the next 50 ms at the first)."
@@ -307,19 +308,27 @@ class ThreadPolicy:
         return max(0., (s[1] - last[1]) - (s[2] - last[2])) / max(s[0] - last[0], 1e-6)
     def threads(self)->int:
         "Threads for the next loop."
+        if self.error is not None: raise self.error
         if self.setting != 'auto': return min(self.setting, self._top)
         if self._last is not None and self._clock() - self._last[0] < self.every: return self._n
         free = self._cores - self.busy_elsewhere()
-        self._n = max(1, min(self._top, math.floor(free + 0.3)))   # a core 70 % busy elsewhere is busy
+        self._n = max(1, min(self._top, math.floor(free + 0.3)))   # a core more than 30 % busy elsewhere counts as busy
         return self._n
 
-POLICY = ThreadPolicy(THREADS)
+def _policy_from_environment()->ThreadPolicy:
+    "The policy `ALPHANB_THREADS` asks for; a bad value is an error at the first loop (where the CLI reports it), not at import."
+    try: return ThreadPolicy(THREADS)
+    except ConfigError as e:
+        p = ThreadPolicy('auto'); p.error = e
+        return p
+
+POLICY = _policy_from_environment()
 
 def set_threads(setting='auto', # 'auto': the cores other processes leave free; or a number of threads
                )->None:
     "Threads of the compiled CPU loops from now on (also `ALPHANB_THREADS` in the environment)."
     global THREADS
-    POLICY.set(setting)
+    POLICY.set(setting); POLICY.error = None
     THREADS = POLICY.setting
 
 # %% ../nbs/01_ops.ipynb #58f92c52
