@@ -148,14 +148,18 @@ def bench_eval(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when No
         f"{res['eval_cold_ms']:.1f} ms: {res['metrics_over_eval']:.0%}")
     return res
 
-def _bench_eval_args(p):
+def _formula_set_args(p, n:int):
+    "The panel and the seeded random formulas a formula benchmark times."
     p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
     p.add_argument('--universe', default='csi300', help='instrument file, e.g. csi300')
     p.add_argument('--start', default='2010-01-01', help='first day')
     p.add_argument('--end', default='2019-12-31', help='last day')
-    p.add_argument('--n', type=int, default=200, help='random formulas')
+    p.add_argument('--n', type=int, default=n, help='random formulas')
     p.add_argument('--max-depth', type=int, default=4, help='deepest root-to-leaf path')
     p.add_argument('--seed', type=int, default=0, help='seed of the formulas')
+
+def _bench_eval_args(p):
+    _formula_set_args(p, 200)
     p.add_argument('--qlib-n', type=int, default=10, help='formulas also timed through pyqlib (0: none)')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
 
@@ -215,19 +219,14 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
     return res
 
 def _bench_threads_args(p):
-    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
-    p.add_argument('--universe', default='csi300', help='instrument file, e.g. csi300')
-    p.add_argument('--start', default='2010-01-01', help='first day')
-    p.add_argument('--end', default='2019-12-31', help='last day')
-    p.add_argument('--n', type=int, default=30, help='random formulas')
-    p.add_argument('--seed', type=int, default=0, help='seed of the formulas')
+    _formula_set_args(p, 30)
     p.add_argument('--repeat', type=int, default=2, help='passes per setting (the best is kept)')
 
 @command('bench-threads', "evaluation time with one thread, the default 'auto' threads and all cores, idle and with a core busy elsewhere",
          _bench_threads_args)
 def bench_threads_command(args)->dict:
     "`alphanb bench threads`: the thread policy against one thread and every core."
-    return bench_threads(args.data, args.universe, args.start, args.end, args.n, seed=args.seed, repeat=args.repeat)
+    return bench_threads(args.data, args.universe, args.start, args.end, args.n, args.max_depth, args.seed, args.repeat)
 
 # %% ../nbs/15_bench.ipynb #deca3071
 ALPHA158_HISTORY = 70   # trading days loaded before the first day: Alpha158's longest look-back is 61
