@@ -15,7 +15,8 @@ from torch import Tensor
 
 from .core import *
 from .data import Panel, calendar, data_dir, init_qlib, load_panel, MARKET_CLOSURE
-from .pool import combined_factor, load_factors
+from .pool import combined_factor
+from .factors import load_factors
 
 # %% auto #0
 __all__ = ['CHINEXT_20PCT', 'ANNUAL_DAYS', 'EXITS', 'QLIB_NO_LIMITS', 'QLIB_LACKS', 'BacktestConfig', 'limit_rate', 'fen',

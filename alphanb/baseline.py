@@ -15,9 +15,11 @@ from torch import Tensor
 
 from .core import *
 from .data import Panel, calendar, calendar_days, data_dir, load_panel, parse_span
-from .formula import Formula, FormulaCache, evaluate_formula
+from .formula import Formula
+from .evaluate import FormulaCache, evaluate_formula
 from .metrics import RewardContext, rank_by_day
-from .pool import EVALUATE_KEYS, WARMUP_DAYS, load_factors
+from .pool import EVALUATE_KEYS, WARMUP_DAYS
+from .factors import load_factors
 from .library import LIBRARIES, _available, library
 
 # %% auto #0

@@ -14,7 +14,8 @@ from .core import *
 from . import ops
 from .data import *
 from .data import _stored_fields
-from .formula import FormulaCache, evaluate_formula, random_formulas
+from .grammar import random_formulas
+from .evaluate import FormulaCache, evaluate_formula
 from .metrics import RewardContext, daily_rank_ic
 from .library import alpha158, alpha158_formulas
 from .backtest import BacktestConfig, backtest, qlib_backtest, trading_window

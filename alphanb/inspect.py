@@ -19,9 +19,10 @@ from matplotlib.figure import Figure
 from fastcore.basics import patch
 from .core import *
 from .data import Panel, load_panel, calendar, universes
-from .formula import Formula, FormulaCache, evaluate_formula
+from .formula import Formula
+from .evaluate import FormulaCache, evaluate_formula
 from .metrics import RewardContext
-from .pool import QLIB_MAX_CHARS, load_factors
+from .factors import QLIB_MAX_CHARS, load_factors
 from .backtest import BacktestConfig, backtest, benchmarks, load_benchmark
 from .interpret import interpret, formula_tree
 from .novelty import novelty

@@ -12,7 +12,7 @@ from pathlib import Path
 from .core import *
 from .data import FEATURES, _stored_fields, data_dir
 from .formula import Formula
-from .pool import _qlib_of, load_factors
+from .factors import _qlib_of, load_factors
 
 # %% auto #0
 __all__ = ['CLASSIC', 'LIBRARIES', 'LibraryFactor', 'alpha158', 'alpha360', 'alpha158_formulas', 'alpha360_formulas', 'library',

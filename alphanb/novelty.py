@@ -14,10 +14,11 @@ from torch import Tensor
 
 from .core import *
 from .data import Panel
-from .formula import Formula, FormulaCache, evaluate_formula
+from .formula import Formula
+from .evaluate import FormulaCache, evaluate_formula
 from .metrics import daily_corr, mean_std_ir, rank_by_day
 from .library import library_formulas
-from .pool import load_factors
+from .factors import load_factors
 
 # %% auto #0
 __all__ = ['library_ranks', 'library_correlations', 'novelty', 'annotate_novelty']

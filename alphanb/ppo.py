@@ -222,7 +222,7 @@ class UniformPolicy(nn.Module):
 
 @torch.no_grad()
 def sample_rollout(policy:nn.Module, # forward(tokens, lengths, mask) -> (masked logits, value)
-                   grammar, # `alphanb.formula.Grammar`
+                   grammar, # `alphanb.grammar.Grammar`
                    n:int, # episodes
                    prefixes:list|None=None, # per episode, token ids it starts with (given, not sampled; -1: sampled), or None
                    groups:list|None=None, # per episode, the group of episodes extending the same prefix (0: none)

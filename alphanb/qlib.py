@@ -17,8 +17,9 @@ from qlib.data.dataset.loader import DataLoader
 from . import data as _data
 from .core import *
 from .data import Panel, calendar, calendar_days, data_dir, init_qlib, load_panel, qlib_reads, universes
-from .formula import FormulaCache, evaluate_formula
-from .pool import WARMUP_DAYS, FactorsFileError, load_factors
+from .evaluate import FormulaCache, evaluate_formula
+from .pool import WARMUP_DAYS
+from .factors import FactorsFileError, load_factors
 
 # %% auto #0
 __all__ = ['QLIB_LABEL', 'qlib_provider', 'QlibInstruments', 'qlib_instruments', 'FactorsLoader', 'qlib_workflow_config']

@@ -16,13 +16,14 @@ from torch import Tensor
 from .core import *
 from .config import TrainConfig, make_config, apply_overrides, config_dict, flatten_overrides, parse_value
 from .data import Panel, calendar, data_dir, load_panel, universes as data_universes
-from .formula import FormulaCache, evaluate_formula
+from .evaluate import FormulaCache, evaluate_formula
 from .interpret import interpret
 from .metrics import RewardContext, daily_rank_ic
-from .pool import COMBINE_RULE, EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, load_factors, zscore_by_day
+from .pool import EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, zscore_by_day
+from .factors import COMBINE_RULE, load_factors
 from .library import library_formulas
 from .baseline import CACHE_BYTES, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline
-from .train import resolve_data
+from .env import resolve_data
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS', 'PLOTTED',
@@ -417,7 +418,8 @@ def _launch(run:Run, env:dict)->tuple:
     atomic_write_json(run.scratch/'study_config.json', config_dict(run.config))
     atomic_write_json(run.dir/'config.json', config_dict(run.config))
     files = [open(run.scratch/'train.out', 'w'), open(run.scratch/'train.err', 'w')]
-    cmd = [sys.executable, '-m', 'alphanb', 'train', '--config', str(run.scratch/'study_config.json'), '--resume', '--no-progress']
+    # -P: the training imports the alphanb this study runs, not an `alphanb/` that happens to be in the working directory
+    cmd = [sys.executable, '-P', '-m', 'alphanb', 'train', '--config', str(run.scratch/'study_config.json'), '--resume', '--no-progress']
     return subprocess.Popen(cmd, stdout=files[0], stderr=files[1], env=env), files
 
 def _finish(run:Run, proc, files)->None:

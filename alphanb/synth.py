@@ -14,7 +14,8 @@ import torch
 
 from .core import *
 from .data import Panel, RAW_FIELDS, load_panel, compute_features, universes
-from .formula import Formula, evaluate_formula
+from .formula import Formula
+from .evaluate import evaluate_formula
 from .interpret import interpret
 from .metrics import daily_ic, daily_rank_ic
 from .ops import ts_mean, delay

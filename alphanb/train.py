@@ -4,214 +4,33 @@
 
 # %% ../nbs/07b_train.ipynb #e5b87627
 from __future__ import annotations
-import csv, io, json, math, os, random, time
-from dataclasses import replace
+import csv, io, math, random, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .core import *
 from .config import *
-from .data import Panel, load_panel, calendar
-from .formula import Formula, FormulaCache, Grammar, DEFAULT_FEATURES, evaluate_formula, KIND_OP
-from .metrics import RewardContext, RewardConfig, REWARD_MODES, daily_corr
+from .data import Panel
+from .formula import Formula
+from .grammar import Grammar, DEFAULT_FEATURES
+from .evaluate import evaluate_formula
+from .metrics import RewardContext, daily_corr
 from .novelty import annotate_novelty
 from .synth import MarketSpec, synthetic_panel
 from .pool import FactorPool
-from .baseline import feature_matrix, fit_linear, cs_rank_norm
-from .library import library_formulas
 from .policies import make_policy, attention_weights, POLICIES
+from .env import *
+from .search import Search
 from .ppo import *
 
 # %% auto #0
-__all__ = ['DEMO', 'BASE_RIDGE', 'LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'PLANTED_UNIFORM', 'demo_dir',
-           'resolve_data', 'split_dates', 'load_run_data', 'run_slices', 'base_prediction', 'residual_by_day',
-           'base_residual', 'FormulaEnv', 'rng_state', 'set_rng_state', 'pool_state', 'load_pool_state', 'build_policy',
-           'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json', 'train_command',
-           'planted_market', 'planted', 'planted_command']
-
-# %% ../nbs/07b_train.ipynb #5c928985
-DEMO = 'data/demo'   # the embedded demo market, as settings name it
-
-def demo_dir()->Path:
-    "The embedded demo market: `data/demo` in a checkout of the repository, `alphanb/demo` in an installed wheel."
-    import alphanb
-    here = Path(alphanb.__file__).resolve().parent
-    return next((p for p in [here.parent/DEMO, here/'demo'] if (p/'calendars').is_dir()), here/'demo')
-
-def resolve_data(path:str|Path)->Path:
-    "A data directory as given, or relative to the project when it is not found from here (e.g. 'data/demo' from nbs/)."
-    p = Path(os.path.expanduser(str(path)))
-    if p.exists() or p.is_absolute(): return p
-    if p == Path(DEMO): return demo_dir()              # wherever alphanb runs, in a checkout or installed
-    import alphanb
-    root = Path(alphanb.__file__).resolve().parents[1]
-    return root/p if (root/p).exists() else p
-
-def split_dates(cfg:TrainConfig, # the run's settings
-                cal:pd.DatetimeIndex, # the data's calendar
-               )->dict[str, pd.Timestamp]: # 'load_start', 'train_start', 'train_end', 'valid_start', 'valid_end'
-    "The train and valid spans of a run, with the first day to load for warm-up."
-    day = lambda x: None if x is None else pd.Timestamp(x)
-    ts, te, vs, ve = day(cfg.train_start), day(cfg.train_end), day(cfg.valid_start), day(cfg.valid_end)
-    ve = ve or cal[-1]
-    ts = ts or cal[min(cfg.warmup_days, len(cal) - 1)]
-    span = cal[(cal >= ts) & (cal <= ve)]
-    if len(span) < 4: raise DateRangeError(f"{ts:%Y-%m-%d}..{ve:%Y-%m-%d} holds {len(span)} trading days; the data covers "
-                                          f"{cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}")
-    if te is None and vs is None:
-        cut = int(round(len(span) * (1 - cfg.valid_fraction)))
-        te, vs = span[cut - 1], span[cut]
-    elif te is None: te = span[span < vs][-1] if (span < vs).any() else vs
-    elif vs is None: vs = span[span > te][0] if (span > te).any() else te
-    if not ts <= te < vs <= ve:
-        raise DateRangeError(f"train {ts:%Y-%m-%d}..{te:%Y-%m-%d} must end before valid {vs:%Y-%m-%d}..{ve:%Y-%m-%d} starts")
-    i = int(cal.searchsorted(ts))
-    return dict(load_start=cal[max(0, i - cfg.warmup_days)], train_start=ts, train_end=te, valid_start=vs, valid_end=ve)
-
-def load_run_data(cfg:TrainConfig, # the run's settings
-                 )->tuple[Panel, slice, slice]: # panel with history, train day slice, valid day slice
-    "Load the panel of a run and the day slices its train and valid metrics use."
-    path = resolve_data(cfg.data)
-    d = split_dates(cfg, calendar(path, cfg.freq))
-    panel = load_panel(path, cfg.universe, d['load_start'], d['valid_end'], horizon=cfg.horizon, freq=cfg.freq, device=cfg.device)
-    return (panel,) + run_slices(panel, d['train_start'], d['train_end'], d['valid_start'], d['valid_end'])
-
-def run_slices(panel:Panel, train_start, train_end, valid_start, valid_end)->tuple[slice, slice]:
-    "Train and valid day slices of `panel`; the train slice stops `horizon` days early so its targets end before valid."
-    tr, va = panel.day_slice(train_start, train_end), panel.day_slice(valid_start, valid_end)
-    stop = max(tr.start + 1, min(tr.stop, va.start - panel.horizon))
-    return slice(tr.start, stop), va
-
-# %% ../nbs/07b_train.ipynb #c6d241b5
-BASE_RIDGE = 1.0   # ridge penalty of the base model (the baselines choose 0..1 on CSI300; the fit barely moves over that range)
-
-def base_prediction(panel:Panel, # the run's panel
-                    train_days:slice, # the days whose labels fit the model (realised before the valid split)
-                    base:str='alpha158', # a library of `alphanb.library.LIBRARIES`
-                    alpha:float=BASE_RIDGE, # ridge penalty
-                   )->Tensor: # [day, stock] the prediction from `train_days.start` on, NaN before and off `panel.valid`
-    "A ridge model of the label (CSRankNorm) on `base`'s features (robust daily z-scores), fitted on `train_days`."
-    mask = panel.valid.clone(); mask[:train_days.start] = False
-    fm = feature_matrix(panel, library_formulas(base, panel.fields, 'the data'), mask, progress=False)
-    rows = fm.rows(train_days)
-    y = fm.gather(cs_rank_norm(panel.target, panel.valid), rows)
-    ok = np.isfinite(y)
-    model, _ = fit_linear(fm.X[rows][ok], y[ok], alphas=(alpha,))
-    return fm.to_panel(model.predict(fm.X))
-
-def residual_by_day(y:Tensor, # [day, stock] the label
-                    p:Tensor, # [day, stock] a prediction
-                   )->Tensor: # [day, stock] float32: `y − a − b·p` by day where both exist, `y` where only `y` does
-    "Each day's least-squares residual of `y` on `p` over the stocks that have both."
-    has = torch.isfinite(y) & torch.isfinite(p)
-    n = has.sum(1, keepdim=True).clamp_min(1).double()
-    y0, p0 = torch.where(has, y, 0).double(), torch.where(has, p, 0).double()
-    pc, yc = (p0 - p0.sum(1, keepdim=True) / n) * has, (y0 - y0.sum(1, keepdim=True) / n) * has
-    b = (pc * yc).sum(1, keepdim=True) / (pc * pc).sum(1, keepdim=True).clamp_min(1e-30)   # [day, 1] the day's slope
-    return torch.where(has, yc - b * pc, y.double()).float()
-
-def base_residual(panel:Panel, # the run's panel
-                  train_days:slice, # the days whose labels fit the base model
-                  base:str='alpha158', # a library of `alphanb.library.LIBRARIES`
-                 )->Panel: # `panel` with `target` replaced by each day's residual on the base prediction
-    "The panel whose target is what a ridge model on `base`'s features, fitted on `train_days`, leaves unexplained."
-    return replace(panel, target=residual_by_day(panel.target, base_prediction(panel, train_days, base)))
-
-# %% ../nbs/07b_train.ipynb #7cabe1af
-class FormulaEnv:
-    "Rewards of formulas on the train split: each distinct formula evaluated once, offered to a `FactorPool`."
-    def __init__(self,
-                 panel:Panel, # the data, with history
-                 train_days:slice, # the days train metrics and rewards use
-                 reward:str='seed', # a key of `REWARD_MODES`: 'seed', 'pool' or 'ic'
-                 weights:dict|None=None, # seed reward weights
-                 topk:int=30, # stocks in the top-k book
-                 pool_size:int=20, # pool capacity
-                 corr_max:float=0.99, # pool's near-duplicate threshold
-                 cache_mb:int=1024, # budget of the evaluator's sub-expression cache
-                 size_penalty:float=0.0, # 'ic' reward: taken off per node of the formula
-                ):
-        if reward not in REWARD_MODES: raise ConfigError(f"reward must be one of {', '.join(map(repr, REWARD_MODES))}, got {reward!r}")
-        self.panel, self.train_days, self.mode, self.size_penalty = panel, train_days, REWARD_MODES[reward], size_penalty
-        self.ctx = RewardContext(panel, train_days, topk=topk, config=RewardConfig(weights=dict(weights or SEED_REWARD_WEIGHTS)))
-        self.pool = FactorPool(self.ctx, pool_size, corr_max)
-        self.cache = FormulaCache(cache_mb * 2**20)
-        self.scores: dict[str, dict] = {}      # canonical key -> {'reward', 'ic', 'rank_ic', 'valid', 'formula'}
-        self.episodes = 0                      # formulas written
-        self.evaluations = 0                   # distinct formulas evaluated
-        self.seconds = {'evaluate': 0.0, 'metrics': 0.0, 'pool': 0.0}   # where evaluation time goes
-
-    def factor(self, f:Formula)->Tensor|None:
-        "[day, stock] values of `f` on the panel, or None when it cannot be evaluated."
-        t0 = time.perf_counter()
-        try: return evaluate_formula(self.panel, f, self.cache)
-        except (AlphanbError, RuntimeError, ValueError, ZeroDivisionError): return None
-        finally: self.seconds['evaluate'] += time.perf_counter() - t0
-
-    def offer(self, f:Formula, fac:Tensor|None)->float:
-        "Offer a factor to the pool; the pool reward."
-        t0 = time.perf_counter()
-        try: return self.pool.try_add(fac, f)
-        finally: self.seconds['pool'] += time.perf_counter() - t0
-
-    def score(self, f:Formula, canon:Formula|None=None)->dict:
-        "Train metrics and seed reward of `f` (whose canonical form is `canon`, when known), computed once per canonical key."
-        canon = f.canonical() if canon is None else canon
-        k = str(canon)                                                 # = f.key
-        s = self.scores.get(k)
-        if s is None:
-            self.evaluations += 1
-            fac = self.factor(f)
-            t0 = time.perf_counter()
-            terms = self.ctx.reward_terms(fac, f)
-            ic, ric = (terms['ic_daily'], terms['rank_ic_daily']) if terms['valid'] else (None, None)
-            self.seconds['metrics'] += time.perf_counter() - t0
-            # the pool and the log keep the canonical form: the same values, without the junk a policy can write
-            # (`Gate(0.1, x, y)` is `x`)
-            s = {'formula': k, 'valid': bool(terms['valid']), 'reward': float(terms['reward']), 'size': canon.size,
-                 'ic': _nanmean(ic), 'rank_ic': _nanmean(ric)}
-            if terms['valid']: s['pool_reward'] = self.offer(canon, fac)
-            self.scores[k] = s
-        return s
-
-    def rewards(self, formulas:list)->Tensor:
-        "[episode] rewards of the formulas written in one step."
-        out = []
-        for f in formulas:
-            canon = f.canonical()
-            fresh = str(canon) not in self.scores
-            s = self.score(f, canon)
-            out.append(self.mode.value(self, s, f, canon, fresh))
-        self.episodes += len(formulas)
-        return torch.tensor(out, dtype=torch.float32)
-
-    def elites(self, k:int, # how many
-              )->list: # `Formula`s, best first
-        "The `k` best formulas written so far by this run's reward; with the 'pool' reward, the pool's members."
-        return self.mode.elites(self, k)
-
-    def best(self)->dict|None:
-        "The formula with the highest train RankIC so far."
-        ok = [s for s in self.scores.values() if s['valid'] and math.isfinite(s['rank_ic'])]
-        return max(ok, key=lambda s: s['rank_ic']) if ok else None
-
-def _action_entropy(r:Rollout)->float:
-    "Mean entropy of the sampling distribution over the tokens the policy chose (not over given prefixes)."
-    n = r.lengths.sum() - (0 if r.forced is None else r.forced.sum())
-    ent = r.entropy if r.forced is None else torch.where(r.forced, 0., r.entropy)
-    return float(ent.sum() / n) if n > 0 else math.nan
-
-
-def _nanmean(x:Tensor|None)->float:
-    "Mean of the finite values of `x`; NaN when there is none."
-
-    if x is None: return math.nan
-    x = x[torch.isfinite(x)]
-    return float(x.mean()) if len(x) else math.nan
+__all__ = ['LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'PLANTED_UNIFORM', 'rng_state', 'set_rng_state',
+           'pool_state', 'load_pool_state', 'build_policy', 'Trainer', 'write_log', 'save_model', 'summarize', 'train',
+           'print_summary', 'result_json', 'train_command', 'planted_market', 'planted', 'planted_command']
 
 # %% ../nbs/07b_train.ipynb #e8317bf9
 def rng_state()->dict:
@@ -258,6 +77,13 @@ LOG_COLUMNS = ['step', 'episodes', 'evaluations', 'reward_mean', 'reward_max', '
                'seconds_policy', 'seconds_eval', 'seconds_update']
 RESUME_FREE = {'steps', 'out', 'checkpoint_every', 'threads', 'device', 'cache_mb'}   # settings a resumed run may change
 
+def _action_entropy(r:Rollout)->float:
+    "Mean entropy of the sampling distribution over the tokens the policy chose (not over given prefixes)."
+    n = r.lengths.sum() - (0 if r.forced is None else r.forced.sum())
+    ent = r.entropy if r.forced is None else torch.where(r.forced, 0., r.entropy)
+    return float(ent.sum() / n) if n > 0 else math.nan
+
+
 def build_policy(cfg:TrainConfig, grammar:Grammar)->nn.Module:
     "The policy `cfg.policy` for `grammar`: a network from `alphanb.policies`, or `UniformPolicy` for 'random'."
     if cfg.policy == 'random': return UniformPolicy(grammar, cfg.sampling_prior)
@@ -286,130 +112,14 @@ class Trainer:
         self.lord_params = list(attention_weights(self.policy)) if cfg.policy != 'random' else []
         self.env = FormulaEnv(self.panel, self.train_days, cfg.reward, cfg.reward_weights, cfg.topk, cfg.pool_size,
                               cfg.pool_corr_max, cfg.cache_mb, cfg.size_penalty)
+        self.search = Search(cfg, self.grammar, self.env)
         self.step, self.log = 0, []
-        self._rewrites = {}                                             # member tokens -> `rewrites(tokens)`
-
-    def _writable(self, tokens:list)->bool:
-        "Whether the grammar's masks allow `tokens` as a prefix that can still grow."
-        try: m = self.grammar.action_masks(torch.tensor(tokens))[0]
-        except AlphanbError: return False                               # a token the masks forbid
-        m[self.grammar.SEP] = False
-        return bool(m.any())
-
-    def _members(self)->list:
-        "Token ids of the formulas to extend and rewrite (`elite_from`) that the grammar has tokens for."
-        out = []
-        for f in (self.env.pool.formulas if self.cfg.elite_from == 'pool' else self.env.elites(self.cfg.pool_size)):
-            try: out.append(self.grammar.to_tokens(f))
-            except AlphanbError: continue                               # canonical forms: a constant may lack a token
-        return out
-
-    def rewrites(self, tokens:list)->list:
-        """The ways to rewrite one token of `tokens`: (template, allowed) pairs, where the template is `tokens` with -1 at
-        the sampled position and `allowed` [token] bool the tokens it may take. Every token can be replaced by another of
-        the same arity and constness (the stack behind it is the same, so every later token stays allowed); with
-        `mutate_insert`, a one-operand operator can also be put after any token; with `mutate_near`, a windowed operator
-        only becomes another window of itself or another operator over its window (`Med(x, 10)`: `Med(x, 20)`,
-        `Mean(x, 10)`, ...), fewer choices for the same steps. With `mutate_delete`, an operator can be replaced by one
-        of its operands: there is nothing to choose, so the template is the whole new formula (no -1) and `allowed` is
-        None."""
-        key = tuple(tokens)
-        if key not in self._rewrites:
-            g, tk, st, before = self.grammar, torch.tensor(tokens), self.grammar.initial_state(1), []
-            try:                                                        # the masks before each token, and after the last
-                for t in tk: before.append(st.mask()[0]); st.step(t[None])
-            except AlphanbError: before = []                            # canonical forms may break a rule of the masks
-            if not before or not st.mask()[0, g.SEP]: self._rewrites[key] = []; return []
-            before = torch.stack(before + [st.mask()[0]])                                  # [position, token]
-            same = (g.arity[None] == g.arity[tk][:, None]) & (g._is_const[None] == g._is_const[tk][:, None]) & g._is_token[None]
-            if self.cfg.mutate_near:                                    # a windowed operator: its other windows, or its window's other operators
-                win = g.window[tk][:, None]
-                near = (g.node_type[None] == g.node_type[tk][:, None]) | (g.window[None] == win)   # node type: the operator
-                same &= torch.where(win > 0, near, True)
-            sub = before[:-1] & same
-            sub[torch.arange(len(tokens)), tk] = False                                        # a real change
-            out = [(tokens[:j] + [-1] + tokens[j + 1:], sub[j]) for j in range(len(tokens)) if sub[j].any()]
-            if self.cfg.mutate_insert and len(tokens) < g.max_len:
-                unary = (g.arity == 1) & (g.kind == KIND_OP)
-                for j in range(1, len(tokens) + 1):
-                    m = before[j] & unary
-                    if not m.any(): continue
-                    full = tokens[:j] + [int(m.nonzero()[0, 0])] + tokens[j:]      # any one-operand operator leaves the same stack
-                    try: ok = bool(g.action_masks(torch.tensor(full))[0, g.SEP])
-                    except AlphanbError: ok = False
-                    if ok: out.append((tokens[:j] + [-1] + tokens[j:], m))
-            if self.cfg.mutate_delete: out += [(tk, None) for tk in self._deletions(tokens)]
-            self._rewrites[key] = out
-        return self._rewrites[key]
-
-    def _deletions(self, tokens:list)->list:
-        "Token ids of the formulas `tokens` becomes when one operator is replaced by one of its operands, distinct."
-        g, starts, out = self.grammar, [], []                        # starts: where each stack entry's tokens begin
-        for j, t in enumerate(tokens):
-            a = int(g.arity[t])
-            kids = starts[len(starts) - a:] if a else []
-            if a: del starts[len(starts) - a:]
-            starts.append(kids[0] if kids else j)
-            for c, s in enumerate(kids):                               # operand c spans tokens[s:e]
-                e = kids[c + 1] if c + 1 < a else j
-                tk = tokens[:kids[0]] + tokens[s:e] + tokens[j + 1:]
-                try: ok = bool(g.action_masks(torch.tensor(tk))[0, g.SEP])
-                except AlphanbError: ok = False                        # e.g. a constant where a series is needed
-                if ok and tk not in out: out.append(tk)
-        return out
-
-    def _pick(self, n:int, k:int)->list:
-        "`k` draws of formulas among `n` elites (best first): uniform, or with `elite_rank` weight 1/rank."
-        if not self.cfg.elite_rank: return torch.randint(n, (k,)).tolist()
-        return torch.multinomial(1 / torch.arange(1, n + 1, dtype=torch.float64), k, replacement=True).tolist()
-
-    def elite_prefixes(self)->tuple:
-        """Per episode: the tokens it is given or None; its group; and [episode, step, token] the tokens a rewrite may
-        choose (None when no episode rewrites). A share `elite_share` of the batch extends an elite formula (`elite_from`:
-        a pool member or one of the run's best), a share `mutate_share` rewrites one token of one; `elite_group`
-        episodes share each formula."""
-        c, B = self.cfg, self.cfg.batch_size
-        n_ext, n_mut = round(c.elite_share * B), round(c.mutate_share * B)
-        if n_ext + n_mut == 0: return None, None, None
-        members = self._members()
-        per = c.elite_group                                             # episodes per chosen member
-        pre, grp, allowed = [], [], None
-        ext = [tk for tk in members if len(tk) < self.grammar.max_len and self._writable(tk)]
-        if n_ext and ext:
-            pick = self._pick(len(ext), max(n_ext // per, 1))
-            pre = [ext[pick[i // per]] for i in range(len(pick) * per)][:n_ext]
-            grp = [1 + i // per for i in range(len(pre))]
-        mut = [r for r in map(self.rewrites, members) if r]
-        if n_mut and mut:
-            T, V = self.grammar.max_len + 1, self.grammar.n_tokens
-            allowed = torch.ones(B, T, V, dtype=torch.bool)
-            pick = self._pick(len(mut), max(n_mut // per, 1))
-            g0, given = len(set(grp)), set()
-            for i in range(min(len(pick) * per, n_mut)):
-                ways = mut[pick[i // per]]
-                tmpl, m = ways[int(torch.randint(len(ways), ()))]
-                if m is None:                                          # a deletion: written whole, once in a run
-                    k = self.grammar.from_tokens(tmpl).key
-                    if k not in self.env.scores and k not in given:
-                        given.add(k)
-                        pre.append(tmpl + [self.grammar.SEP])
-                        grp.append(1 + g0 + n_mut + i)                 # alone: nothing in it is trained
-                        continue
-                    choose = [w for w in ways if w[1] is not None]      # done before: a rewrite with a choice instead
-                    if not choose: continue
-                    tmpl, m = choose[int(torch.randint(len(choose), ()))]
-                allowed[len(pre), tmpl.index(-1)] = m
-                pre.append(tmpl + [self.grammar.SEP])                  # -1: sampled, the rest given
-                grp.append(1 + g0 + i // per)
-        if not pre: return None, None, None
-        k = len(pre)
-        return pre + [None] * (B - k), grp + [0] * (B - k), allowed
 
     def run_step(self)->dict:
         "One PPO iteration; returns its log row."
         c = self.cfg
         t0 = time.perf_counter()
-        r = sample_rollout(self.policy, self.grammar, c.batch_size, *self.elite_prefixes())
+        r = sample_rollout(self.policy, self.grammar, c.batch_size, *self.search.prefixes())
         t1 = time.perf_counter()
         formulas = rollout_formulas(r, self.grammar)
         r.rewards = self.env.rewards(formulas)

@@ -15,7 +15,7 @@ FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '-
 NOTEBOOK = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'open', 'metadata': {}, 'outputs': [], 'source': [
     "from alphanb.data import load_panel\n",
     "from alphanb.inspect import inspect_factors\n",
-    "from alphanb.train import demo_dir\n",
+    "from alphanb.env import demo_dir\n",
     "panel = load_panel(demo_dir(), 'csi300', '2018-06-01', '2019-06-28')\n",
     "insp = inspect_factors(panel, str(demo_dir()/'factors.json'), start='2018-09-03')\n",
     "insp"]}],

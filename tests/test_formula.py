@@ -6,8 +6,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from alphanb.core import AlphanbError, FormulaError
 from alphanb.data import Panel
-from alphanb.formula import (BOS, PAD, SEP, Formula, FormulaCache, Grammar, _evaluate, evaluate_formula, random_formula,
-                             random_formulas)
+from alphanb.formula import Formula
+from alphanb.grammar import BOS, PAD, SEP, Grammar, random_formula, random_formulas
+from alphanb.evaluate import FormulaCache, _evaluate, evaluate_formula
 
 GRAMMAR = Grammar(max_len=20)
 seeds = st.integers(0, 2**32 - 1)

@@ -27,7 +27,9 @@ import torch
 
 from alphanb.core import FormulaError
 from alphanb.data import Panel, feature_qlib_expressions, init_qlib
-from alphanb.formula import Formula, Grammar, evaluate_formula, qlib_operators, random_formulas
+from alphanb.formula import Formula
+from alphanb.grammar import Grammar, qlib_operators, random_formulas
+from alphanb.evaluate import evaluate_formula
 
 N_STOCKS = 30                     # a seeded subset of CSI300 keeps pyqlib's side near a minute
 PANEL_START, QLIB_START, START, END = '2016-07-01', '2017-07-01', '2018-01-01', '2019-12-31'

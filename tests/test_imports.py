@@ -64,6 +64,7 @@ def test_every_module_imports_on_its_own():
 def test_package_names_load_their_module_on_first_use():
     code = ("import sys, alphanb\nassert 'torch' not in sys.modules\n"
             "from alphanb import Panel, Formula, load_panel, FormulaCache, Grammar, evaluate_formula, evaluate_formulas\n"
+            "import alphanb.grammar, alphanb.evaluate\nassert Grammar is alphanb.grammar.Grammar and evaluate_formula is alphanb.evaluate.evaluate_formula\n"
             "import alphanb.data, alphanb.formula\nassert Panel is alphanb.data.Panel and Formula is alphanb.formula.Formula\n"
             "assert {'Panel', 'Formula'} <= set(dir(alphanb))\n"
             "try: alphanb.Nope\nexcept AttributeError as e: assert 'Nope' in str(e)\nelse: raise SystemExit('no error')\nprint('ok')")

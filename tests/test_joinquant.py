@@ -8,10 +8,11 @@ import pytest
 
 from alphanb.backtest import BacktestConfig, backtest, rebalance_days
 from alphanb.core import AlphanbError
-from alphanb.formula import FormulaCache, evaluate_formula
-from alphanb.joinquant import (LocalJoinQuant, NP_OPERATORS, export_joinquant, np_evaluate, np_features, qlib_symbol,
-                               strategy_source)
-from alphanb.pool import combined_factor, load_factors
+from alphanb.evaluate import FormulaCache, evaluate_formula
+from alphanb.joinquant import LocalJoinQuant, export_joinquant, strategy_source
+from alphanb.jq_strategy import NP_OPERATORS, np_evaluate, np_features, qlib_symbol
+from alphanb.pool import combined_factor
+from alphanb.factors import load_factors
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLS = {u: ROOT/'data'/'results'/u/'factors.json' for u in ['csi300', 'csi500']}   # the committed mined pools

@@ -23,7 +23,7 @@ def panel(cn_data):
 @pytest.fixture(scope='module')
 def factors(panel):
     try:
-        from alphanb.formula import evaluate_formula
+        from alphanb.evaluate import evaluate_formula
         return {t: evaluate_formula(panel, t) for t in FORMULAS}
     except ImportError:   # the seed features alone still test the metrics
         return {t: panel[t] for t in ['Returns', 'Pressure', 'Deviation', 'LogVolume']}

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from alphanb.core import ConfigError
-from alphanb.formula import Grammar
+from alphanb.grammar import Grammar, profile
 from alphanb.policies import POLICIES, MASKED_LOGIT, attention_weights, make_policy, rpn_tree
 
 NAMES = list(POLICIES)
@@ -146,7 +146,7 @@ def test_rpn_tree_agrees_with_formula_stack_and_profile(grammar):
         if sum(f.size for f in stack) != lens[b]: continue   # Mean(Delay(x, o), w) folds two tokens into one node
         depth, parent, slot = [], [], []
         for f in stack:
-            p, off = f.profile(f.size), len(depth)
+            p, off = profile(f, f.size), len(depth)
             depth += p['depth'].tolist()
             parent += [q + off if q >= 0 else -1 for q in p['parent'].tolist()]
             slot += [s if q >= 0 else -1 for s, q in zip(p['slot'].tolist(), p['parent'].tolist())]

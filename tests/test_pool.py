@@ -8,7 +8,8 @@ import torch
 from alphanb.core import AlphanbError
 from alphanb.data import Panel
 from alphanb.metrics import RewardContext, POOL_INVALID_REWARD, daily_ic
-from alphanb.pool import COMBINE_RULE, FactorPool, FactorsFileError, load_factors, combined_factor, zscore_by_day, combine_zscores
+from alphanb.pool import FactorPool, combined_factor, zscore_by_day, combine_zscores
+from alphanb.factors import COMBINE_RULE, FactorsFileError, load_factors
 
 
 @pytest.fixture(scope='module')
@@ -65,7 +66,8 @@ def test_combined_ic_at_least_best_member(market):
 
 
 def test_factors_json_round_trip(market, tmp_path):
-    from alphanb.formula import Formula, evaluate_formula
+    from alphanb.formula import Formula
+    from alphanb.evaluate import evaluate_formula
     p, _, _ = market
     ctx = _train(p)
     pool = FactorPool(ctx, capacity=3)
@@ -109,7 +111,7 @@ def test_bad_factors_file(tmp_path, content, needle):
 
 def test_qlib_expression_is_null_when_impractical():
     from alphanb.formula import Formula
-    from alphanb.pool import QLIB_MAX_CHARS, _qlib_of
+    from alphanb.factors import QLIB_MAX_CHARS, _qlib_of
     assert _qlib_of(Formula.parse('Mean($close, 5)')) == Formula.parse('Mean($close, 5)').to_qlib()
     nested = Formula.parse('EMA(EMA(EMA($close, 40), 40), 40)')
     assert len(nested.to_qlib()) > QLIB_MAX_CHARS and _qlib_of(nested) is None

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from alphanb.config import make_config
-from alphanb.formula import Formula, Grammar
+from alphanb.formula import Formula
+from alphanb.grammar import Grammar
 from alphanb.policies import POLICIES, make_policy
 from alphanb.ppo import UniformPolicy, ppo_loss, ppo_update, prepare_states, rollout_formulas, sample_rollout, mean_stable_rank
 from alphanb.synth import MarketSpec, synthetic_panel

@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from alphanb.data import load_panel
-from alphanb.formula import evaluate_formula
+from alphanb.evaluate import evaluate_formula
 from alphanb.metrics import daily_ic, daily_rank_ic
 from alphanb.synth import MarketSpec, demo_spec, make_market, simulate_market
 
@@ -53,7 +53,7 @@ def test_generator_is_deterministic_and_rejects_bad_specs(tmp_path):
 
 
 def test_demo_factors_file_is_the_planted_pool(demo_data):
-    from alphanb.pool import load_factors
+    from alphanb.factors import load_factors
     from alphanb.synth import planted_factors
     info = json.loads((demo_data/'planted.json').read_text())
     assert json.loads((demo_data/'factors.json').read_text()) == json.loads(json.dumps(planted_factors(info)))

@@ -11,7 +11,8 @@ import torch
 from alphanb.config import TrainConfig, add_config_args, config_from_args, make_config
 from alphanb.core import ConfigError
 from alphanb.synth import MarketSpec, synthetic_panel
-from alphanb.train import FormulaEnv, planted, train
+from alphanb.train import planted, train
+from alphanb.env import FormulaEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +110,8 @@ def test_planted_reports():
 
 def test_target_base_mines_the_residual(tmp_path, demo_data):
     "With target_base, rewards and the pool read the label's residual on the base library's ridge prediction."
-    from alphanb.train import Trainer, load_run_data, base_residual
+    from alphanb.train import Trainer
+    from alphanb.env import load_run_data, base_residual
     dates = {'data': str(demo_data), 'train_end': '2018-05-31', 'valid_start': '2018-06-01', 'valid_end': '2018-12-31', 'reward': 'ic'}
     plain = load_run_data(settings(tmp_path/'p', **dates))
     tr = Trainer(settings(tmp_path/'b', target_base='classic', **dates))
