@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, math, multiprocessing as mp, resource, subprocess, sys, time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -14,6 +15,7 @@ from .core import *
 from . import ops
 from .data import *
 from .data import _stored_fields
+from .formula import Formula
 from .grammar import random_formulas
 from .evaluate import FormulaCache, evaluate_formula
 from .metrics import RewardContext, daily_rank_ic
@@ -23,9 +25,10 @@ from .config import TrainConfig, add_config_args, config_from_args, make_config
 from .train import Trainer
 
 # %% auto #0
-__all__ = ['ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command', 'bench_threads',
-           'bench_threads_command', 'bench_alpha158', 'bench_alpha158_command', 'bench_backtest',
-           'bench_backtest_command', 'bench_train', 'bench_train_command']
+__all__ = ['FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command',
+           'family_references', 'stream_bandwidth', 'bench_families', 'bench_threads', 'bench_threads_command',
+           'bench_alpha158', 'bench_alpha158_command', 'bench_backtest', 'bench_backtest_command', 'bench_train',
+           'bench_train_command']
 
 # %% ../nbs/15_bench.ipynb #6a8e374d
 def _measure_load(uri:str, universe:str, bare:bool, out):
@@ -82,6 +85,7 @@ def bench_eval(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when No
                seed:int=0, # their seed
                qlib_n:int=10, # formulas also timed through pyqlib (slow)
                device:str='cpu', # where alphanb computes
+               families:bool=True, # also time each formula family against the bandwidth bound (`bench_families`)
                verbose:bool=True, # print the summary
               )->dict: # the figures
     "Formulas/second of alphanb (cold, shared and warm cache) and of pyqlib on the same formulas, and RankIC throughput."
@@ -147,6 +151,7 @@ def bench_eval(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when No
     say(f"RankIC   {res['rank_ic_stock_days_per_s']:.3g} stock-days/s")
     say(f"metrics  {res['metrics_ms']:.1f} ms per factor (every scalar metric) vs its cold evaluation "
         f"{res['eval_cold_ms']:.1f} ms: {res['metrics_over_eval']:.0%}")
+    if families and panel.device.type == 'cpu': res['families'] = bench_families(panel, verbose=verbose)
     return res
 
 def _formula_set_args(p, n:int):
@@ -163,12 +168,114 @@ def _bench_eval_args(p):
     _formula_set_args(p, 200)
     p.add_argument('--qlib-n', type=int, default=10, help='formulas also timed through pyqlib (0: none)')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    p.add_argument('--families', action=argparse.BooleanOptionalAction, default=True,
+                   help='time each formula family against the bandwidth bound and numpy/pandas (CPU only)')
 
 @command('bench-eval', 'formulas/second of alphanb (cold and warm cache) vs pyqlib, and RankIC throughput', _bench_eval_args)
 def bench_eval_command(args)->dict:
     "`alphanb bench eval`: print the rates and the ratio to pyqlib."
     return bench_eval(args.data, args.universe, args.start, args.end, args.n, args.max_depth, args.seed,
-                      args.qlib_n, args.device)
+                      args.qlib_n, args.device, args.families)
+
+# %% ../nbs/15_bench.ipynb #c2c4dcd0
+FAMILY_FORMULAS = {   # the families of the speed issue's table, windows of 20 days
+    'elementwise': ['$close / $open', '($high - $low) / $close', 'Greater($close, $open) - Less($high, $low)',
+                    'Delta($close, 5) / $close', 'Log($volume) + Pow(Abs($close / $open - 1), 0.5)'],
+    'window sums and extremes': ['Mean($close, 20)', 'Sum($volume, 20)', 'TsMax($high, 20)', 'TsMin($low, 20)',
+                                 'WMA($close, 20)', 'EMA($close, 20)'],
+    'window moments and order statistics': ['Std($close, 20)', 'Var($close, 20)', 'Skew($close, 20)', 'Kurt($close, 20)',
+                                            'Med($close, 20)', 'Mad($close, 20)'],
+    'Corr, Cov and cross-sectional rank': ['Corr($close, $volume, 20)', 'Cov($close, $volume, 20)', 'Rank($close)'],
+}
+
+def _np_wma(x:np.ndarray, w:int)->np.ndarray:
+    "Linearly weighted mean of the last `w` rows (weights 1..w, the latest heaviest), NaN until `w` rows exist."
+    out = np.zeros_like(x)
+    for j in range(w): out[w - 1:] += (w - j) * x[w - 1 - j:x.shape[0] - j]
+    out[:w - 1] = np.nan
+    return out / (w * (w + 1) / 2)
+
+def family_references()->dict:
+    "Plain numpy / pandas versions of `FAMILY_FORMULAS` on float64 `[day, stock]` arrays (None: no plain one-liner)."
+    D = lambda x: pd.DataFrame(x)
+    roll = lambda x, w=20: D(x).rolling(w, min_periods=1)
+    return {'$close / $open': lambda F: F['$close'] / F['$open'],
+            '($high - $low) / $close': lambda F: (F['$high'] - F['$low']) / F['$close'],
+            'Greater($close, $open) - Less($high, $low)': lambda F: np.fmax(F['$close'], F['$open']) - np.fmin(F['$high'], F['$low']),
+            'Delta($close, 5) / $close': lambda F: D(F['$close']).diff(5).to_numpy() / F['$close'],
+            'Log($volume) + Pow(Abs($close / $open - 1), 0.5)': lambda F: np.log(F['$volume']) + np.abs(F['$close'] / F['$open'] - 1) ** 0.5,
+            'Mean($close, 20)': lambda F: roll(F['$close']).mean().to_numpy(),
+            'Sum($volume, 20)': lambda F: roll(F['$volume']).sum().to_numpy(),
+            'TsMax($high, 20)': lambda F: roll(F['$high']).max().to_numpy(),
+            'TsMin($low, 20)': lambda F: roll(F['$low']).min().to_numpy(),
+            'WMA($close, 20)': lambda F: _np_wma(F['$close'], 20),
+            'EMA($close, 20)': lambda F: D(F['$close']).ewm(span=20, adjust=False).mean().to_numpy(),
+            'Std($close, 20)': lambda F: roll(F['$close']).std().to_numpy(),
+            'Var($close, 20)': lambda F: roll(F['$close']).var().to_numpy(),
+            'Skew($close, 20)': lambda F: roll(F['$close']).skew().to_numpy(),
+            'Kurt($close, 20)': lambda F: roll(F['$close']).kurt().to_numpy(),
+            'Med($close, 20)': lambda F: roll(F['$close']).median().to_numpy(),
+            'Mad($close, 20)': None,   # pandas has no rolling mean absolute deviation short of a Python callback per window
+            'Corr($close, $volume, 20)': lambda F: D(F['$close']).rolling(20).corr(D(F['$volume'])).to_numpy(),
+            'Cov($close, $volume, 20)': lambda F: D(F['$close']).rolling(20).cov(D(F['$volume'])).to_numpy(),
+            'Rank($close)': lambda F: D(np.where(F['member'], F['$close'], np.nan)).rank(axis=1, pct=True).to_numpy()}
+
+def stream_bandwidth(n:int, # float32 values per array (the panel's days x stocks)
+                     repeat:int=7, # calls; the fastest is kept
+                    )->float: # bytes per second
+    "This machine's streaming bandwidth on arrays of `n` float32 values: `c = a + b` moves 3 × 4 × n bytes."
+    rng = np.random.default_rng(0)
+    a, b = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
+    c = np.empty_like(a)
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter(); np.add(a, b, out=c); best = min(best, time.perf_counter() - t)
+    return 3 * 4 * n / best
+
+def bench_families(panel:Panel, # the data (its stored fields are float32)
+                   families:dict|None=None, # family -> formulas; `FAMILY_FORMULAS` when None
+                   repeat:int=3, # timings per formula; the fastest is kept
+                   verbose:bool=True, # print the table
+                  )->dict: # 'bandwidth_gb_s', 'families' (one row per family), 'formulas' (one row per formula)
+    "Each family's time per formula (one thread, a fresh cache) against the bandwidth bound and a numpy/pandas reference."
+    say = print if verbose else (lambda *a, **k: None)
+    families, refs = families or FAMILY_FORMULAS, family_references()
+    n = panel.n_days * panel.n_stocks
+    bw = stream_bandwidth(n)
+    F = {k: panel[k].double().numpy() for k in panel.fields if k.startswith('$')} | {'member': panel.member.numpy()}
+    def best(fn):
+        t_min, out = math.inf, None
+        for _ in range(repeat):
+            t = time.perf_counter(); out = fn(); t_min = min(t_min, time.perf_counter() - t)
+        return t_min, out
+    before, rows = ops.THREADS, []
+    ops.set_threads(1)
+    try:
+        for fam, texts in families.items():
+            for text in texts:
+                f = Formula.parse(text)
+                evaluate_formula(panel, f, FormulaCache())                      # compiled loops loaded before timing
+                t, ours = best(lambda: evaluate_formula(panel, f, FormulaCache()))
+                ref = refs.get(text)
+                t_ref, theirs = best(lambda: ref(F)) if ref is not None else (math.nan, None)
+                agree = math.nan
+                if theirs is not None:
+                    a, b = ours.double().numpy(), np.asarray(theirs, np.float64)
+                    ok = np.isfinite(a) & np.isfinite(b)
+                    agree = float(np.max(np.abs(a[ok] - b[ok]) / np.maximum(1., np.abs(b[ok])), initial=0.))
+                fields = sorted({x.op for x in f.nodes() if x.op.startswith('$')})
+                nbytes = (len(fields) + 1) * n * 4
+                rows.append({'family': fam, 'formula': text, 'fields': len(fields), 'bytes': nbytes, 'alphanb_ms': 1e3 * t,
+                             'reference_ms': 1e3 * t_ref, 'bound_ms': 1e3 * nbytes / bw, 'agree': agree})
+    finally: ops.set_threads(before)
+    per = pd.DataFrame(rows)
+    fam = per.groupby('family', sort=False)[['alphanb_ms', 'reference_ms', 'bound_ms']].mean()
+    fam['vs_bound'] = fam['alphanb_ms'] / fam['bound_ms']
+    fam['vs_reference'] = fam['alphanb_ms'] / fam['reference_ms']
+    say(f"{panel}: streaming bandwidth {bw / 1e9:.1f} GB/s (float32 arrays of {n:,} values); one thread, fresh cache per formula")
+    say(fam.to_string(float_format=lambda v: f'{v:.2f}'))
+    return {'bandwidth_gb_s': bw / 1e9, 'days': panel.n_days, 'stocks': panel.n_stocks,
+            'families': fam.reset_index().to_dict('records'), 'formulas': per.to_dict('records')}
 
 # %% ../nbs/15_bench.ipynb #1221bdb4
 def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when None

@@ -174,6 +174,7 @@ def prepare_states(r:Rollout, # episodes
 def ppo_update(policy:nn.Module, # the policy being trained
                optimizer:torch.optim.Optimizer, # its optimiser
                r:Rollout, # a batch of episodes sampled from `policy`
+               *, # the settings by name (TrainConfig's ppo group)
                epochs:int=4, # passes over the batch
                minibatch_size:int=64, # episodes per gradient step
                clip_eps:float=0.2, value_coef:float=0.5, entropy_coef:float=0.01,

@@ -126,9 +126,10 @@ class Trainer:
         t2 = time.perf_counter()
         st = {}
         if self.optimizer is not None:
-            st = ppo_update(self.policy, self.optimizer, r, c.ppo_epochs, c.minibatch_size, c.clip_eps, c.value_coef,
-                            c.entropy_coef, c.max_grad_norm, c.gamma, c.gae_lambda, self.lord_params, c.lord_decay, c.lord_iterations,
-                            c.risk_quantile)
+            st = ppo_update(self.policy, self.optimizer, r, epochs=c.ppo_epochs, minibatch_size=c.minibatch_size,
+                            clip_eps=c.clip_eps, value_coef=c.value_coef, entropy_coef=c.entropy_coef,
+                            max_grad_norm=c.max_grad_norm, gamma=c.gamma, lam=c.gae_lambda, lord_params=self.lord_params,
+                            lord_decay=c.lord_decay, lord_iterations=c.lord_iterations, risk_quantile=c.risk_quantile)
         t3 = time.perf_counter()
         self.step += 1
         best = self.env.best()
