@@ -442,18 +442,18 @@ def bench_backtest_command(args:argparse.Namespace)->dict:
 # %% ../nbs/15_bench.ipynb #1fb29ebb
 def bench_train(config:TrainConfig, # settings; `steps` timed steps after one warm-up step
                )->dict: # formulas_per_s, shares of time in evaluation and in the network, setup seconds
-    "Time `config.steps` training steps after one warm-up step."
+    "Time `config.ppo.steps` training steps after one warm-up step."
     t0 = time.perf_counter()
     tr = Trainer(config)
     setup = time.perf_counter() - t0
     tr.run_step()
     before, n0 = dict(tr.env.seconds), tr.env.evaluations
-    rows = [tr.run_step() for _ in range(max(config.steps, 1))]
+    rows = [tr.run_step() for _ in range(max(config.ppo.steps, 1))]
     parts = {k: tr.env.seconds[k] - before[k] for k in before}
     tot = lambda k: sum(r[k] for r in rows)
     wall = tot('seconds_policy') + tot('seconds_eval') + tot('seconds_update')
-    return {'policy': config.policy, 'universe': config.universe, 'panel': repr(tr.panel), 'steps': len(rows),
-            'batch_size': config.batch_size, 'formulas_per_s': len(rows) * config.batch_size / wall,
+    return {'policy': config.policy.name, 'universe': config.data.universe, 'panel': repr(tr.panel), 'steps': len(rows),
+            'batch_size': config.ppo.batch_size, 'formulas_per_s': len(rows) * config.ppo.batch_size / wall,
             'eval_share': tot('seconds_eval') / wall, 'network_share': (tot('seconds_policy') + tot('seconds_update')) / wall,
             'sampling_share': tot('seconds_policy') / wall, 'ppo_share': tot('seconds_update') / wall,
             'formula_eval_share': parts['evaluate'] / wall, 'metrics_share': parts['metrics'] / wall, 'pool_share': parts['pool'] / wall,

@@ -50,28 +50,28 @@ def split_dates(cfg:TrainConfig, # the run's settings
                )->dict[str, pd.Timestamp]: # 'load_start', 'train_start', 'train_end', 'valid_start', 'valid_end'
     "The train and valid spans of a run, with the first day to load for warm-up."
     day = lambda x: None if x is None else pd.Timestamp(x)
-    ts, te, vs, ve = day(cfg.train_start), day(cfg.train_end), day(cfg.valid_start), day(cfg.valid_end)
+    ts, te, vs, ve = day(cfg.data.train_start), day(cfg.data.train_end), day(cfg.data.valid_start), day(cfg.data.valid_end)
     ve = ve or cal[-1]
-    ts = ts or cal[min(cfg.warmup_days, len(cal) - 1)]
+    ts = ts or cal[min(cfg.data.warmup_days, len(cal) - 1)]
     span = cal[(cal >= ts) & (cal <= ve)]
     if len(span) < 4: raise DateRangeError(f"{ts:%Y-%m-%d}..{ve:%Y-%m-%d} holds {len(span)} trading days; the data covers "
                                           f"{cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}")
     if te is None and vs is None:
-        cut = int(round(len(span) * (1 - cfg.valid_fraction)))
+        cut = int(round(len(span) * (1 - cfg.data.valid_fraction)))
         te, vs = span[cut - 1], span[cut]
     elif te is None: te = span[span < vs][-1] if (span < vs).any() else vs
     elif vs is None: vs = span[span > te][0] if (span > te).any() else te
     if not ts <= te < vs <= ve:
         raise DateRangeError(f"train {ts:%Y-%m-%d}..{te:%Y-%m-%d} must end before valid {vs:%Y-%m-%d}..{ve:%Y-%m-%d} starts")
     i = int(cal.searchsorted(ts))
-    return dict(load_start=cal[max(0, i - cfg.warmup_days)], train_start=ts, train_end=te, valid_start=vs, valid_end=ve)
+    return dict(load_start=cal[max(0, i - cfg.data.warmup_days)], train_start=ts, train_end=te, valid_start=vs, valid_end=ve)
 
 def load_run_data(cfg:TrainConfig, # the run's settings
                  )->tuple[Panel, slice, slice]: # panel with history, train day slice, valid day slice
     "Load the panel of a run and the day slices its train and valid metrics use."
-    path = resolve_data(cfg.data)
-    d = split_dates(cfg, calendar(path, cfg.freq))
-    panel = load_panel(path, cfg.universe, d['load_start'], d['valid_end'], horizon=cfg.horizon, freq=cfg.freq, device=cfg.device)
+    path = resolve_data(cfg.data.dir)
+    d = split_dates(cfg, calendar(path, cfg.data.freq))
+    panel = load_panel(path, cfg.data.universe, d['load_start'], d['valid_end'], horizon=cfg.data.horizon, freq=cfg.data.freq, device=cfg.run.device)
     return (panel,) + run_slices(panel, d['train_start'], d['train_end'], d['valid_start'], d['valid_end'])
 
 def run_slices(panel:Panel, train_start, train_end, valid_start, valid_end)->tuple[slice, slice]:

@@ -35,7 +35,7 @@ class Search:
     def _members(self)->list:
         "Token ids of the formulas to extend and rewrite (`elite_from`) that the grammar has tokens for."
         out = []
-        for f in (self.env.pool.formulas if self.cfg.elite_from == 'pool' else self.env.elites(self.cfg.pool_size)):
+        for f in (self.env.pool.formulas if self.cfg.search.elite_from == 'pool' else self.env.elites(self.cfg.pool.size)):
             try: out.append(self.grammar.to_tokens(f))
             except AlphanbError: continue                               # canonical forms: a constant may lack a token
         return out
@@ -58,14 +58,14 @@ class Search:
             if not before or not st.mask()[0, g.SEP]: self._rewrites[key] = []; return []
             before = torch.stack(before + [st.mask()[0]])                                  # [position, token]
             same = (g.arity[None] == g.arity[tk][:, None]) & (g._is_const[None] == g._is_const[tk][:, None]) & g._is_token[None]
-            if self.cfg.mutate_near:                                    # a windowed operator: its other windows, or its window's other operators
+            if self.cfg.search.mutate_near:                                    # a windowed operator: its other windows, or its window's other operators
                 win = g.window[tk][:, None]
                 near = (g.node_type[None] == g.node_type[tk][:, None]) | (g.window[None] == win)   # node type: the operator
                 same &= torch.where(win > 0, near, True)
             sub = before[:-1] & same
             sub[torch.arange(len(tokens)), tk] = False                                        # a real change
             out = [(tokens[:j] + [-1] + tokens[j + 1:], sub[j]) for j in range(len(tokens)) if sub[j].any()]
-            if self.cfg.mutate_insert and len(tokens) < g.max_len:
+            if self.cfg.search.mutate_insert and len(tokens) < g.max_len:
                 unary = (g.arity == 1) & (g.kind == KIND_OP)
                 for j in range(1, len(tokens) + 1):
                     m = before[j] & unary
@@ -74,7 +74,7 @@ class Search:
                     try: ok = bool(g.action_masks(torch.tensor(full))[0, g.SEP])
                     except AlphanbError: ok = False
                     if ok: out.append((tokens[:j] + [-1] + tokens[j:], m))
-            if self.cfg.mutate_delete: out += [(tk, None) for tk in self._deletions(tokens)]
+            if self.cfg.search.mutate_delete: out += [(tk, None) for tk in self._deletions(tokens)]
             self._rewrites[key] = out
         return self._rewrites[key]
 
@@ -96,7 +96,7 @@ class Search:
 
     def _pick(self, n:int, k:int)->list:
         "`k` draws of formulas among `n` elites (best first): uniform, or with `elite_rank` weight 1/rank."
-        if not self.cfg.elite_rank: return torch.randint(n, (k,)).tolist()
+        if not self.cfg.search.elite_rank: return torch.randint(n, (k,)).tolist()
         return torch.multinomial(1 / torch.arange(1, n + 1, dtype=torch.float64), k, replacement=True).tolist()
 
     def prefixes(self)->tuple:
@@ -104,11 +104,11 @@ class Search:
         choose (None when no episode rewrites). A share `elite_share` of the batch extends an elite formula (`elite_from`:
         a pool member or one of the run's best), a share `mutate_share` rewrites one token of one; `elite_group`
         episodes share each formula."""
-        c, B = self.cfg, self.cfg.batch_size
-        n_ext, n_mut = round(c.elite_share * B), round(c.mutate_share * B)
+        c, B = self.cfg, self.cfg.ppo.batch_size
+        n_ext, n_mut = round(c.search.elite_share * B), round(c.search.mutate_share * B)
         if n_ext + n_mut == 0: return None, None, None
         members = self._members()
-        per = c.elite_group                                             # episodes per chosen member
+        per = c.search.elite_group                                             # episodes per chosen member
         pre, grp, allowed = [], [], None
         ext = [tk for tk in members if len(tk) < self.grammar.max_len and self._writable(tk)]
         if n_ext and ext:

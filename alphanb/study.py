@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .core import *
-from .config import TrainConfig, make_config, apply_overrides, config_dict, flatten_overrides, parse_value
+from .config import TrainConfig, make_config, apply_overrides, config_dict, config_paths, flatten_overrides, parse_value, stored_config
 from .data import Panel, calendar, data_dir, load_panel, universes as data_universes
 from .evaluate import FormulaCache, evaluate_formula
 from .interpret import interpret
@@ -336,10 +336,10 @@ def with_features(fm:FeatureMatrix, panel:Panel, features:list, mask:Tensor, cac
     return FeatureMatrix(np.hstack([fm.X, more.X]), fm.names + more.names, fm.day, fm.stock, fm.shape)
 
 # %% ../nbs/14_study.ipynb #d67ba614
-STUDY_KEYS = {'data': '--data', 'universe': '--universes', 'train_start': '--test-years', 'train_end': '--test-years',
-              'valid_start': '--test-years', 'valid_end': '--test-years', 'seed': '--seeds', 'out': '--out',
-              'threads': 'one thread per run'}   # settings each run gets from the study
-RUN_FREE = {'out', 'checkpoint_every', 'device', 'cache_mb', 'threads'}   # settings that do not change a run's result
+STUDY_KEYS = {'data/dir': '--data', 'data/universe': '--universes', 'data/train_start': '--test-years', 'data/train_end': '--test-years',
+              'data/valid_start': '--test-years', 'data/valid_end': '--test-years', 'run/seed': '--seeds', 'run/out': '--out',
+              'run/threads': 'one thread per run'}   # settings each run gets from the study
+RUN_FREE = {'run/out', 'run/checkpoint_every', 'run/device', 'run/cache_mb', 'run/threads'}   # settings that do not change a run's result
 
 def study_config(data=None, # Qlib data directory; the config's (`data/demo` by default) when None
                  steps:int|None=None, # PPO steps per run; the config's when None
@@ -349,12 +349,11 @@ def study_config(data=None, # Qlib data directory; the config's (`data/demo` by 
     "The settings of a study's runs, through `make_config` as `alphanb train` makes them."
     settings = flatten_overrides(dict(settings or {}))
     for k in settings:
-        head = k.split('/')[0]
-        if head in STUDY_KEYS: raise ConfigError(f"the study sets '{head}' itself for each run: use {STUDY_KEYS[head]}, not --set {k}")
-    cfg = make_config({k: v for k, v in {'data': None if data is None else str(data), 'steps': steps}.items() if v is not None},
+        if k in STUDY_KEYS: raise ConfigError(f"the study sets '{k}' itself for each run: use {STUDY_KEYS[k]}, not --set {k}")
+    cfg = make_config({k: v for k, v in {'data/dir': None if data is None else str(data), 'ppo/steps': steps}.items() if v is not None},
                       config_file=config_file)
     if settings: cfg = apply_overrides(cfg, settings, '--set')
-    return apply_overrides(cfg, {'data': str(data_dir(resolve_data(cfg.data))), 'threads': 1}, 'the study')
+    return apply_overrides(cfg, {'data/dir': str(data_dir(resolve_data(cfg.data.dir))), 'run/threads': 1}, 'the study')
 
 @dataclass(frozen=True)
 class Run:
@@ -363,12 +362,12 @@ class Run:
     fold: Fold
     seed: int
     dir: Path           # OUT/<universe>/test<Y>/seed<S>: the small files that are kept
-    config: TrainConfig # its settings; `config.out` is its scratch directory
+    config: TrainConfig # its settings; `config.run.out` is its scratch directory
 
     @property
     def name(self)->str: return f'{self.universe}/{self.fold.name}/seed{self.seed}'
     @property
-    def scratch(self)->Path: return Path(self.config.out)
+    def scratch(self)->Path: return Path(self.config.run.out)
 
 def default_scratch(out)->Path:
     "`~/.cache/alphanb/study/<name of out>-<hash of its absolute path>`: where the runs' checkpoints and models go."
@@ -383,9 +382,9 @@ def study_runs(cfg:TrainConfig, universes:list[str], folds:list[Fold], seeds:lis
         for f in folds:
             for s in seeds:
                 sub = Path(u)/f.name/f'seed{s}'
-                c = apply_overrides(cfg, {'universe': u, 'train_start': day(f.train[0]), 'train_end': day(f.train[1]),
-                                          'valid_start': day(f.selection[0]), 'valid_end': day(f.selection[1]), 'seed': s,
-                                          'out': str(Path(scratch)/sub)}, 'the study')
+                c = apply_overrides(cfg, {'data/universe': u, 'data/train_start': day(f.train[0]), 'data/train_end': day(f.train[1]),
+                                          'data/valid_start': day(f.selection[0]), 'data/valid_end': day(f.selection[1]), 'run/seed': s,
+                                          'run/out': str(Path(scratch)/sub)}, 'the study')
                 runs.append(Run(u, f, s, Path(out)/sub, c))
     return runs
 
@@ -394,15 +393,15 @@ def check_run(run:Run)->None:
     "Stop when `run.dir` holds a run made with other settings than `run.config`."
     p = run.dir/'config.json'
     if not p.exists(): return
-    # a setting added after the run was made is read at its default, which is what the run did
-    old, new = {**config_dict(TrainConfig()), **json.loads(p.read_text())}, config_dict(run.config)
-    diff = [k for k in new if k not in RUN_FREE | {'steps'} and old.get(k) != new[k]]
+    # read as any version wrote it; a setting added after the run was made is read at its default, which is what the run did
+    old, new = config_paths(stored_config(json.loads(p.read_text()), str(p))), config_paths(run.config)
+    diff = [k for k in new if k not in RUN_FREE | {'ppo/steps'} and old.get(k) != new[k]]
     if diff:
         raise ConfigError(f"{run.dir} holds a run made with other settings ({', '.join(f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in diff)}): "
                           f"use a new --out, or the settings it was made with")
-    if old.get('steps') != new['steps'] and (run.dir/'result.json').exists():
-        raise ConfigError(f"{run.dir} was trained for {old.get('steps')} steps, not {new['steps']}: pass --steps {old.get('steps')}, use a new "
-                          f"--out, or delete its result.json to train it on to {new['steps']} steps from its checkpoint")
+    if old['ppo/steps'] != new['ppo/steps'] and (run.dir/'result.json').exists():
+        raise ConfigError(f"{run.dir} was trained for {old['ppo/steps']} steps, not {new['ppo/steps']}: pass --steps {old['ppo/steps']}, use a "
+                          f"new --out, or delete its result.json to train it on to {new['ppo/steps']} steps from its checkpoint")
 
 # %% ../nbs/14_study.ipynb #e8096686
 ONE_THREAD = {'NUMBA_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1'}
@@ -411,7 +410,7 @@ KEEP_FILES = ['factors.json', 'log.csv']   # copied from the scratch directory i
 def trained(run:Run)->bool:
     "Whether the run's training is done for its steps."
     p = run.dir/'train.json'
-    return p.exists() and json.loads(p.read_text()).get('steps') == run.config.steps and all((run.dir/f).exists() for f in KEEP_FILES)
+    return p.exists() and json.loads(p.read_text()).get('steps') == run.config.ppo.steps and all((run.dir/f).exists() for f in KEEP_FILES)
 
 def _launch(run:Run, env:dict)->tuple:
     run.scratch.mkdir(parents=True, exist_ok=True)
@@ -457,7 +456,7 @@ def train_runs(runs:list[Run], # the runs; those already trained are skipped
                 _finish(*item)
                 bar.update(1)
             if running and time.monotonic() - shown > 10:           # where the running trainings are
-                bar.set_postfix_str(', '.join(f'{r.name} step {_steps_done(r)}/{r.config.steps}' for r, *_ in running))
+                bar.set_postfix_str(', '.join(f'{r.name} step {_steps_done(r)}/{r.config.ppo.steps}' for r, *_ in running))
                 shown = time.monotonic()
     except BaseException:
         for _, p, files in running: p.terminate()         # each resumes from its last checkpoint next time
@@ -521,7 +520,7 @@ def _read(p:Path)->dict: return json.loads(p.read_text())
 
 def score_run(run:Run, panel:Panel, splits:Splits, cache:FormulaCache, fit_ctx:RewardContext)->dict:
     "Choose a run's members on the selection year, score its pools on the test year (if any); write final_factors.json and result.json."
-    topk = run.config.topk
+    topk = run.config.data.topk
     raw = json.loads((run.dir/'factors.json').read_text())
     entries = load_factors(run.dir/'factors.json') if raw else []      # an empty pool scores NaN
     choice = choose_members(panel, splits, entries, topk, cache, fit_ctx)
@@ -723,33 +722,33 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
     if jobs < 1: raise ConfigError(f"jobs must be at least 1, got {jobs}")
     cfg = study_config(data, steps, settings, config_file)
     us = [u.strip() for u in universes.split(',')] if isinstance(universes, str) else list(universes)
-    known = data_universes(cfg.data)
+    known = data_universes(cfg.data.dir)
     for u in us:
-        if u not in known: raise UnknownUniverseError(f"unknown universe '{u}'{did_you_mean(u, known)}: {cfg.data} has {', '.join(known)}; "
+        if u not in known: raise UnknownUniverseError(f"unknown universe '{u}'{did_you_mean(u, known)}: {cfg.data.dir} has {', '.join(known)}; "
                                                       f"pass some of them to --universes")
     if not us or len(set(us)) != len(us): raise ConfigError(f"universes {universes!r}: give each once, e.g. csi300,csi500")
     none = test_years is None or (isinstance(test_years, str) and test_years.strip().lower() in ('', 'none'))
     if none and not final: raise ConfigError("no test years and no final fold: give --test-years, --final, or both")
-    cal = calendar(cfg.data)
-    folds = ([] if none else fold_spans(cal, test_years, cfg.warmup_days, cfg.horizon)) + \
-            ([final_fold(cal, cfg.warmup_days, cfg.horizon)] if final else [])
+    cal = calendar(cfg.data.dir)
+    folds = ([] if none else fold_spans(cal, test_years, cfg.data.warmup_days, cfg.data.horizon)) + \
+            ([final_fold(cal, cfg.data.warmup_days, cfg.data.horizon)] if final else [])
     seeds = parse_ints(seeds, 'seeds')
     out = Path(out)
     scratch = Path(scratch) if scratch is not None else default_scratch(out)
     runs = study_runs(cfg, us, folds, seeds, out, scratch)
     for r in runs: check_run(r)
     tested = [f for f in folds if not f.final]
-    atomic_write_json(out/'study.json', to_jsonable({'data': cfg.data, 'universes': us, 'test_years': [f.test_year for f in tested],
+    atomic_write_json(out/'study.json', to_jsonable({'data': cfg.data.dir, 'universes': us, 'test_years': [f.test_year for f in tested],
                                                      'final': final,
                                                      'seeds': seeds, 'baselines': baselines, 'scratch': scratch,
-                                                     'settings': {k: v for k, v in config_dict(cfg).items() if k not in STUDY_KEYS},
+                                                     'settings': {k: v for k, v in config_paths(cfg).items() if k not in STUDY_KEYS},
                                                      'folds': {f.name: f.spans() for f in folds}}))
     reused = sum((r.dir/'result.json').exists() for r in runs)
     n_trained = train_runs([r for r in runs if not (r.dir/'result.json').exists()], jobs, progress)
     scored = 0
     for u in us:
         for f in folds:
-            scored += score_fold(cfg.data, u, f, [r for r in runs if r.universe == u and r.fold == f], out, baselines, cfg.topk,
+            scored += score_fold(cfg.data.dir, u, f, [r for r in runs if r.universe == u and r.fold == f], out, baselines, cfg.data.topk,
                                  rounds, progress)
     rows = study_rows(runs, out, baselines) if tested else pd.DataFrame()
     table, spread = (aggregate(rows), seed_spread(rows)) if tested else (pd.DataFrame(), pd.DataFrame())
@@ -759,8 +758,8 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
     finals = {u: final_summary(out/u/'final') for u in us} if final else {}
     atomic_write_text(out/'summary.csv', table.to_csv(index=False))
     atomic_write_text(out/'rows.csv', rows.to_csv(index=False))
-    summary = to_jsonable({'out': out, 'data': cfg.data, 'universes': us, 'test_years': [f.test_year for f in tested], 'seeds': seeds,
-                           'steps': cfg.steps, 'runs': len(runs), 'trained': n_trained, 'scored': scored, 'reused': reused,
+    summary = to_jsonable({'out': out, 'data': cfg.data.dir, 'universes': us, 'test_years': [f.test_year for f in tested], 'seeds': seeds,
+                           'steps': cfg.ppo.steps, 'runs': len(runs), 'trained': n_trained, 'scored': scored, 'reused': reused,
                            'folds': {f.name: f.spans() for f in folds}, 'table': table.to_dict('records'),
                            'seed_spread': spread.to_dict('records'), 'final': finals, 'files': files, 'seconds': time.perf_counter() - t0})
     atomic_write_json(out/'summary.json', summary)
@@ -795,7 +794,7 @@ def _study_args(p:argparse.ArgumentParser)->None:
     p.add_argument('--rounds', type=int, default=500, help='LightGBM baselines: most trees')
     p.add_argument('--config', metavar='F.json', help='JSON file of training settings')
     p.add_argument('--set', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[],
-                   help='override one training setting, e.g. --set reward ic (VALUE parsed as JSON when possible)')
+                   help='override one training setting, e.g. --set reward/mode ic (VALUE parsed as JSON when possible)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 @command('study', 'walk-forward study: per test year mine on the years before, choose on the year before it, score on it; '

@@ -75,7 +75,7 @@ def load_pool_state(pool:FactorPool, # an empty pool on the same train span
 LOG_COLUMNS = ['step', 'episodes', 'evaluations', 'reward_mean', 'reward_max', 'valid_share', 'best_rank_ic', 'pool_size',
                'pool_ic', 'entropy', 'stable_rank', 'policy_loss', 'value_loss', 'approx_kl', 'clip_frac', 'formulas_per_s',
                'seconds_policy', 'seconds_eval', 'seconds_update']
-RESUME_FREE = {'steps', 'out', 'checkpoint_every', 'threads', 'device', 'cache_mb'}   # settings a resumed run may change
+RESUME_FREE = {'ppo/steps', 'run/out', 'run/checkpoint_every', 'run/threads', 'run/device', 'run/cache_mb'}   # settings a resumed run may change
 
 def _action_entropy(r:Rollout)->float:
     "Mean entropy of the sampling distribution over the tokens the policy chose (not over given prefixes)."
@@ -85,13 +85,13 @@ def _action_entropy(r:Rollout)->float:
 
 
 def build_policy(cfg:TrainConfig, grammar:Grammar)->nn.Module:
-    "The policy `cfg.policy` for `grammar`: a network from `alphanb.policies`, or `UniformPolicy` for 'random'."
-    if cfg.policy == 'random': return UniformPolicy(grammar, cfg.sampling_prior)
-    if cfg.policy not in POLICIES:
-        raise ConfigError(f"unknown policy '{cfg.policy}'{did_you_mean(cfg.policy, list(POLICIES) + ['random'])}; "
+    "The policy `cfg.policy.name` for `grammar`: a network from `alphanb.policies`, or `UniformPolicy` for 'random'."
+    if cfg.policy.name == 'random': return UniformPolicy(grammar, cfg.policy.sampling_prior)
+    if cfg.policy.name not in POLICIES:
+        raise ConfigError(f"unknown policy '{cfg.policy.name}'{did_you_mean(cfg.policy.name, list(POLICIES) + ['random'])}; "
                           f"valid: {', '.join(list(POLICIES) + ['random'])}")
-    return make_policy(cfg.policy, grammar, prior=cfg.sampling_prior, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                       dropout=cfg.dropout, **cfg.policy_kwargs)
+    return make_policy(cfg.policy.name, grammar, prior=cfg.policy.sampling_prior, hidden=cfg.policy.hidden, layers=cfg.policy.layers, heads=cfg.policy.heads,
+                       dropout=cfg.policy.dropout, **cfg.policy.kwargs)
 
 class Trainer:
     "A training run: data, grammar, policy, optimiser, environment and log, advanced one PPO step at a time."
@@ -100,18 +100,18 @@ class Trainer:
                  data:tuple|None=None, # (panel, train slice, valid slice); loaded from `cfg` when None
                 ):
         self.cfg = check_config(cfg)
-        if cfg.threads: torch.set_num_threads(cfg.threads)
+        if cfg.run.threads: torch.set_num_threads(cfg.run.threads)
         self.panel, self.train_days, self.valid_days = data if data is not None else load_run_data(cfg)
-        if cfg.target_base: self.panel = base_residual(self.panel, self.train_days, cfg.target_base)
-        seed_everything(cfg.seed)
-        self.grammar = Grammar(max_len=cfg.max_len, features=[f for f in DEFAULT_FEATURES if f in self.panel],
-                               ops=cfg.vocabulary)
-        self.policy = build_policy(cfg, self.grammar).to(cfg.device)
+        if cfg.reward.target_base: self.panel = base_residual(self.panel, self.train_days, cfg.reward.target_base)
+        seed_everything(cfg.run.seed)
+        self.grammar = Grammar(max_len=cfg.policy.max_len, features=[f for f in DEFAULT_FEATURES if f in self.panel],
+                               ops=cfg.policy.vocabulary)
+        self.policy = build_policy(cfg, self.grammar).to(cfg.run.device)
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr) if params else None
-        self.lord_params = list(attention_weights(self.policy)) if cfg.policy != 'random' else []
-        self.env = FormulaEnv(self.panel, self.train_days, cfg.reward, cfg.reward_weights, cfg.topk, cfg.pool_size,
-                              cfg.pool_corr_max, cfg.cache_mb, cfg.size_penalty)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.ppo.lr) if params else None
+        self.lord_params = list(attention_weights(self.policy)) if cfg.policy.name != 'random' else []
+        self.env = FormulaEnv(self.panel, self.train_days, cfg.reward.mode, cfg.reward.weights, cfg.data.topk, cfg.pool.size,
+                              cfg.pool.corr_max, cfg.run.cache_mb, cfg.reward.size_penalty)
         self.search = Search(cfg, self.grammar, self.env)
         self.step, self.log = 0, []
 
@@ -119,17 +119,17 @@ class Trainer:
         "One PPO iteration; returns its log row."
         c = self.cfg
         t0 = time.perf_counter()
-        r = sample_rollout(self.policy, self.grammar, c.batch_size, *self.search.prefixes())
+        r = sample_rollout(self.policy, self.grammar, c.ppo.batch_size, *self.search.prefixes())
         t1 = time.perf_counter()
         formulas = rollout_formulas(r, self.grammar)
         r.rewards = self.env.rewards(formulas)
         t2 = time.perf_counter()
         st = {}
         if self.optimizer is not None:
-            st = ppo_update(self.policy, self.optimizer, r, epochs=c.ppo_epochs, minibatch_size=c.minibatch_size,
-                            clip_eps=c.clip_eps, value_coef=c.value_coef, entropy_coef=c.entropy_coef,
-                            max_grad_norm=c.max_grad_norm, gamma=c.gamma, lam=c.gae_lambda, lord_params=self.lord_params,
-                            lord_decay=c.lord_decay, lord_iterations=c.lord_iterations, risk_quantile=c.risk_quantile)
+            st = ppo_update(self.policy, self.optimizer, r, epochs=c.ppo.epochs, minibatch_size=c.ppo.minibatch_size,
+                            clip_eps=c.ppo.clip_eps, value_coef=c.ppo.value_coef, entropy_coef=c.ppo.entropy_coef,
+                            max_grad_norm=c.ppo.max_grad_norm, gamma=c.ppo.gamma, lam=c.ppo.gae_lambda, lord_params=self.lord_params,
+                            lord_decay=c.ppo.lord_decay, lord_iterations=c.ppo.lord_iterations, risk_quantile=c.ppo.risk_quantile)
         t3 = time.perf_counter()
         self.step += 1
         best = self.env.best()
@@ -141,7 +141,7 @@ class Trainer:
                'entropy': _action_entropy(r), 'stable_rank': mean_stable_rank(self.lord_params),
                'policy_loss': st.get('policy_loss', math.nan), 'value_loss': st.get('value_loss', math.nan),
                'approx_kl': st.get('approx_kl', math.nan), 'clip_frac': st.get('clip_frac', math.nan),
-               'formulas_per_s': c.batch_size / (t3 - t0), 'seconds_policy': t1 - t0, 'seconds_eval': t2 - t1,
+               'formulas_per_s': c.ppo.batch_size / (t3 - t0), 'seconds_policy': t1 - t0, 'seconds_eval': t2 - t1,
                'seconds_update': t3 - t2}
         self.log.append(row)
         release_memory()
@@ -156,8 +156,8 @@ class Trainer:
 
     def load_state_dict(self, s:dict)->None:
         "Continue from a `state_dict()`; the settings must agree except for those in `RESUME_FREE`."
-        new = config_dict(self.cfg)
-        old = {**config_dict(TrainConfig()), **s['config']}               # a setting newer than the checkpoint: its default
+        new = config_paths(self.cfg)
+        old = config_paths(stored_config(s['config'], 'the checkpoint'))  # any version's; a setting newer than it: its default
         diff = [k for k in new if k not in RESUME_FREE and old[k] != new[k]]
         if diff: raise ConfigError(f"cannot resume: the checkpoint was made with different settings ({', '.join(f'{k}: {old[k]!r} -> {new[k]!r}' for k in diff)}); "
                                    "use the same settings or a new --out")
@@ -189,7 +189,7 @@ def write_log(path:str|Path, rows:list[dict])->Path:
 def save_model(trainer:Trainer, out:Path)->dict[str, Path]:
     "Write `model.pt` (state dict, settings, vocabulary) and `model.npz` (the same weights as plain arrays)."
     sd = {k: v.detach().cpu() for k, v in trainer.policy.state_dict().items()}
-    pt = atomic_write(out/'model.pt', lambda p: torch.save({'policy': trainer.cfg.policy, 'config': config_dict(trainer.cfg),
+    pt = atomic_write(out/'model.pt', lambda p: torch.save({'policy': trainer.cfg.policy.name, 'config': config_dict(trainer.cfg),
                                                               'tokens': list(trainer.grammar.names), 'state_dict': sd}, p))
     arrays = {k: v.numpy() for k, v in sd.items()}
     arrays['__tokens__'] = np.array(trainer.grammar.names)
@@ -199,7 +199,7 @@ def save_model(trainer:Trainer, out:Path)->dict[str, Path]:
 
 def summarize(trainer:Trainer)->dict:
     "Valid-split metrics of the combined pool and of the best factor (by train RankIC)."
-    valid = RewardContext(trainer.panel, trainer.valid_days, topk=trainer.cfg.topk)
+    valid = RewardContext(trainer.panel, trainer.valid_days, topk=trainer.cfg.data.topk)
     comb = trainer.env.pool.combined() if trainer.env.pool.size else None
     pick = lambda m: {k: m[k] for k in ['ic', 'rank_ic', 'icir', 'rank_icir', 'sharpe']}
     out = {'valid': pick(valid.metrics(comb)) if comb is not None else None, 'best_factor': None}
@@ -212,13 +212,13 @@ def summarize(trainer:Trainer)->dict:
 
 def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides of the defaults (papermill parameters)
           resume:bool=False, # continue from OUT/checkpoint.pt when it exists
-          data:tuple|None=None, # (panel, train slice, valid slice) instead of loading `config.data`
+          data:tuple|None=None, # (panel, train slice, valid slice) instead of loading `config.data.dir`
           progress:bool=True, # show a tqdm bar
           verbose:bool=True, # print a summary at the end
          )->dict: # 'log' DataFrame, 'pool', 'valid', 'best_factor', 'paths', 'steps', 'episodes', 'evaluations', 'seconds'
-    "Train a policy to write factors with PPO; write the pool, the model, the settings and the log to `config.out`."
+    "Train a policy to write factors with PPO; write the pool, the model, the settings and the log to `config.run.out`."
     cfg = config if isinstance(config, TrainConfig) else make_config(config or {})
-    out = Path(cfg.out)
+    out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     tr = Trainer(cfg, data)
     ckpt = out/'checkpoint.pt'
@@ -227,20 +227,20 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
     atomic_write_json(out/'config.json', config_dict(cfg))
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.steps, initial=min(tr.step, cfg.steps), disable=not progress, desc=f'train {cfg.policy}')  # the bar stays: an executed notebook shows it finished
-    while tr.step < cfg.steps:
+    bar = tqdm(total=cfg.ppo.steps, initial=min(tr.step, cfg.ppo.steps), disable=not progress, desc=f'train {cfg.policy.name}')  # the bar stays: an executed notebook shows it finished
+    while tr.step < cfg.ppo.steps:
         row = tr.run_step()
         bar.update(1)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", best_ric=f"{row['best_rank_ic']:.4f}", pool=row['pool_size'])
         write_log(out/'log.csv', tr.log)
-        if cfg.checkpoint_every and tr.step % cfg.checkpoint_every == 0 and tr.step < cfg.steps: tr.save_checkpoint(ckpt)
+        if cfg.run.checkpoint_every and tr.step % cfg.run.checkpoint_every == 0 and tr.step < cfg.ppo.steps: tr.save_checkpoint(ckpt)
     bar.close()
     tr.save_checkpoint(ckpt)
     write_log(out/'log.csv', tr.log)
     paths = {'factors': tr.env.pool.save(out/'factors.json', {'train': tr.train_days, 'valid': tr.valid_days}), **save_model(tr, out),
              'config': out/'config.json', 'log': out/'log.csv', 'checkpoint': ckpt}
-    if cfg.novelty and tr.env.pool.size:   # how close each member is to the library a quant already has, on the valid split
-        annotate_novelty(paths['factors'], tr.panel, tr.valid_days, cfg.novelty)
+    if cfg.pool.novelty and tr.env.pool.size:   # how close each member is to the library a quant already has, on the valid split
+        annotate_novelty(paths['factors'], tr.panel, tr.valid_days, cfg.pool.novelty)
     res = {'steps': tr.step, 'episodes': tr.env.episodes, 'evaluations': tr.env.evaluations,
            'seconds': time.perf_counter() - t0, **summarize(tr), 'paths': paths,
            'log': pd.DataFrame(tr.log, columns=LOG_COLUMNS), 'pool': tr.env.pool, 'trainer': tr}
@@ -277,9 +277,9 @@ def train_command(args)->dict:
 PLANTED_FORMULA = 'Mean(Pressure, 10) - Delta(LogVolume, 5)'   # depth 3; the grammar can write it in 5 tokens
 # the learned policies' search in the experiment: a quarter of each batch extends, a quarter rewrites, the run's best
 # formulas, the better ones more often (random search has neither: it is the uniform baseline)
-PLANTED_SEARCH = {'elite_share': 0.25, 'mutate_share': 0.25, 'mutate_insert': True, 'mutate_delete': True, 'mutate_near': True,
-                  'elite_from': 'best', 'elite_rank': True}
-PLANTED_UNIFORM = {'elite_share': 0.0, 'mutate_share': 0.0, 'elite_from': 'pool'}   # random search: uniform draws only
+PLANTED_SEARCH = {'search/elite_share': 0.25, 'search/mutate_share': 0.25, 'search/mutate_insert': True, 'search/mutate_delete': True, 'search/mutate_near': True,
+                  'search/elite_from': 'best', 'search/elite_rank': True}
+PLANTED_UNIFORM = {'search/elite_share': 0.0, 'search/mutate_share': 0.0, 'search/elite_from': 'pool'}   # random search: uniform draws only
 
 def planted_market(formula:str=PLANTED_FORMULA, # the planted formula (over alphanb.synth.EXOGENOUS features)
                    seed:int=0, # market seed
@@ -295,15 +295,15 @@ def planted(policy:str='transformer', # a policy name or 'random'
             seed:int=0, # seed of the market and of the agent
             formula:str=PLANTED_FORMULA, # the planted formula
             n_stocks:int=60, n_days:int=300, # size of the synthetic market
-            overrides:dict|None=None, # further settings (batch_size, reward, ...)
+            overrides:dict|None=None, # further settings by path (`ppo/batch_size`, `reward/mode`, ...)
             progress:bool=False, # tqdm bar
            )->dict: # policy, seed, budget, recovered, evaluations, distinct, best_corr, best_formula, seconds, ...
     "Train on a synthetic market with a planted formula until it enters the pool or `budget` formulas are written."
     panel = planted_market(formula, seed, n_stocks, n_days)
     cut = int(panel.n_days * 0.75)
-    cfg = make_config({'policy': policy, 'seed': seed, 'reward': 'ic', 'risk_quantile': 0.1, 'batch_size': 64, 'minibatch_size': 64,
+    cfg = make_config({'policy/name': policy, 'run/seed': seed, 'reward/mode': 'ic', 'ppo/risk_quantile': 0.1, 'ppo/batch_size': 64, 'ppo/minibatch_size': 64,
                        **(PLANTED_UNIFORM if policy == 'random' else PLANTED_SEARCH),
-                       'horizon': 1, 'topk': max(5, n_stocks // 10), 'max_len': 8, 'steps': 10**9, 'out': '', **(overrides or {})})
+                       'data/horizon': 1, 'data/topk': max(5, n_stocks // 10), 'policy/max_len': 8, 'ppo/steps': 10**9, 'run/out': '', **(overrides or {})})
     tr = Trainer(cfg, (panel, slice(30, cut - 1), slice(cut, panel.n_days)))
     truth = evaluate_formula(panel, Formula.parse(formula))
     ok = panel.valid & torch.isfinite(truth)
@@ -319,7 +319,7 @@ def planted(policy:str='transformer', # a policy name or 'random'
     bar = tqdm(total=budget, disable=not progress, desc=f'planted {policy}', leave=False)
     while tr.env.episodes < budget:
         tr.run_step()
-        bar.update(cfg.batch_size)
+        bar.update(cfg.ppo.batch_size)
         for text in map(str, tr.env.pool.formulas):
             if text not in checked:
                 checked[text] = corr(Formula.parse(text))
@@ -339,7 +339,7 @@ def _planted_args(p):
     p.add_argument('--formula', default=PLANTED_FORMULA, help='the planted formula')
     p.add_argument('--stocks', type=int, default=60, help='stocks of the synthetic market')
     p.add_argument('--days', type=int, default=300, help='trading days of the synthetic market')
-    p.add_argument('--set', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[], help='override a training setting')
+    p.add_argument('--set', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[], help='override a training setting by its path, e.g. --set ppo/lr 3e-4')
 
 @command('planted', 'can a policy recover a formula planted in a synthetic market? (AlphaMining experiment)', _planted_args)
 def planted_command(args)->dict:

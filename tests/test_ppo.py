@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from alphanb.config import make_config
+from alphanb.config import make_config, FLAT_KEYS
 from alphanb.formula import Formula
 from alphanb.grammar import Grammar
 from alphanb.policies import POLICIES, make_policy
@@ -21,9 +21,10 @@ def small():
 
 
 def cfg(**kw):
+    "A small run's settings; keywords by their names in earlier versions' flat configs (`lr`, `policy`, `reward`)."
     base = dict(batch_size=16, minibatch_size=8, ppo_epochs=2, hidden=32, layers=1, heads=2, max_len=8, topk=5, steps=2,
                 out='', pool_size=5)
-    return make_config({**base, **kw})
+    return make_config({FLAT_KEYS[k]: v for k, v in {**base, **kw}.items()})
 
 
 @pytest.mark.parametrize('name', list(POLICIES))

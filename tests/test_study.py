@@ -5,7 +5,7 @@ import pytest
 
 ENV = {**os.environ, 'NUMBA_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1'}
 TINY = ['--universes', 'csi300', '--test-years', '2019', '--seeds', '0-1', '--steps', '2', '--jobs', '2', '--rounds', '20',
-        '--set', 'batch_size', '16', '--set', 'minibatch_size', '16', '--set', 'pool_size', '6', '--no-progress']
+        '--set', 'ppo/batch_size', '16', '--set', 'ppo/minibatch_size', '16', '--set', 'pool/size', '6', '--no-progress']
 
 
 def _cli(*args, timeout=300):

@@ -7,7 +7,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from alphanb.config import TrainConfig, add_config_args, config_dict, config_from_args
+from alphanb.config import TrainConfig, add_config_args, config_dict, config_from_args, config_paths, stored_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'train.ipynb'
@@ -15,12 +15,13 @@ WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json'
 WIDGET_STATE = 'application/vnd.jupyter.widget-state+json'
 
 # A tiny run: the config file holds most settings; the parameters override some of them, and `settings` others.
-CONFIG_FILE = {'steps': 2, 'batch_size': 16, 'topk': 7, 'universe': 'csi500', 'seed': 5, 'hidden': 32,
-               'minibatch_size': 8, 'ppo_epochs': 1, 'layers': 1, 'heads': 2, 'max_len': 8, 'checkpoint_every': 0}
+CONFIG_FILE = {'ppo/steps': 2, 'ppo/batch_size': 16, 'data/topk': 7, 'data/universe': 'csi500', 'run/seed': 5, 'policy/hidden': 32,
+               'ppo/minibatch_size': 8, 'ppo/epochs': 1, 'policy/layers': 1, 'policy/heads': 2, 'policy/max_len': 8,
+               'run/checkpoint_every': 0}
 PARAMS = dict(seed=1, pool_size=5, train_start='2018-06-01', train_end='2019-03-29', valid_start='2019-04-01',
-              settings={'hidden': 16}, backtest_topk=5, progress=True)
-CLI_ARGS = ['--seed', '1', '--set', 'pool_size', '5', '--train', '2018-06-01:2019-03-29', '--valid', '2019-04-01:',
-            '--set', 'hidden', '16']   # the same settings as PARAMS, as `alphanb train` options
+              settings={'policy/hidden': 16}, backtest_topk=5, progress=True)
+CLI_ARGS = ['--seed', '1', '--set', 'pool/size', '5', '--train', '2018-06-01:2019-03-29', '--valid', '2019-04-01:',
+            '--set', 'policy/hidden', '16']   # the same settings as PARAMS, as `alphanb train` options
 
 
 def kernel_of_this_python(d:Path)->tuple[str, Path]:
@@ -87,7 +88,7 @@ def test_train_notebook_runs_under_papermill(run):
     assert set(views) <= set(state)                              # every displayed widget has its saved state
     parts = lambda cell: [state[m.removeprefix('IPY_MODEL_')]['state'] for o in shown(cell, WIDGET_VIEW)
                           for m in state[o['data'][WIDGET_VIEW]['model_id']]['state'].get('children', [])]
-    steps = CONFIG_FILE['steps']
+    steps = CONFIG_FILE['ppo/steps']
     assert any(b.get('_model_name') == 'FloatProgressModel' and b['value'] == b['max'] == steps and b['bar_style'] == 'success'
                for b in parts(cell_with(nb, 'train(cfg'))), 'the training cell should show the finished progress bar'
     assert any('FactorInspector' in o['data'].get('text/plain', '') for o in shown(cell_with(nb, 'inspect_factors('), WIDGET_VIEW))
@@ -103,7 +104,7 @@ def test_train_notebook_runs_under_papermill(run):
     assert (here/cmd[4]).resolve() == (ROOT/'nbs'/'report.ipynb').resolve()
     p = dict(zip(cmd[7::3], cmd[8::3]))
     assert set(p) <= set(pm.inspect_notebook(str(ROOT/'nbs'/'report.ipynb'))), 'parameters report.ipynb does not have'
-    assert (here/p['factors']).resolve() == (out/'factors.json').resolve() and p['universe'] == CONFIG_FILE['universe']
+    assert (here/p['factors']).resolve() == (out/'factors.json').resolve() and p['universe'] == CONFIG_FILE['data/universe']
     nav_days = pd.read_csv(out/'backtest'/'nav.csv', index_col=0, parse_dates=True).index
     assert (p['start'], p['end']) == (f'{nav_days[0]:%Y-%m-%d}', f'{nav_days[-1]:%Y-%m-%d}')   # the valid split of the run
     assert p['topk'] == str(PARAMS['backtest_topk'])
@@ -111,12 +112,12 @@ def test_train_notebook_runs_under_papermill(run):
 
 def test_notebook_settings_are_the_config_file_then_parameters_then_settings(run):
     _, out, _, _ = run
-    cfg = json.loads((out/'config.json').read_text())
-    for k in ['steps', 'batch_size', 'topk', 'universe', 'ppo_epochs']:   # from the config file
+    cfg = config_paths(stored_config(json.loads((out/'config.json').read_text())))
+    for k in ['ppo/steps', 'ppo/batch_size', 'data/topk', 'data/universe', 'ppo/epochs']:   # from the config file
         assert cfg[k] == CONFIG_FILE[k], f'{k}: the config file says {CONFIG_FILE[k]!r}, the run used {cfg[k]!r}'
-    assert cfg['seed'] == PARAMS['seed'] and cfg['pool_size'] == PARAMS['pool_size']   # parameters over the file
-    assert cfg['hidden'] == PARAMS['settings']['hidden']                               # settings over the file
-    assert cfg['lr'] == TrainConfig().lr and cfg['reward_weights'] == TrainConfig().reward_weights   # defaults
+    assert cfg['run/seed'] == PARAMS['seed'] and cfg['pool/size'] == PARAMS['pool_size']   # parameters over the file
+    assert cfg['policy/hidden'] == PARAMS['settings']['policy/hidden']                     # settings over the file
+    assert cfg['ppo/lr'] == TrainConfig().ppo.lr and cfg['reward/weights'] == TrainConfig().reward.weights   # defaults
 
 
 def test_notebook_and_cli_write_the_same_config(run):
@@ -126,7 +127,7 @@ def test_notebook_and_cli_write_the_same_config(run):
                         '--no-progress', *CLI_ARGS], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     nb_cfg, cli_cfg = json.loads((out/'config.json').read_text()), json.loads((cli_out/'config.json').read_text())
-    assert (nb_cfg.pop('out'), cli_cfg.pop('out')) == (str(out), str(cli_out))
+    assert (nb_cfg['run'].pop('out'), cli_cfg['run'].pop('out')) == (str(out), str(cli_out))
     assert nb_cfg == cli_cfg
 
 

@@ -32,7 +32,7 @@ def test_wheel_installs_and_trains_in_a_clean_venv(tmp_path):
                 cwd=tmp_path).stdout.split()
     assert str(venv) in where[0] and Path(where[1]) == Path(where[0]).parent/'demo', where   # the installed package and its demo
     empty = tmp_path/'empty'; empty.mkdir()
-    r = run([cli, 'train', '--steps', '2', '--out', 'run', '--no-progress', '--set', 'batch_size', '16', '--set', 'minibatch_size', '16'],
+    r = run([cli, 'train', '--steps', '2', '--out', 'run', '--no-progress', '--set', 'ppo/batch_size', '16', '--set', 'ppo/minibatch_size', '16'],
             cwd=empty)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res['steps'] == 2 and res['evaluations'] > 0, res
