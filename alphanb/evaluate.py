@@ -88,11 +88,15 @@ def data_span(panel, # a `Panel`
 def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype)->Tensor:
     if f.op == 'Const':
         return torch.full((panel.n_days, panel.n_stocks), f.value, dtype=dtype, device=panel.device)
-    if f.kind == 'feature': return panel[f.op].to(dtype)
     key = str(f)
     hit = memo.get(key)
     if hit is None and cache is not None: hit = cache.get(key)
     if hit is not None: return hit
+    if f.kind == 'feature':                                   # a field in the compute dtype, converted once per cache
+        out = panel[f.op].to(dtype)
+        memo[key] = out
+        if cache is not None: cache.put(key, out)
+        return out
     spec = f.spec
     if spec.windowed and f.offset:
         out = ops.delay(_evaluate(panel, Formula(f.op, f.args, window=f.window, value=f.value), cache, memo, dtype), f.offset)
@@ -124,8 +128,7 @@ def evaluate_formula(panel, # a `Panel` (alphanb.data)
     dtype = dtype or eval_dtype(panel)
     if cache is not None: cache.bind(panel, dtype)
     with torch.no_grad():
-        out = _evaluate(panel, f, cache, {}, dtype).to(torch.float32)   # a fresh tensor: callers may modify it
-    return torch.where(torch.isinf(out), float('nan'), out)             # beyond float32's range: no value
+        return ops.finite_float32(_evaluate(panel, f, cache, {}, dtype))   # a fresh tensor: callers may modify it
 
 def evaluate_formulas(panel, # a `Panel`
                       formulas:Iterable[Formula|str], # formulas or their text

@@ -18,11 +18,11 @@ except ImportError: numba = None   # the tensor kernels below work without it, m
 
 # %% auto #0
 __all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'THREADS', 'POLICY', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay',
-           'ts_max', 'ts_min', 'ThreadPolicy', 'set_threads', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew',
+           'ThreadPolicy', 'set_threads', 'ts_max', 'ts_min', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew',
            'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank',
-           'cs_zscore', 'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate',
-           'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count',
-           'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
+           'cs_zscore', 'finite_float32', 'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater',
+           'less', 'gate', 'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile',
+           'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -51,37 +51,6 @@ def delay(x:Tensor, # [day, stock]
          )->Tensor: # [day, stock] x shifted down by `d` rows, NaN in the first `d` rows
     "Value of `x` `d` days earlier (Qlib's `Ref(x, d)`)."
     return _shift(x, _check_window(d, 'd', 0))
-
-# %% ../nbs/01_ops.ipynb #6b2a91f8
-def _window_extreme(x:Tensor, # [day, stock]
-                    w:int, # window length
-                    largest:bool, # maximum when True, minimum when False
-                   )->Tensor: # [day, stock] extreme of the last `w` rows; ∓inf where all are missing
-    fill = -math.inf if largest else math.inf
-    op = torch.maximum if largest else torch.minimum
-    p = torch.where(torch.isnan(x), fill, x)          # [day, stock] extreme of the last `span` rows
-    out, off, span = None, 0, 1
-    while True:
-        if w & span:                                  # this block covers rows t-off-span+1 .. t-off
-            part = _shift(p, off, fill)
-            out = part if out is None else op(out, part)
-            off += span
-        if 2 * span > w: return out
-        p = op(p, _shift(p, span, fill)); span *= 2
-
-def ts_max(x:Tensor, # [day, stock]
-           w:int, # window length
-          )->Tensor: # [day, stock]
-    "Rolling maximum of the last `w` days, NaN skipped (Qlib `Max(x, w)`)."
-    m = _window_extreme(x, _check_window(w), True)
-    return torch.where(m == -math.inf, NAN, m)
-
-def ts_min(x:Tensor, # [day, stock]
-           w:int, # window length
-          )->Tensor: # [day, stock]
-    "Rolling minimum of the last `w` days, NaN skipped (Qlib `Min(x, w)`)."
-    m = _window_extreme(x, _check_window(w), False)
-    return torch.where(m == math.inf, NAN, m)
 
 # %% ../nbs/01_ops.ipynb #c18293dc
 KERNELS = os.environ.get('ALPHANB_KERNELS', 'numba')   # 'numba': compiled loops on the CPU; 'torch': tensor kernels only
@@ -152,6 +121,32 @@ def _nb_window_sum(x, w): # [day, stock] float64 sum of the last w rows (fewer a
             for s in range(stocks): out[t, s] = cs[t, s] + (cs[t - j - 1, s] - cs[t - w, s])
         else:
             for s in range(stocks): out[t, s] = cs[t, s]
+    return out
+
+@_jit
+def _nb_window_extreme(x, w, largest): # [day, stock] float64 extreme of the last w rows (NaN skipped; ∓inf where none)
+    # van Herk / Gil-Werman: within blocks of w rows, running extremes forward (g) and backward (h); the window ending
+    # at t spans at most two blocks, so its extreme is that of h at its first row and g at t: O(1) per cell for any w
+    days, stocks = x.shape
+    fill = -np.inf if largest else np.inf
+    g, h, out = np.empty((days, stocks)), np.empty((days, stocks)), np.empty((days, stocks))
+    for b in numba.prange((days + w - 1) // w):
+        t0, t1 = b * w, min(days, (b + 1) * w)
+        for s in range(stocks):
+            v = x[t0, s]; g[t0, s] = fill if v != v else v
+            v = x[t1 - 1, s]; h[t1 - 1, s] = fill if v != v else v
+        for t in range(t0 + 1, t1):
+            for s in range(stocks):
+                v, p = x[t, s], g[t - 1, s]
+                g[t, s] = p if v != v else max(p, v) if largest else min(p, v)
+        for t in range(t1 - 2, t0 - 1, -1):
+            for s in range(stocks):
+                v, p = x[t, s], h[t + 1, s]
+                h[t, s] = p if v != v else max(p, v) if largest else min(p, v)
+    for t in numba.prange(days):
+        for s in range(stocks):
+            if t < w - 1: out[t, s] = g[t, s]
+            else: out[t, s] = max(h[t - w + 1, s], g[t, s]) if largest else min(h[t - w + 1, s], g[t, s])
     return out
 
 @_jit
@@ -331,6 +326,38 @@ def set_threads(setting='auto', # 'auto': the cores other processes leave free; 
     POLICY.set(setting); POLICY.error = None
     THREADS = POLICY.setting
 
+# %% ../nbs/01_ops.ipynb #6b2a91f8
+def _window_extreme(x:Tensor, # [day, stock]
+                    w:int, # window length
+                    largest:bool, # maximum when True, minimum when False
+                   )->Tensor: # [day, stock] extreme of the last `w` rows; ∓inf where all are missing
+    if _compiled(x): return torch.from_numpy(_nb_window_extreme(_np(x), w, largest)).to(x.dtype)
+    fill = -math.inf if largest else math.inf
+    op = torch.maximum if largest else torch.minimum
+    p = torch.where(torch.isnan(x), fill, x)          # [day, stock] extreme of the last `span` rows
+    out, off, span = None, 0, 1
+    while True:
+        if w & span:                                  # this block covers rows t-off-span+1 .. t-off
+            part = _shift(p, off, fill)
+            out = part if out is None else op(out, part)
+            off += span
+        if 2 * span > w: return out
+        p = op(p, _shift(p, span, fill)); span *= 2
+
+def ts_max(x:Tensor, # [day, stock]
+           w:int, # window length
+          )->Tensor: # [day, stock]
+    "Rolling maximum of the last `w` days, NaN skipped (Qlib `Max(x, w)`)."
+    m = _window_extreme(x, _check_window(w), True)
+    return torch.where(m == -math.inf, NAN, m)
+
+def ts_min(x:Tensor, # [day, stock]
+           w:int, # window length
+          )->Tensor: # [day, stock]
+    "Rolling minimum of the last `w` days, NaN skipped (Qlib `Min(x, w)`)."
+    m = _window_extreme(x, _check_window(w), False)
+    return torch.where(m == math.inf, NAN, m)
+
 # %% ../nbs/01_ops.ipynb #58f92c52
 def _window_sum(x:Tensor, # [day, stock] float64 (float32 for counts) with zeros where missing
                 w:int, # window length
@@ -368,19 +395,41 @@ def _moments(x:Tensor, # [day, stock]
         p = p * xz; sums.append(_window_sum(p, w))
     return n, sums
 
+@_jit
+def _nb_window_mean(x, w, mean): # [day, stock] float64 NaN-skipping mean (or sum) of the last w rows, w <= LOOP_MAX_WINDOW
+    # one pass instead of a count, a zeroed copy and two window sums: the same additions in the same order (oldest first,
+    # ±inf read as ±max float as nan_to_num does), so the values equal the tensor kernel's bit for bit
+    days, stocks = x.shape
+    out = np.empty((days, stocks))
+    big = np.finfo(np.float64).max
+    for t in numba.prange(days):
+        acc, n = np.zeros(stocks), np.zeros(stocks)
+        for i in range(max(0, t - w + 1), t + 1):
+            for s in range(stocks):
+                v = x[i, s]
+                if v == v:
+                    acc[s] += min(max(v, -big), big); n[s] += 1.0
+        for s in range(stocks):
+            out[t, s] = np.nan if n[s] == 0 else acc[s] / n[s] if mean else acc[s]
+    return out
+
+def _sum_or_mean(x:Tensor, w:int, mean:bool)->Tensor:
+    w = _check_window(w)
+    if _compiled(x) and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_window_mean(_np(x), w, mean)).to(x.dtype)
+    n, (s,) = _moments(x, w)
+    return ((s / n) if mean else torch.where(n > 0, s, NAN)).to(x.dtype)   # 0/0 -> NaN where the window holds no value
+
 def ts_sum(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
     "Rolling sum of the last `w` days, NaN skipped (Qlib `Sum`)."
-    n, (s,) = _moments(x, _check_window(w))
-    return torch.where(n > 0, s, NAN).to(x.dtype)
+    return _sum_or_mean(x, w, False)
 
 def ts_mean(x:Tensor, # [day, stock]
             w:int, # window length
            )->Tensor: # [day, stock]
     "Rolling mean of the last `w` days, NaN skipped (Qlib `Mean`)."
-    n, (s,) = _moments(x, _check_window(w))
-    return (s / n).to(x.dtype)   # 0/0 -> NaN where the window holds no value
+    return _sum_or_mean(x, w, True)
 
 def _flat_to_zero(var:Tensor, # [day, stock] float64 variance from window sums
                   x:Tensor, # [day, stock] the values
@@ -512,11 +561,30 @@ def ts_delta(x:Tensor, # [day, stock]
     "Change over `d` days, x_t - x_{t-d} (Qlib `Delta(x, d)`)."
     return x - delay(x, _check_window(d, 'd'))
 
+@_jit
+def _nb_weighted_mean(x, wt): # [day, stock] float64 sum of wt * x over each window's present days / sum of their wt
+    # wt: [w] weights, oldest first. A window's own values, oldest first: no difference of running sums (±inf read as
+    # ±max float, as nan_to_num does; the JoinQuant strategy adds the same products in the same order)
+    days, stocks = x.shape
+    w = wt.size
+    out = np.empty((days, stocks))
+    big = np.finfo(np.float64).max
+    for t in numba.prange(days):
+        num, den = np.zeros(stocks), np.zeros(stocks)
+        for i in range(max(0, t - w + 1), t + 1):
+            k = wt[i - t + w - 1]
+            for s in range(stocks):
+                v = x[i, s]
+                if v == v: num[s] += k * min(max(v, -big), big); den[s] += k
+        for s in range(stocks): out[t, s] = num[s] / den[s] if den[s] > 0 else np.nan
+    return out
+
 def ts_wma(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
     "Linearly weighted moving average of the last `w` days (weight `w` today .. 1 oldest), NaN skipped."
     w = _check_window(w)
+    if _compiled(x) and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_weighted_mean(_np(x), np.arange(1., w + 1))).to(x.dtype)
     ok = ~torch.isnan(x)
     t = torch.arange(x.shape[0], dtype=torch.float64, device=x.device).unsqueeze(1)   # [day, 1] row index
     xz, v = _zeroed(x), ok.double()
@@ -543,8 +611,9 @@ def ts_ema(x:Tensor, # [day, stock]
           )->Tensor: # [day, stock]
     "Exponential moving average over the last `w` days, weights (1-2/(w+1))**k renormalised over the days present."
     w = _check_window(w)
-    ok = ~torch.isnan(x)
     a = 1 - 2 / (w + 1)
+    if _compiled(x) and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_weighted_mean(_np(x), a ** np.arange(w - 1., -1., -1.))).to(x.dtype)
+    ok = ~torch.isnan(x)
     num = _decayed_sum(_zeroed(x), w, a)
     den = _decayed_sum(ok.double(), w, a)
     return torch.where(den > 0, num / den, NAN).to(x.dtype)
@@ -633,6 +702,29 @@ def _pair(x, y, c=None): # both operands as tensors of one floating dtype (that 
 
 def _finite(v:Tensor)->Tensor: return torch.where(torch.isinf(v), NAN, v)
 
+@_jit
+def _nb_div(x, y): # [n] x / y, NaN where y == 0 or the quotient is ±inf: one pass instead of five
+    out = np.empty_like(x)
+    for i in numba.prange(x.size):
+        q = x[i] / y[i] if y[i] != 0 else np.nan
+        out[i] = np.nan if np.isinf(q) else q
+    return out
+
+@_jit
+def _nb_float32(x): # [n] float64 -> float32, NaN where beyond float32's range: one pass instead of three
+    out = np.empty(x.size, np.float32)
+    for i in numba.prange(x.size):
+        v = np.float32(x[i])
+        out[i] = np.nan if np.isinf(v) else v
+    return out
+
+def finite_float32(x:Tensor, # [day, stock] any float dtype
+                  )->Tensor: # [day, stock] float32, a new tensor, NaN where `x` is ±inf or beyond float32's range
+    "`x` as a fresh float32 tensor with no infinity: how formula values leave the evaluator."
+    if _compiled(x) and x.dtype == torch.float64: return torch.from_numpy(_nb_float32(_np(x).reshape(-1))).view(x.shape)
+    out = x.to(torch.float32, copy=True)
+    return torch.where(torch.isinf(out), NAN, out)
+
 def add(x, # [day, stock] or a number
         y, # [day, stock] or a number
        )->Tensor: # [day, stock]
@@ -655,7 +747,10 @@ def div(x, # [day, stock] or a number
         y, # [day, stock] or a number
        )->Tensor: # [day, stock] NaN where y == 0
     "x / y, NaN where `y` is 0."
-    x, y = _pair(x, y); return _finite(torch.where(y == 0, NAN, x / y))
+    x, y = _pair(x, y)
+    if _compiled(x) and x.shape == y.shape and x.dtype == y.dtype:
+        return torch.from_numpy(_nb_div(_np(x).reshape(-1), _np(y).reshape(-1))).view(x.shape)
+    return _finite(torch.where(y == 0, NAN, x / y))
 
 def neg(x:Tensor, # [day, stock]
        )->Tensor: # [day, stock]

@@ -22,17 +22,18 @@ from .metrics import RewardContext, daily_rank_ic
 from .pool import EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, zscore_by_day
 from .factors import COMBINE_RULE, load_factors
 from .library import library_formulas
-from .baseline import CACHE_BYTES, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline
+from .baseline import CACHE_BYTES, MODELS, BaselineResult, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline, robust_zscore_by_day
 from .env import resolve_data
 
 # %% auto #0
-__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS', 'PLOTTED',
-           'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel', 'fit_pool', 'subset_weights',
+__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
+           'PLOTTED', 'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel', 'fit_pool', 'subset_weights',
            'prune_backward', 'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after',
-           'score_test', 'pool_records', 'final_factors', 'classic_baselines', 'model_baseline', 'baseline_mask',
-           'with_features', 'study_config', 'Run', 'default_scratch', 'study_runs', 'check_run', 'trained',
-           'train_runs', 'ensemble_entries', 'ensemble_done', 'score_ensemble', 'score_run', 'score_fold', 'study_rows',
-           'aggregate', 'seed_spread', 'plot_folds', 'format_table', 'final_summary', 'study', 'study_command']
+           'score_test', 'pool_records', 'final_factors', 'classic_baselines', 'fit_models', 'model_figures', 'blend',
+           'baseline_mask', 'with_features', 'study_config', 'Run', 'default_scratch', 'study_runs', 'check_run',
+           'trained', 'train_runs', 'ensemble_entries', 'ensemble_done', 'score_ensemble', 'score_run', 'score_fold',
+           'study_rows', 'aggregate', 'seed_spread', 'plot_folds', 'format_table', 'final_summary', 'study',
+           'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -317,13 +318,33 @@ def classic_baselines(panel:Panel, splits:Splits, topk:int=30, cache:FormulaCach
             'classic_combined': {'weights': dict(zip(pool.formulas, map(float, w))), 'dropped': dropped,
                                  'select': _pick(sel.metrics(comb)), 'test': _pick(test.metrics(comb))}}
 
-def model_baseline(panel:Panel, splits:Splits, features:list, fm:FeatureMatrix, model:str, topk:int=30,
-                   rounds:int=500)->dict:
+def fit_models(panel:Panel, splits:Splits, features:list, fm:FeatureMatrix, topk:int=30, rounds:int=500)->dict:
+    "Per model of `MODELS`, the `fit_baseline` result on `features` (seed 0, one thread): its prediction and figures."
+    return {m: fit_baseline(panel, splits, features, m, seed=0, threads=1, topk=topk, fm=fm, progress=False,
+                            **({'rounds': rounds} if m == 'lightgbm' else {})) for m in MODELS}
+
+def model_figures(r:BaselineResult)->dict:
     "A `fit_baseline` result as figures: the choice, the select-days RankIC it was chosen by, the test metrics."
-    kw = {'rounds': rounds} if model == 'lightgbm' else {}
-    r = fit_baseline(panel, splits, features, model, seed=0, threads=1, topk=topk, fm=fm, progress=False, **kw)
     return {'choice': r.choice, 'select': {'rank_ic': r.choice['valid_rank_ic']}, 'test': _pick(r.metrics['test']),
-            'features': len(features)}
+            'features': len(r.features)}
+
+BLEND_GRID = tuple(i / 10 for i in range(11))   # weights of the pool tried in a blend
+
+def blend(panel:Panel, splits:Splits,
+          base:Tensor, # [day, stock] a model's prediction (NaN where it has none)
+          pool:Tensor, # [day, stock] the pool's combined factor
+          topk:int=30, grid=BLEND_GRID,
+         )->dict: # {'weight', 'scores', 'select', 'test'}
+    "`base` and `pool`, each robust-z-scored per day, mixed as (1 − λ)·base + λ·pool with λ of `grid` chosen by RankIC on the select days."
+    zb, zp = robust_zscore_by_day(base, panel.valid), robust_zscore_by_day(pool, panel.valid)
+    sel = RewardContext(panel, splits.select, topk=topk)
+    mix = lambda lam: (1 - lam) * zb + lam * zp
+    scores = [sel.metrics(mix(lam))['rank_ic'] for lam in grid]
+    finite = [s if math.isfinite(s) else -math.inf for s in scores]
+    lam = grid[int(np.argmax(finite))]
+    out = {'weight': lam, 'scores': dict(zip(map(str, grid), scores)), 'select': _pick(sel.metrics(mix(lam)))}
+    if splits.test.stop > splits.test.start: out['test'] = _pick(RewardContext(panel, splits.test, topk=topk).metrics(mix(lam)))
+    return out
 
 def baseline_mask(panel:Panel, splits:Splits)->Tensor:
     "[day, stock] the cells a baseline's feature matrix holds: valid stocks from the train span to the end of test."
@@ -488,10 +509,10 @@ def ensemble_done(fdir:Path, runs:list[Run], baselines:bool)->bool:
     p = Path(fdir)/'ensemble.json'
     if not p.exists(): return False
     e = _read(p)
-    return e.get('seeds') == _seeds_of(runs) and (not baselines or 'alpha158' in e)
+    return e.get('seeds') == _seeds_of(runs) and (not baselines or 'alpha158' in e and ('alpha158_blend' in e or not e['members']))
 
 def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:int=30, cache:FormulaCache|None=None,
-                   alpha158:tuple|None=None, # (features, feature matrix, mask, LightGBM rounds): also Alpha158 + the ensemble
+                   alpha158:tuple|None=None, # (features, feature matrix, mask, LightGBM rounds, `fit_models` result): also Alpha158 + the ensemble
                   )->dict: # what `ensemble.json` holds
     "Score the seed ensemble of a fold's runs on its select and test days; write ensemble_factors.json and ensemble.json."
     entries = ensemble_entries([_read(r.dir/'final_factors.json') for r in sorted(runs, key=lambda r: r.seed)])
@@ -505,13 +526,15 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
         how = {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
                'chosen_by': f'the mean of the final pools of seeds {", ".join(map(str, res["seeds"]))}, each chosen by backward elimination'}
         atomic_write_json(Path(fdir)/'ensemble_factors.json', pool_records(panel, splits, entries, how, topk, cache))
+        comb = _combined(panel, values, w, slice(0, panel.n_days))
         del values
     else: res.update({'select': NO_METRICS, 'test': NO_METRICS, 'diversity': math.nan})
     if alpha158 is not None:
-        a158, fm, mask, rounds = alpha158
+        a158, fm, mask, rounds, models = alpha158
         mined = [(f"mined:{e['factor_name']}", e['expression']) for e in entries]
         fmx = with_features(fm, panel, mined, mask) if mined else fm
-        res['alpha158'] = {m: model_baseline(panel, splits, a158 + mined, fmx, m, topk, rounds) for m in ['linear', 'lightgbm']}
+        res['alpha158'] = {m: model_figures(r) for m, r in fit_models(panel, splits, a158 + mined, fmx, topk, rounds).items()}
+        if entries: res['alpha158_blend'] = {m: blend(panel, splits, r.prediction, comb, topk) for m, r in models.items()}
     atomic_write_json(Path(fdir)/'ensemble.json', to_jsonable(res))
     return res
 
@@ -548,35 +571,46 @@ def score_fold(data, # Qlib data directory
     todo = [r for r in runs if not (r.dir/'result.json').exists()]
     need_base = baselines and not (fdir/'baselines.json').exists()
     need_pool = [r for r in runs if baselines and not (r.dir/'alpha158_pool.json').exists()]
+    need_blend = [r for r in runs if baselines and not (r.dir/'alpha158_blend.json').exists()]
     need_ens = not ensemble_done(fdir, runs, baselines)
-    if not (todo or need_base or need_pool or need_ens): return 0
-    bar = tqdm(total=2 + len(todo) + need_base + len(need_pool) + need_ens, desc=f'scoring {universe} {fold.name}', disable=not progress)
+    if not (todo or need_base or need_pool or need_blend or need_ens): return 0
+    bar = tqdm(total=3 + len(todo) + need_base + len(need_pool) + len(need_blend) + need_ens, desc=f'scoring {universe} {fold.name}',
+               disable=not progress)
     step = lambda what: (bar.update(1), bar.set_postfix_str(what))
     panel, splits = fold_panel(data, universe, fold)
     step('data loaded')
     cache = FormulaCache(CACHE_BYTES)
     fit_ctx = RewardContext(panel, splits.fit, topk=topk)
     for r in todo: score_run(r, panel, splits, cache, fit_ctx); step(f'{r.name} scored')
-    a158, fm = None, None
-    if need_base or need_pool or (need_ens and baselines):
+    a158, fm, models = None, None, None
+    if need_base or need_pool or need_blend or (need_ens and baselines):
         mask, a158 = baseline_mask(panel, splits), library_formulas('alpha158', panel.fields, 'the data')
         fm = feature_matrix(panel, a158, mask, progress=False)
     step('Alpha158 features')
+    if need_base or need_blend or (need_ens and baselines):
+        models = fit_models(panel, splits, a158, fm, topk, rounds)
+    step('Alpha158 models')
     if need_base:
         base = {'universe': universe, 'test_year': fold.test_year, 'spans': fold.spans(),
                 **classic_baselines(panel, splits, topk, cache, fit_ctx),
-                **{f'alpha158_{m}': model_baseline(panel, splits, a158, fm, m, topk, rounds) for m in ['linear', 'lightgbm']}}
+                **{f'alpha158_{m}': model_figures(r) for m, r in models.items()}}
         atomic_write_json(fdir/'baselines.json', to_jsonable(base))
         step('baselines')
     for r in need_pool:
         mined = [(f"mined:{e['factor_name']}", e['expression']) for e in json.loads((r.dir/'final_factors.json').read_text())]
         fmx = with_features(fm, panel, mined, mask) if mined else fm
-        atomic_write_json(r.dir/'alpha158_pool.json', to_jsonable(
-            {m: model_baseline(panel, splits, a158 + mined, fmx, m, topk, rounds) for m in ['linear', 'lightgbm']}))
+        atomic_write_json(r.dir/'alpha158_pool.json', to_jsonable({m: model_figures(v) for m, v in fit_models(panel, splits, a158 + mined, fmx, topk, rounds).items()}))
         del fmx
         step(f'{r.name}: Alpha158 + its pool')
+    for r in need_blend:
+        final = json.loads((r.dir/'final_factors.json').read_text())
+        if final:
+            comb = _combined(panel, member_values(panel, final, cache), [e['weight'] for e in final], slice(0, panel.n_days))
+            atomic_write_json(r.dir/'alpha158_blend.json', to_jsonable({m: blend(panel, splits, v.prediction, comb, topk) for m, v in models.items()}))
+        else: atomic_write_json(r.dir/'alpha158_blend.json', {})
+        step(f'{r.name}: Alpha158 blended with its pool')
     if need_ens:
-        score_ensemble(panel, splits, runs, fdir, topk, cache, (a158, fm, mask, rounds) if baselines else None)
+        score_ensemble(panel, splits, runs, fdir, topk, cache, (a158, fm, mask, rounds, models) if baselines else None)
         step('seed ensemble')
     bar.close()
     release_memory()
@@ -592,6 +626,10 @@ METHODS = {
     'alpha158_mined_lightgbm': 'Alpha158 + mined pool, LightGBM',
     'alpha158_ensemble_linear': 'Alpha158 + seed ensemble, linear (ridge)',
     'alpha158_ensemble_lightgbm': 'Alpha158 + seed ensemble, LightGBM',
+    'alpha158_blend_mined_linear': 'Alpha158 ridge blended with the mined pool (weight chosen on the selection year)',
+    'alpha158_blend_mined_lightgbm': 'Alpha158 LightGBM blended with the mined pool (weight chosen on the selection year)',
+    'alpha158_blend_ensemble_linear': 'Alpha158 ridge blended with the seed ensemble',
+    'alpha158_blend_ensemble_lightgbm': 'Alpha158 LightGBM blended with the seed ensemble',
     'alpha158_linear': 'Alpha158, linear (ridge)',
     'alpha158_lightgbm': 'Alpha158, LightGBM',
     'classic_combined': 'classic factors combined (weights fitted on train)',
@@ -614,6 +652,9 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
         if baselines and (r.dir/'alpha158_pool.json').exists():
             for m, v in _read(r.dir/'alpha158_pool.json').items():
                 rows.append(_row(r.universe, r.fold.test_year, r.seed, f'alpha158_mined_{m}', v['test'], v['select']))
+        if baselines and (r.dir/'alpha158_blend.json').exists():
+            for m, v in _read(r.dir/'alpha158_blend.json').items():
+                rows.append(_row(r.universe, r.fold.test_year, r.seed, f'alpha158_blend_mined_{m}', v['test'], v['select'], weight=v['weight']))
     df = pd.DataFrame(rows)
     for (u, f) in folds:                                          # a seed chosen on the selection year
         d = df[(df.universe == u) & (df.test_year == f.test_year) & (df.method == 'mined_pruned')]
@@ -624,6 +665,8 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
             e = _read(e)
             rows.append(_row(u, f.test_year, None, 'mined_ensemble', e['test'], e['select'], diversity=e['diversity'], members=e['members']))
             for m, v in e.get('alpha158', {}).items(): rows.append(_row(u, f.test_year, None, f'alpha158_ensemble_{m}', v['test'], v['select']))
+            for m, v in e.get('alpha158_blend', {}).items():
+                rows.append(_row(u, f.test_year, None, f'alpha158_blend_ensemble_{m}', v['test'], v['select'], weight=v['weight']))
         p = Path(out)/u/f.name/'baselines.json'
         if not (baselines and p.exists()): continue
         b = _read(p)
@@ -649,8 +692,9 @@ def seed_spread(rows:pd.DataFrame)->pd.DataFrame:
              .agg(seeds=('rank_ic', 'count'), rank_ic_mean=('rank_ic', 'mean'), rank_ic_std=('rank_ic', 'std')).reset_index())
 
 # %% ../nbs/14_study.ipynb #8ae087ce
-PLOTTED = ['mined_pruned', 'mined_unpruned', 'alpha158_mined_linear', 'alpha158_mined_lightgbm', 'alpha158_linear',
-           'alpha158_lightgbm', 'classic_combined', 'classic_chosen', 'classic_best_after_the_fact']
+PLOTTED = ['mined_pruned', 'mined_unpruned', 'alpha158_mined_linear', 'alpha158_mined_lightgbm', 'alpha158_blend_mined_linear',
+           'alpha158_blend_mined_lightgbm', 'alpha158_linear', 'alpha158_lightgbm', 'classic_combined', 'classic_chosen',
+           'classic_best_after_the_fact']
 
 def plot_folds(rows:pd.DataFrame, # from `study_rows`
                universe:str, # the universe drawn

@@ -214,9 +214,20 @@ def np_ts_delta(x, w):
     "Change over `w` days, x_t - x_{t-w} (Qlib `Delta`)."
     return x - np_delay(x, w)
 
+def _weighted_window(x, wt):
+    "Over each window: the sum of wt * x and of wt over its present days, oldest first, as alphanb's loop adds them."
+    xz, ok, w = _zeroed(x), (~np.isnan(x)).astype(np.float64), len(wt)
+    num, den = np.zeros(x.shape), np.zeros(x.shape)
+    for j in range(w):
+        num = num + wt[j] * np_delay(xz, w - 1 - j, 0.); den = den + wt[j] * np_delay(ok, w - 1 - j, 0.)
+    return num, den
+
 @_quiet
 def np_ts_wma(x, w):
     "Linearly weighted moving average of the last `w` days (weight `w` today .. 1 oldest), NaN skipped."
+    if w <= LOOP_MAX_WINDOW:
+        num, den = _weighted_window(x, np.arange(1., w + 1))
+        return np.where(den > 0, num / den, np.nan)
     t = np.arange(x.shape[0], dtype=np.float64)[:, None]                # the weight of row i at t is i - (t - w)
     xz, v = _zeroed(x), (~np.isnan(x)).astype(np.float64)
     num = _window_sum(t * xz, w) - (t - w) * _window_sum(xz, w)
@@ -238,6 +249,9 @@ def _decayed_sum(x, w, a):
 def np_ts_ema(x, w):
     "Exponential moving average of the last `w` days, weights (1-2/(w+1))**k for k days back, NaN skipped."
     a = 1 - 2 / (w + 1)
+    if w <= LOOP_MAX_WINDOW:
+        num, den = _weighted_window(x, a ** np.arange(w - 1., -1., -1.))
+        return np.where(den > 0, num / den, np.nan)
     num, den = _decayed_sum(_zeroed(x), w, a), _decayed_sum((~np.isnan(x)).astype(np.float64), w, a)
     return np.where(den > 0, num / den, np.nan)
 
