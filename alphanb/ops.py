@@ -398,7 +398,7 @@ def _moments(x:Tensor, # [day, stock]
 @_jit
 def _nb_window_mean(x, w, mean): # [day, stock] float64 NaN-skipping mean (or sum) of the last w rows, w <= LOOP_MAX_WINDOW
     # one pass instead of a count, a zeroed copy and two window sums: the same additions in the same order (oldest first,
-    # ±inf read as ±max float as nan_to_num does), so the values equal the tensor kernel's bit for bit
+    # ±inf read as ±max float as nan_to_num does) as `_nb_window_sum` on the zeroed copy: the same values bit for bit
     days, stocks = x.shape
     out = np.empty((days, stocks))
     big = np.finfo(np.float64).max
