@@ -64,6 +64,7 @@ class PoolSettings:
     "The factor pool the run fills."
     size: int = 20                       # capacity of the factor pool
     corr_max: float = 0.99               # a candidate this correlated with a member is rejected
+    stability: float = 0.0               # 'pool' reward: less this many std of the combined IC's yearly means
     novelty: str = 'alpha158'            # each member's closest factor of this library goes into factors.json ('': none)
 
 @dataclass
@@ -208,6 +209,7 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     def need(ok, msg):
         if not ok: raise ConfigError(msg)
     d, p, r, pool, o, s, run = cfg.data, cfg.policy, cfg.reward, cfg.pool, cfg.ppo, cfg.search, cfg.run
+    paths = config_paths(cfg)
     need(r.mode in REWARD_MODES, f"config key 'reward/mode' must be one of {', '.join(map(repr, REWARD_MODES))}, got {r.mode!r}")
     need(p.vocabulary in VOCABULARIES, f"config key 'policy/vocabulary' must be one of {', '.join(map(repr, VOCABULARIES))}, got {p.vocabulary!r}")
     need(pool.novelty in ('', *LIBRARIES), f"config key 'pool/novelty' must be '' or one of {', '.join(map(repr, LIBRARIES))}, got {pool.novelty!r}")
@@ -225,10 +227,10 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     need(r.size_penalty >= 0, f"config key 'reward/size_penalty' must be >= 0, got {r.size_penalty}")
     for k in ['policy/hidden', 'policy/layers', 'policy/heads', 'ppo/batch_size', 'ppo/minibatch_size', 'ppo/epochs',
               'data/horizon', 'data/topk', 'pool/size', 'ppo/lord_iterations']:
-        v = config_paths(cfg)[k]
+        v = paths[k]
         need(v >= 1, f"config key '{k}' must be >= 1, got {v}")
     for k in ['ppo/steps', 'run/checkpoint_every', 'data/warmup_days', 'run/threads', 'run/cache_mb']:
-        v = config_paths(cfg)[k]
+        v = paths[k]
         need(v >= 0, f"config key '{k}' must be >= 0, got {v}")
     need(p.max_len >= 3, f"config key 'policy/max_len' must be >= 3 tokens, got {p.max_len}")
     need(o.lr > 0, f"config key 'ppo/lr' must be > 0, got {o.lr}")
@@ -236,6 +238,7 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     need(0 <= o.gamma <= 1 and 0 <= o.gae_lambda <= 1, "config keys 'ppo/gamma' and 'ppo/gae_lambda' must be in [0, 1]")
     need(0 < d.valid_fraction < 1, f"config key 'data/valid_fraction' must be in (0, 1), got {d.valid_fraction}")
     need(0 < pool.corr_max <= 1, f"config key 'pool/corr_max' must be in (0, 1], got {pool.corr_max}")
+    need(pool.stability >= 0, f"config key 'pool/stability' must be >= 0, got {pool.stability}")
     need(o.lord_decay >= 0, f"config key 'ppo/lord_decay' must be >= 0, got {o.lord_decay}")
     return cfg
 

@@ -128,11 +128,12 @@ class FormulaEnv:
                  corr_max:float=0.99, # pool's near-duplicate threshold
                  cache_mb:int=1024, # budget of the evaluator's sub-expression cache
                  size_penalty:float=0.0, # 'ic' reward: taken off per node of the formula
+                 stability:float=0.0, # 'pool' reward: taken off per std of the combined IC's yearly means
                 ):
         if reward not in REWARD_MODES: raise ConfigError(f"reward must be one of {', '.join(map(repr, REWARD_MODES))}, got {reward!r}")
         self.panel, self.train_days, self.mode, self.size_penalty = panel, train_days, REWARD_MODES[reward], size_penalty
         self.ctx = RewardContext(panel, train_days, topk=topk, config=RewardConfig(weights=dict(weights or SEED_REWARD_WEIGHTS)))
-        self.pool = FactorPool(self.ctx, pool_size, corr_max)
+        self.pool = FactorPool(self.ctx, pool_size, corr_max, stability=stability)
         self.cache = FormulaCache(cache_mb * 2**20)
         self.scores: dict[str, dict] = {}      # canonical key -> {'reward', 'ic', 'rank_ic', 'valid', 'formula'}
         self.episodes = 0                      # formulas written

@@ -23,8 +23,8 @@ from .metrics import *
 from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
-__all__ = ['EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores', 'fit_weights', 'FactorPool', 'combined_factor',
-           'evaluate']
+__all__ = ['MIN_YEAR_DAYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores', 'fit_weights', 'FactorPool',
+           'combined_factor', 'evaluate']
 
 # %% ../nbs/05_pool.ipynb #42a7fd3d
 @_jit
@@ -119,6 +119,8 @@ def fit_weights(gram:np.ndarray, # [k, k] A: mean daily products of the members'
     return w
 
 # %% ../nbs/05_pool.ipynb #069542fd
+MIN_YEAR_DAYS = 60   # days with an IC a calendar year needs to count in `yearly_spread`
+
 class FactorPool:
     "Up to `capacity` factors, combined linearly with weights fitted on the train span (AlphaGen's pool)."
     def __init__(self,
@@ -126,9 +128,12 @@ class FactorPool:
                  capacity:int=20, # most members
                  corr_max:float=0.99, # a candidate more correlated than this with a member is rejected
                  l1:float=0.0, # L1 penalty of the weight fit
+                 stability:float=0.0, # the reward takes off this many standard deviations of the combined IC's yearly means
                 ):
         if capacity < 1: raise ConfigError(f"pool capacity must be at least 1, got {capacity}")
-        self.ctx, self.capacity, self.corr_max, self.l1 = ctx, capacity, corr_max, l1
+        if not stability >= 0: raise ConfigError(f"pool stability must be >= 0, got {stability}")
+        self.ctx, self.capacity, self.corr_max, self.l1, self.stability = ctx, capacity, corr_max, l1, stability
+        self._year = torch.as_tensor(np.asarray(pd.DatetimeIndex(ctx.dates).year))   # [day] calendar year
         hm, n = ctx.has_target, ctx._n
         self._n = n.clamp_min(1).float()                                   # [day]
         self._days = (n >= max(ctx.min_stocks, 2)).float()                 # [day] days that count in the fit
@@ -142,10 +147,19 @@ class FactorPool:
         self.gram, self.corr, self.b = np.zeros((k1, k1)), np.zeros((k1, k1)), np.zeros(k1)
         self.formulas, self.factors, self.weights = [], [], np.zeros(0)
         self.ic = 0.0                                                      # combined IC on the train span
+        self.value = 0.0                                                   # the pool reward: `ic` less the stability penalty
         self.best_ic, self.n_offered = 0.0, 0
 
     @property
     def size(self)->int: return len(self.formulas)
+
+    def yearly_spread(self, ic:Tensor, # [day] daily IC on the span
+                     )->float: # sample std of the yearly means, over years with MIN_YEAR_DAYS finite days; 0 with fewer than 2
+        "How much the mean IC moves from one calendar year of the span to the next."
+        ok = torch.isfinite(ic)
+        means = [ic[ok & (self._year == y)].double().mean().item() for y in self._year.unique().tolist()
+                 if (ok & (self._year == y)).sum() >= MIN_YEAR_DAYS]
+        return float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
 
     def _mean_days(self, x:Tensor)->Tensor:
         "Mean over the counted days of a `[..., day]` series."
@@ -176,7 +190,7 @@ def _admit(self:FactorPool,
 def try_add(self:FactorPool,
             factor:Tensor|None, # [day, stock] values on the panel (or the train span); None if the formula failed
             formula=None, # its `Formula` or text, kept for names and expressions
-           )->float: # the combined factor's mean daily IC on the train span after the offer; POOL_INVALID_REWARD if rejected
+           )->float: # the pool reward after the offer (`value`); POOL_INVALID_REWARD if rejected
     "Offer a factor to the pool; return AlphaGen's pool reward."
     self.n_offered += 1
     self.last_reason = None
@@ -207,7 +221,7 @@ def try_add(self:FactorPool,
     self.formulas.append(formula); self.factors.append(factor)
     self._refit()
     if self.size > self.capacity: self._evict(int(np.argmin(np.abs(self.weights))))
-    return self.ic
+    return self.value
 
 @patch
 def _refit(self:FactorPool)->None:
@@ -218,6 +232,7 @@ def _refit(self:FactorPool)->None:
     ic, _ = self.ctx.ic_series(comb, rank=False)
     m = ic[torch.isfinite(ic)]
     self.ic = m.mean().item() if len(m) else 0.0
+    self.value = self.ic - self.stability * self.yearly_spread(ic) if self.stability else self.ic
     self.best_ic = max(self.best_ic, self.ic)
 
 @patch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_study.ipynb #4045097e
 from __future__ import annotations
-import argparse, hashlib, json, math, os, shutil, subprocess, sys, time
+import argparse, dataclasses, hashlib, json, math, os, shutil, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .config import TrainConfig, make_config, apply_overrides, config_dict, conf
 from .data import Panel, calendar, data_dir, load_panel, universes as data_universes
 from .evaluate import FormulaCache, evaluate_formula
 from .interpret import interpret
-from .metrics import RewardContext, daily_rank_ic
+from .metrics import RewardContext, daily_rank_ic, mean_std_ir
 from .pool import EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, zscore_by_day
 from .factors import COMBINE_RULE, load_factors
 from .library import library_formulas
@@ -252,7 +252,6 @@ def perturb_after(panel:Panel, # the data
                   seed:int=1, # the noise's seed
                  )->Panel:
     "`panel` with every field multiplied by noise from `day` on, and the labels recomputed from the perturbed closes."
-    from dataclasses import replace
     g = torch.Generator().manual_seed(seed)
     data = panel.data.clone()
     data[:, day:] *= torch.exp(scale * torch.randn(data[:, day:].shape, generator=g))
@@ -261,7 +260,7 @@ def perturb_after(panel:Panel, # the data
     target = panel.target.clone()
     old = target[s:n - h]
     target[s:n - h] = torch.where(torch.isfinite(old), c[s + h:] / c[s:n - h] - 1, old)
-    return replace(panel, data=data, target=target)
+    return dataclasses.replace(panel, data=data, target=target)
 
 # %% ../nbs/14_study.ipynb #1a8efa71
 def score_test(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, topk:int=30,
@@ -339,7 +338,7 @@ def blend(panel:Panel, splits:Splits,
     zb, zp = robust_zscore_by_day(base, panel.valid), robust_zscore_by_day(pool, panel.valid)
     sel = RewardContext(panel, splits.select, topk=topk)
     mix = lambda lam: (1 - lam) * zb + lam * zp
-    scores = [sel.metrics(mix(lam))['rank_ic'] for lam in grid]
+    scores = [mean_std_ir(sel.ic_series(mix(lam))[1])[0] for lam in grid]   # the RankIC alone: no books to build
     finite = [s if math.isfinite(s) else -math.inf for s in scores]
     lam = grid[int(np.argmax(finite))]
     out = {'weight': lam, 'scores': dict(zip(map(str, grid), scores)), 'select': _pick(sel.metrics(mix(lam)))}
@@ -628,8 +627,8 @@ METHODS = {
     'alpha158_ensemble_lightgbm': 'Alpha158 + seed ensemble, LightGBM',
     'alpha158_blend_mined_linear': 'Alpha158 ridge blended with the mined pool (weight chosen on the selection year)',
     'alpha158_blend_mined_lightgbm': 'Alpha158 LightGBM blended with the mined pool (weight chosen on the selection year)',
-    'alpha158_blend_ensemble_linear': 'Alpha158 ridge blended with the seed ensemble',
-    'alpha158_blend_ensemble_lightgbm': 'Alpha158 LightGBM blended with the seed ensemble',
+    'alpha158_blend_ensemble_linear': 'Alpha158 ridge blended with the seed ensemble (weight chosen on the selection year)',
+    'alpha158_blend_ensemble_lightgbm': 'Alpha158 LightGBM blended with the seed ensemble (weight chosen on the selection year)',
     'alpha158_linear': 'Alpha158, linear (ridge)',
     'alpha158_lightgbm': 'Alpha158, LightGBM',
     'classic_combined': 'classic factors combined (weights fitted on train)',

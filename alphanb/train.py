@@ -53,7 +53,7 @@ def pool_state(pool:FactorPool)->dict:
     return {'formulas': [str(f) for f in pool.formulas], 'gram': torch.from_numpy(pool.gram.copy()),
             'corr': torch.from_numpy(pool.corr.copy()), 'b': torch.from_numpy(pool.b.copy()),
             'weights': torch.from_numpy(np.asarray(pool.weights, dtype=np.float64).copy()), 'ic': float(pool.ic),
-            'best_ic': float(pool.best_ic), 'n_offered': int(pool.n_offered)}
+            'value': float(pool.value), 'best_ic': float(pool.best_ic), 'n_offered': int(pool.n_offered)}
 
 def load_pool_state(pool:FactorPool, # an empty pool on the same train span
                     s:dict, # from `pool_state`
@@ -70,6 +70,7 @@ def load_pool_state(pool:FactorPool, # an empty pool on the same train span
     pool.gram[:], pool.corr[:], pool.b[:] = s['gram'].numpy(), s['corr'].numpy(), s['b'].numpy()
     pool.weights = s['weights'].numpy().copy()
     pool.ic, pool.best_ic, pool.n_offered = s['ic'], s['best_ic'], s['n_offered']
+    pool.value = s.get('value', s['ic'])                     # checkpoints before `stability`: the reward was the IC
 
 # %% ../nbs/07b_train.ipynb #e6730cdb
 LOG_COLUMNS = ['step', 'episodes', 'evaluations', 'reward_mean', 'reward_max', 'valid_share', 'best_rank_ic', 'pool_size',
@@ -111,7 +112,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.ppo.lr) if params else None
         self.lord_params = list(attention_weights(self.policy)) if cfg.policy.name != 'random' else []
         self.env = FormulaEnv(self.panel, self.train_days, cfg.reward.mode, cfg.reward.weights, cfg.data.topk, cfg.pool.size,
-                              cfg.pool.corr_max, cfg.run.cache_mb, cfg.reward.size_penalty)
+                              cfg.pool.corr_max, cfg.run.cache_mb, cfg.reward.size_penalty,
+                              cfg.pool.stability)
         self.search = Search(cfg, self.grammar, self.env)
         self.step, self.log = 0, []
 
