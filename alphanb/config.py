@@ -239,6 +239,8 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     need(0 < d.valid_fraction < 1, f"config key 'data/valid_fraction' must be in (0, 1), got {d.valid_fraction}")
     need(0 < pool.corr_max <= 1, f"config key 'pool/corr_max' must be in (0, 1], got {pool.corr_max}")
     need(pool.stability >= 0, f"config key 'pool/stability' must be >= 0, got {pool.stability}")
+    need(pool.stability == 0 or r.mode == 'pool', "config key 'pool/stability' shapes the pool reward: it needs "
+         f"reward/mode 'pool', got {r.mode!r}")
     need(o.lord_decay >= 0, f"config key 'ppo/lord_decay' must be >= 0, got {o.lord_decay}")
     return cfg
 
