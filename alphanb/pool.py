@@ -133,7 +133,7 @@ class FactorPool:
         if capacity < 1: raise ConfigError(f"pool capacity must be at least 1, got {capacity}")
         if not stability >= 0: raise ConfigError(f"pool stability must be >= 0, got {stability}")
         self.ctx, self.capacity, self.corr_max, self.l1, self.stability = ctx, capacity, corr_max, l1, stability
-        self._year = torch.as_tensor(np.asarray(pd.DatetimeIndex(ctx.dates).year))   # [day] calendar year
+        self._year = torch.as_tensor(pd.factorize(pd.DatetimeIndex(ctx.dates).year)[0])   # [day] calendar year, 0, 1, ...
         hm, n = ctx.has_target, ctx._n
         self._n = n.clamp_min(1).float()                                   # [day]
         self._days = (n >= max(ctx.min_stocks, 2)).float()                 # [day] days that count in the fit
@@ -157,9 +157,10 @@ class FactorPool:
                      )->float: # sample std of the yearly means, over years with MIN_YEAR_DAYS finite days; 0 with fewer than 2
         "How much the mean IC moves from one calendar year of the span to the next."
         ok = torch.isfinite(ic)
-        means = [ic[ok & (self._year == y)].double().mean().item() for y in self._year.unique().tolist()
-                 if (ok & (self._year == y)).sum() >= MIN_YEAR_DAYS]
-        return float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
+        n = torch.bincount(self._year[ok])                                                       # [year] days with an IC
+        s = torch.bincount(self._year[ok], ic[ok].double(), minlength=len(n))                  # [year] their sum
+        means = (s / n.clamp_min(1))[n >= MIN_YEAR_DAYS]
+        return float(means.std()) if len(means) > 1 else 0.0
 
     def _mean_days(self, x:Tensor)->Tensor:
         "Mean over the counted days of a `[..., day]` series."
