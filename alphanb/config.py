@@ -15,13 +15,14 @@ from .library import LIBRARIES
 from .metrics import REWARD, REWARD_MODES
 
 # %% auto #0
-__all__ = ['SEED_REWARD_WEIGHTS', 'GROUPS', 'RENAMED', 'FLAT_KEYS', 'FLAGS', 'DataSettings', 'PolicySettings', 'RewardSettings',
-           'PoolSettings', 'PPOSettings', 'SearchSettings', 'RunSettings', 'TrainConfig', 'config_keys',
-           'flatten_overrides', 'apply_overrides', 'config_paths', 'check_config', 'parse_value', 'read_config_file',
-           'make_config', 'stored_config', 'config_dict', 'add_config_args', 'config_from_args']
+__all__ = ['SEED_REWARD_WEIGHTS', 'LABELS', 'GROUPS', 'RENAMED', 'FLAT_KEYS', 'FLAGS', 'DataSettings', 'PolicySettings',
+           'RewardSettings', 'PoolSettings', 'PPOSettings', 'SearchSettings', 'RunSettings', 'TrainConfig',
+           'config_keys', 'flatten_overrides', 'apply_overrides', 'config_paths', 'check_config', 'parse_value',
+           'read_config_file', 'make_config', 'stored_config', 'config_dict', 'add_config_args', 'config_from_args']
 
 # %% ../nbs/07_config.ipynb #a1a10f4f
 SEED_REWARD_WEIGHTS = {t.name: t.weight for t in REWARD}   # the seed reward's default weights, by term
+LABELS = ('return', 'rank')   # what rewards and the pool's weights correlate with (`reward/label`)
 
 @dataclass
 class DataSettings:
@@ -54,16 +55,17 @@ class PolicySettings:
 @dataclass
 class RewardSettings:
     "What a written formula earns."
-    mode: str = 'ic'                     # 'ic': the formula's |IC|; 'seed': multi-objective reward; 'pool': AlphaGen's combined-pool IC
+    mode: str = 'pool'                   # 'pool': AlphaGen's combined-pool IC; 'ic': the formula's |IC|; 'seed': multi-objective reward
     weights: dict = field(default_factory=lambda: dict(SEED_REWARD_WEIGHTS))  # seed reward weights, by term
     size_penalty: float = 0.002          # 'ic' reward: taken off per node of the formula (parsimony)
+    label: str = 'return'                # what rewards correlate with: 'return', the forward return, or 'rank', its daily CSRankNorm
     target_base: str = ''                # mine on top of this library: rewards measure the label's residual on its ridge prediction ('': the label)
 
 @dataclass
 class PoolSettings:
     "The factor pool the run fills."
     size: int = 20                       # capacity of the factor pool
-    corr_max: float = 0.99               # a candidate this correlated with a member is rejected
+    corr_max: float = 0.7                # a candidate this correlated with a member is rejected
     stability: float = 0.0               # 'pool' reward: less this many std of the combined IC's yearly means
     novelty: str = 'alpha158'            # each member's closest factor of this library goes into factors.json ('': none)
 
@@ -213,6 +215,7 @@ def check_config(cfg:TrainConfig)->TrainConfig:
     need(r.mode in REWARD_MODES, f"config key 'reward/mode' must be one of {', '.join(map(repr, REWARD_MODES))}, got {r.mode!r}")
     need(p.vocabulary in VOCABULARIES, f"config key 'policy/vocabulary' must be one of {', '.join(map(repr, VOCABULARIES))}, got {p.vocabulary!r}")
     need(pool.novelty in ('', *LIBRARIES), f"config key 'pool/novelty' must be '' or one of {', '.join(map(repr, LIBRARIES))}, got {pool.novelty!r}")
+    need(r.label in LABELS, f"config key 'reward/label' must be one of {', '.join(map(repr, LABELS))}, got {r.label!r}")
     need(r.target_base in ('', *LIBRARIES), f"config key 'reward/target_base' must be '' or one of {', '.join(map(repr, LIBRARIES))}, got {r.target_base!r}")
     need(p.sampling_prior in ('kind', 'uniform'), f"config key 'policy/sampling_prior' must be 'kind' or 'uniform', got {p.sampling_prior!r}")
     need(0 <= o.risk_quantile < 1, f"config key 'ppo/risk_quantile' must be in [0, 1), got {o.risk_quantile}")

@@ -24,8 +24,8 @@ from .baseline import feature_matrix, fit_linear, cs_rank_norm
 from .library import library_formulas
 
 # %% auto #0
-__all__ = ['DEMO', 'BASE_RIDGE', 'demo_dir', 'resolve_data', 'split_dates', 'load_run_data', 'run_slices', 'base_prediction',
-           'residual_by_day', 'base_residual', 'FormulaEnv']
+__all__ = ['DEMO', 'BASE_RIDGE', 'demo_dir', 'resolve_data', 'split_dates', 'load_run_data', 'run_slices', 'rank_label',
+           'base_prediction', 'residual_by_day', 'base_residual', 'FormulaEnv']
 
 # %% ../nbs/07b_env.ipynb #5c928985
 DEMO = 'data/demo'   # the embedded demo market, as settings name it
@@ -79,6 +79,12 @@ def run_slices(panel:Panel, train_start, train_end, valid_start, valid_end)->tup
     tr, va = panel.day_slice(train_start, train_end), panel.day_slice(valid_start, valid_end)
     stop = max(tr.start + 1, min(tr.stop, va.start - panel.horizon))
     return slice(tr.start, stop), va
+
+# %% ../nbs/07b_env.ipynb #811c8744
+def rank_label(panel:Panel, # the run's panel
+              )->Panel: # `panel` with `target` replaced by its CSRankNorm per day over `panel.valid`
+    "The panel whose label is each day's CSRankNorm of the forward return (`reward/label` 'rank')."
+    return replace(panel, target=cs_rank_norm(panel.target, panel.valid))
 
 # %% ../nbs/07b_env.ipynb #c6d241b5
 BASE_RIDGE = 1.0   # ridge penalty of the base model (the baselines choose 0..1 on CSI300; the fit barely moves over that range)

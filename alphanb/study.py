@@ -23,7 +23,7 @@ from .pool import EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, zscor
 from .factors import COMBINE_RULE, load_factors
 from .library import library_formulas
 from .baseline import CACHE_BYTES, MODELS, BaselineResult, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline, robust_zscore_by_day
-from .env import resolve_data
+from .env import rank_label, resolve_data
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
@@ -545,6 +545,8 @@ def score_run(run:Run, panel:Panel, splits:Splits, cache:FormulaCache, fit_ctx:R
     topk = run.config.data.topk
     raw = json.loads((run.dir/'factors.json').read_text())
     entries = load_factors(run.dir/'factors.json') if raw else []      # an empty pool scores NaN
+    if run.config.reward.label == 'rank':                              # weights answer to the label the run mined against
+        fit_ctx = RewardContext(rank_label(panel), splits.fit, topk=topk)
     choice = choose_members(panel, splits, entries, topk, cache, fit_ctx)
     test = None if run.fold.final else score_test(panel, splits, entries, choice, topk, cache)
     atomic_write_json(run.dir/'final_factors.json', final_factors(panel, splits, entries, choice, topk, cache))

@@ -126,11 +126,12 @@ def test_target_base_mines_the_residual(tmp_path, demo_data):
 
 
 def test_defaults_are_the_measured_settings():
-    "`alphanb train` without --set runs the search settings the committed walk-forward study measured."
-    settings = json.loads((ROOT/'nbs'/'experiments'/'walk_forward'/'study.json').read_text())['settings']
+    "`alphanb train` without --set runs the settings of the committed walk-forward study they were chosen from (on its selection years)."
+    settings = json.loads((ROOT/'nbs'/'experiments'/'walk_forward_poolreward'/'study.json').read_text())['settings']
     measured = config_paths(stored_config(settings))                    # flat keys or paths, as the version that made it wrote them
     keys = [FLAT_KEYS[k] for k in ['reward', 'size_penalty', 'risk_quantile', 'elite_share', 'elite_group', 'mutate_share',
-            'mutate_insert', 'mutate_delete', 'mutate_near', 'elite_from', 'elite_rank', 'vocabulary', 'pool_size', 'pool_corr_max']]
+            'mutate_insert', 'mutate_delete', 'mutate_near', 'elite_from', 'elite_rank', 'vocabulary', 'pool_size', 'pool_corr_max',
+            'stability', 'target_base']]
     assert {'reward', 'risk_quantile', 'elite_share'} <= set(settings) or {'reward/mode', 'ppo/risk_quantile'} <= set(settings)
     d = config_paths(make_config({}))
     assert {k: d[k] for k in keys} == {k: measured[k] for k in keys}
