@@ -15,14 +15,16 @@ from .library import LIBRARIES
 from .metrics import REWARD, REWARD_MODES
 
 # %% auto #0
-__all__ = ['SEED_REWARD_WEIGHTS', 'LABELS', 'GROUPS', 'RENAMED', 'FLAT_KEYS', 'FLAGS', 'DataSettings', 'PolicySettings',
-           'RewardSettings', 'PoolSettings', 'PPOSettings', 'SearchSettings', 'RunSettings', 'TrainConfig',
-           'config_keys', 'flatten_overrides', 'apply_overrides', 'config_paths', 'check_config', 'parse_value',
-           'read_config_file', 'make_config', 'stored_config', 'config_dict', 'add_config_args', 'config_from_args']
+__all__ = ['SEED_REWARD_WEIGHTS', 'LABELS', 'BEFORE_KEYS', 'GROUPS', 'RENAMED', 'FLAT_KEYS', 'FLAGS', 'DataSettings',
+           'PolicySettings', 'RewardSettings', 'PoolSettings', 'PPOSettings', 'SearchSettings', 'RunSettings',
+           'TrainConfig', 'config_keys', 'flatten_overrides', 'apply_overrides', 'config_paths', 'check_config',
+           'parse_value', 'read_config_file', 'make_config', 'stored_config', 'config_dict', 'add_config_args',
+           'config_from_args']
 
 # %% ../nbs/07_config.ipynb #a1a10f4f
 SEED_REWARD_WEIGHTS = {t.name: t.weight for t in REWARD}   # the seed reward's default weights, by term
 LABELS = ('return', 'rank')   # what rewards and the pool's weights correlate with (`reward/label`)
+BEFORE_KEYS = {'reward/label': 'return'}   # settings whose default changed after configs were stored without them -> the value those runs had
 
 @dataclass
 class DataSettings:
@@ -58,7 +60,7 @@ class RewardSettings:
     mode: str = 'pool'                   # 'pool': AlphaGen's combined-pool IC; 'ic': the formula's |IC|; 'seed': multi-objective reward
     weights: dict = field(default_factory=lambda: dict(SEED_REWARD_WEIGHTS))  # seed reward weights, by term
     size_penalty: float = 0.002          # 'ic' reward: taken off per node of the formula (parsimony)
-    label: str = 'return'                # what rewards correlate with: 'return', the forward return, or 'rank', its daily CSRankNorm
+    label: str = 'rank'                  # what rewards correlate with: 'rank', the forward return's daily CSRankNorm, or 'return' itself
     target_base: str = ''                # mine on top of this library: rewards measure the label's residual on its ridge prediction ('': the label)
 
 @dataclass
@@ -278,7 +280,14 @@ def stored_config(d:dict, # a config as written by any version of alphanb (OUT/c
                   source:str='a stored config', # where it came from, for error messages
                  )->TrainConfig:
     "A stored configuration read back: flat keys of earlier versions moved to their groups, missing settings at their defaults."
-    return apply_overrides(TrainConfig(), d, source, migrate=True)
+    cfg = apply_overrides(TrainConfig(), d, source, migrate=True)
+    before = {k: v for k, v in BEFORE_KEYS.items() if not _stored(d, k)}
+    return apply_overrides(cfg, before, source) if before else cfg
+
+def _stored(d:dict, path:str)->bool:
+    "Whether the stored config `d` (nested, by path or by flat key) has the setting `path`."
+    group, name = path.split('/', 1)
+    return path in d or (isinstance(d.get(group), dict) and name in d[group]) or any(FLAT_KEYS[k] == path for k in d if k in FLAT_KEYS)
 
 def config_dict(cfg:TrainConfig)->dict:
     "`cfg` as a plain nested dict, the content of OUT/config.json (readable back with `make_config(config_file=...)`)."

@@ -27,13 +27,13 @@ from .env import rank_label, resolve_data
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
-           'PLOTTED', 'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel', 'fit_pool', 'subset_weights',
-           'prune_backward', 'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after',
-           'score_test', 'pool_records', 'final_factors', 'classic_baselines', 'fit_models', 'model_figures', 'blend',
-           'baseline_mask', 'with_features', 'study_config', 'Run', 'default_scratch', 'study_runs', 'check_run',
-           'trained', 'train_runs', 'ensemble_entries', 'ensemble_done', 'score_ensemble', 'score_run', 'score_fold',
-           'study_rows', 'aggregate', 'seed_spread', 'plot_folds', 'format_table', 'final_summary', 'study',
-           'study_command']
+           'PLOTTED', 'COMPARED', 'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel', 'fit_pool',
+           'subset_weights', 'prune_backward', 'pool_diversity', 'Choice', 'member_values', 'choose_members',
+           'perturb_after', 'score_test', 'pool_records', 'final_factors', 'classic_baselines', 'fit_models',
+           'model_figures', 'blend', 'baseline_mask', 'with_features', 'study_config', 'Run', 'default_scratch',
+           'study_runs', 'check_run', 'trained', 'train_runs', 'ensemble_entries', 'ensemble_done', 'score_ensemble',
+           'score_run', 'score_fold', 'study_rows', 'aggregate', 'seed_spread', 'plot_folds', 'format_table',
+           'final_summary', 'study', 'compare_settings', 'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -821,6 +821,29 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
                   f"{s['factors']}")
         print('wrote ' + ', '.join(map(str, files.values())))
     return summary
+
+# %% ../nbs/14_study.ipynb #dc746143
+COMPARED = {'select_unpruned': ('select', 'unpruned'), 'select_pruned': ('select', 'pruned'),
+            'test_unpruned': ('test', 'unpruned'), 'test_pruned': ('test', 'pruned')}   # column -> where its RankIC is in result.json
+
+def compare_settings(studies:dict, # name -> a study's directory (`--out`); runs not yet scored are left out
+                    )->pd.DataFrame: # per universe and study: runs, mean and std of each `COMPARED` RankIC
+    "Studies of different settings compared on the runs they all have, by the selection-year RankIC of their pools as mined."
+    runs = {}
+    for name, out in studies.items():
+        got = {}
+        for p in sorted(Path(out).glob('*/test*/seed*/result.json')):
+            r = _read(p)
+            if r.get('test') is not None: got[(r['universe'], r['test_year'], r['seed'])] = r
+        if not got: raise ConfigError(f"study {name!r} has no scored run in {out} (its runs' result.json): run `alphanb study` there first")
+        runs[name] = got
+    common = sorted(set.intersection(*(set(v) for v in runs.values())))
+    if not common: raise ConfigError(f"the studies {', '.join(map(repr, studies))} have no run in common (universe, test year, seed)")
+    df = pd.DataFrame([{'study': name, 'universe': k[0], 'test_year': k[1], 'seed': k[2],
+                        **{c: got[k][a][b]['rank_ic'] for c, (a, b) in COMPARED.items()}} for name, got in runs.items() for k in common])
+    df = df.sort_values('universe', kind='stable')
+    return (df.groupby(['universe', 'study'], sort=False)
+              .agg(runs=('seed', 'count'), **{f'{c}_{s}': (c, s) for c in COMPARED for s in ['mean', 'std']}).reset_index())
 
 # %% ../nbs/14_study.ipynb #20aa4212
 def _study_args(p:argparse.ArgumentParser)->None:

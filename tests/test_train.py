@@ -112,9 +112,9 @@ def test_planted_reports():
 def test_target_base_mines_the_residual(tmp_path, demo_data):
     "With target_base, rewards and the pool read the label's residual on the base library's ridge prediction."
     from alphanb.train import Trainer
-    from alphanb.env import load_run_data, base_residual
+    from alphanb.env import load_run_data, base_residual, rank_label
     dates = {'data/dir': str(demo_data), 'data/train_end': '2018-05-31', 'data/valid_start': '2018-06-01', 'data/valid_end': '2018-12-31',
-             'reward/mode': 'ic'}
+             'reward/mode': 'ic', 'reward/label': 'return'}
     plain = load_run_data(settings(tmp_path/'p', **dates))
     tr = Trainer(settings(tmp_path/'b', **{**dates, 'reward/target_base': 'classic'}))
     want = base_residual(plain[0], plain[1], 'classic').target
@@ -123,15 +123,21 @@ def test_target_base_mines_the_residual(tmp_path, demo_data):
     assert tr.env.ctx.panel is tr.panel                                           # the rewards read the residual
     r = train(settings(tmp_path/'b', **{**dates, 'reward/target_base': 'classic'}), progress=False, verbose=False)
     assert r['steps'] == 4 and (tmp_path/'b'/'factors.json').exists()
+    # with the ranked label (the default) the residual is the ranked label's, and without a base the ranked label itself
+    tr = Trainer(settings(tmp_path/'rb', **{**dates, 'reward/label': 'rank', 'reward/target_base': 'classic'}))
+    torch.testing.assert_close(tr.panel.target, base_residual(rank_label(plain[0]), plain[1], 'classic').target, rtol=0, atol=0, equal_nan=True)
+    tr = Trainer(settings(tmp_path/'r', **{**dates, 'reward/label': 'rank'}))
+    torch.testing.assert_close(tr.panel.target, rank_label(plain[0]).target, rtol=0, atol=0, equal_nan=True)
+    assert tr.env.pool.ctx.panel is tr.panel
 
 
 def test_defaults_are_the_measured_settings():
     "`alphanb train` without --set runs the settings of the committed walk-forward study they were chosen from (on its selection years)."
-    settings = json.loads((ROOT/'nbs'/'experiments'/'walk_forward_poolreward'/'study.json').read_text())['settings']
+    settings = json.loads((ROOT/'nbs'/'experiments'/'walk_forward_rank'/'study.json').read_text())['settings']
     measured = config_paths(stored_config(settings))                    # flat keys or paths, as the version that made it wrote them
     keys = [FLAT_KEYS[k] for k in ['reward', 'size_penalty', 'risk_quantile', 'elite_share', 'elite_group', 'mutate_share',
             'mutate_insert', 'mutate_delete', 'mutate_near', 'elite_from', 'elite_rank', 'vocabulary', 'pool_size', 'pool_corr_max',
-            'stability', 'target_base']]
+            'stability', 'target_base', 'label']]
     assert {'reward', 'risk_quantile', 'elite_share'} <= set(settings) or {'reward/mode', 'ppo/risk_quantile'} <= set(settings)
     d = config_paths(make_config({}))
     assert {k: d[k] for k in keys} == {k: measured[k] for k in keys}
