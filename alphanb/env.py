@@ -25,7 +25,7 @@ from .library import library_formulas
 
 # %% auto #0
 __all__ = ['DEMO', 'BASE_RIDGE', 'demo_dir', 'resolve_data', 'split_dates', 'load_run_data', 'run_slices', 'rank_label',
-           'base_prediction', 'residual_by_day', 'base_residual', 'FormulaEnv']
+           'labelled', 'base_prediction', 'residual_by_day', 'base_residual', 'FormulaEnv']
 
 # %% ../nbs/07b_env.ipynb #5c928985
 DEMO = 'data/demo'   # the embedded demo market, as settings name it
@@ -85,6 +85,13 @@ def rank_label(panel:Panel, # the run's panel
               )->Panel: # `panel` with `target` replaced by its CSRankNorm per day over `panel.valid`
     "The panel whose label is each day's CSRankNorm of the forward return (`reward/label` 'rank')."
     return replace(panel, target=cs_rank_norm(panel.target, panel.valid))
+
+def labelled(panel:Panel, # the run's panel, its label the forward return
+             label:str, # `reward/label`: 'return' or 'rank'
+            )->Panel: # the panel whose `target` rewards and pool weights read
+    "`panel` with the label `reward/label` names."
+    if label not in LABELS: raise ConfigError(f"label must be one of {', '.join(map(repr, LABELS))}, got {label!r}")
+    return rank_label(panel) if label == 'rank' else panel
 
 # %% ../nbs/07b_env.ipynb #c6d241b5
 BASE_RIDGE = 1.0   # ridge penalty of the base model (the baselines choose 0..1 on CSI300; the fit barely moves over that range)

@@ -23,7 +23,7 @@ from .pool import EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, zscor
 from .factors import COMBINE_RULE, load_factors
 from .library import library_formulas
 from .baseline import CACHE_BYTES, MODELS, BaselineResult, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline, robust_zscore_by_day
-from .env import rank_label, resolve_data
+from .env import labelled, resolve_data
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
@@ -540,13 +540,13 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
 # %% ../nbs/14_study.ipynb #35e0c23d
 def _read(p:Path)->dict: return json.loads(p.read_text())
 
-def score_run(run:Run, panel:Panel, splits:Splits, cache:FormulaCache, fit_ctx:RewardContext)->dict:
+def score_run(run:Run, panel:Panel, splits:Splits, cache:FormulaCache,
+              fit_ctx:RewardContext, # on `splits.fit` with the label the run mined against (`labelled`)
+             )->dict:
     "Choose a run's members on the selection year, score its pools on the test year (if any); write final_factors.json and result.json."
     topk = run.config.data.topk
     raw = json.loads((run.dir/'factors.json').read_text())
     entries = load_factors(run.dir/'factors.json') if raw else []      # an empty pool scores NaN
-    if run.config.reward.label == 'rank':                              # weights answer to the label the run mined against
-        fit_ctx = RewardContext(rank_label(panel), splits.fit, topk=topk)
     choice = choose_members(panel, splits, entries, topk, cache, fit_ctx)
     test = None if run.fold.final else score_test(panel, splits, entries, choice, topk, cache)
     atomic_write_json(run.dir/'final_factors.json', final_factors(panel, splits, entries, choice, topk, cache))
@@ -582,7 +582,11 @@ def score_fold(data, # Qlib data directory
     step('data loaded')
     cache = FormulaCache(CACHE_BYTES)
     fit_ctx = RewardContext(panel, splits.fit, topk=topk)
-    for r in todo: score_run(r, panel, splits, cache, fit_ctx); step(f'{r.name} scored')
+    ctxs = {'return': fit_ctx}                                    # a context per label the runs mined against, made once
+    for r in todo:
+        lab = r.config.reward.label
+        if lab not in ctxs: ctxs[lab] = RewardContext(labelled(panel, lab), splits.fit, topk=topk)
+        score_run(r, panel, splits, cache, ctxs[lab]); step(f'{r.name} scored')
     a158, fm, models = None, None, None
     if need_base or need_pool or need_blend or (need_ens and baselines):
         mask, a158 = baseline_mask(panel, splits), library_formulas('alpha158', panel.fields, 'the data')

@@ -103,7 +103,7 @@ class Trainer:
         self.cfg = check_config(cfg)
         if cfg.run.threads: torch.set_num_threads(cfg.run.threads)
         self.panel, self.train_days, self.valid_days = data if data is not None else load_run_data(cfg)
-        if cfg.reward.label == 'rank': self.panel = rank_label(self.panel)
+        self.panel = labelled(self.panel, cfg.reward.label)
         if cfg.reward.target_base: self.panel = base_residual(self.panel, self.train_days, cfg.reward.target_base)
         seed_everything(cfg.run.seed)
         self.grammar = Grammar(max_len=cfg.policy.max_len, features=[f for f in DEFAULT_FEATURES if f in self.panel],
