@@ -56,3 +56,4 @@ bench: install
 	$(BIN)/alphanb bench alpha158 --data $(DATA)
 	$(BIN)/alphanb bench backtest --data $(DATA)
 	$(BIN)/alphanb bench threads --data $(DATA)
+	$(BIN)/alphanb bench scale --data $(DATA)

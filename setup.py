@@ -20,7 +20,7 @@ setup(
     license='Apache-2.0', python_requires=f">={cfg['min_python']}",
     packages=find_packages(include=['alphanb', 'alphanb.*']) + demo, package_dir={'alphanb.demo': 'data/demo'},
     package_data={p: ['*'] for p in demo}, include_package_data=True,
-    install_requires=cfg['requirements'].split(), extras_require={'dev': cfg['dev_requirements'].split()},
+    install_requires=cfg['requirements'].split(), extras_require={'dev': cfg['dev_requirements'].split(), 'ray': cfg['ray_requirements'].split()},
     entry_points={'console_scripts': cfg['console_scripts'].split(), 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
 )

@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_bench.ipynb #116073ca
 from __future__ import annotations
-import argparse, math, multiprocessing as mp, resource, subprocess, sys, time
+import argparse, math, multiprocessing as mp, pickle, resource, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,14 @@ from .library import alpha158, alpha158_formulas
 from .backtest import BacktestConfig, backtest, qlib_backtest, trading_window
 from .config import TrainConfig, add_config_args, config_from_args, make_config
 from .train import Trainer
+from .pool import WARMUP_DAYS
+from .scoring import FEATURE_HISTORY, ShardedEvaluator, join_pieces
 
 # %% auto #0
 __all__ = ['FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command',
            'family_references', 'stream_bandwidth', 'bench_families', 'bench_threads', 'bench_threads_command',
            'bench_alpha158', 'bench_alpha158_command', 'bench_backtest', 'bench_backtest_command', 'bench_train',
-           'bench_train_command']
+           'bench_train_command', 'bench_scale', 'bench_scale_command']
 
 # %% ../nbs/15_bench.ipynb #6a8e374d
 def _measure_load(uri:str, universe:str, bare:bool, out):
@@ -482,3 +484,80 @@ def bench_train_command(args)->dict:
           f"(sampling {res['sampling_share']:.0%}, PPO {res['ppo_share']:.0%}); evaluation = formulas {res['formula_eval_share']:.0%}, "
           f"metrics and reward {res['metrics_share']:.0%}, pool {res['pool_share']:.0%}")
     return res
+
+# %% ../nbs/15_bench.ipynb #44bd9ef9
+def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
+                universe:str='csi300', # instrument file
+                start='2016-01-01', # first scored day
+                end='2019-12-31', # last scored day
+                n:int=24, # random formulas per timed call
+                block_days:int=250, # days per block
+                workers:tuple=(1, 2), # Ray workers measured
+                project:tuple=(4, 8, 16, 32), # worker counts projected
+                seed:int=0, # formulas' seed
+                verbose:bool=True, # print the table
+               )->dict: # formulas/s per setting, bytes per call, driver seconds, the projection
+    "Scoring throughput in one pass here and in day blocks on 1 and 2 Ray workers, with a projection for more."
+    say = print if verbose else (lambda *a, **k: None)
+    sets = [[str(f) for f in random_formulas(n, seed=seed + k, max_depth=3)] for k in range(2)]   # warm-up set, timed set
+    look = max(Formula.parse(x).lookback for s in sets for x in s)
+    cal = calendar(data)
+    days = cal[(cal >= pd.Timestamp(start)) & (cal <= pd.Timestamp(end))]
+    rows = []
+    t = time.perf_counter()
+    panel = load_panel(data, universe, cal[max(0, cal.get_loc(days[0]) - max(WARMUP_DAYS, look + FEATURE_HISTORY))], days[-1])
+    load = time.perf_counter() - t
+    ctx = RewardContext(panel, panel.day_slice(days[0], days[-1]))
+    for x in sets[0][:4]: ctx.metrics(evaluate_formula(panel, x))          # loops compiled or loaded before timing
+    t = time.perf_counter()
+    cache = FormulaCache()
+    for x in sets[1]: ctx.metrics(evaluate_formula(panel, x, cache))
+    one = time.perf_counter() - t
+    rows.append({'setting': 'one pass, this process', 'workers': 0, 'load_s': load, 'score_s': one, 'formulas_per_s': n / one,
+                 'driver_s': 0.0, 'worker_s': one})
+    sent = received = None
+    for w in workers:
+        t = time.perf_counter()
+        ev = ShardedEvaluator(data, universe, days[0], days[-1], look, block_days, max(WARMUP_DAYS, look + FEATURE_HISTORY),
+                              ray='local', workers=w)
+        try:
+            ev.ray.get([a.score.remote(sets[0][:4]) for a in ev.actors])     # blocks loaded, loops compiled
+            load = time.perf_counter() - t
+            t = time.perf_counter()
+            got = ev.ray.get([a.score_timed.remote(sets[1]) for a in ev.actors])
+            wall = time.perf_counter() - t
+            pieces = [p for g, _ in got for p in g]
+            [join_pieces([g[i] for g in pieces]) for i in range(len(pieces[0]))]
+            wall_join = time.perf_counter() - t
+            secs = [s for _, s in got]
+            sent = len(pickle.dumps((sets[1], None)))
+            received = sum(len(pickle.dumps(g)) for g, _ in got)
+            rows.append({'setting': f'{len(ev.blocks)} blocks on {len(ev.actors)} Ray worker(s)', 'workers': len(ev.actors),
+                         'load_s': load, 'score_s': wall_join, 'formulas_per_s': n / wall_join,
+                         'driver_s': wall_join - max(secs), 'worker_s': sum(secs)})
+        finally: ev.close()
+    last = rows[-1]
+    proj = [{'workers': k, 'projected_s': last['driver_s'] + last['worker_s'] / min(k, len(ev.blocks)),
+             'formulas_per_s': n / (last['driver_s'] + last['worker_s'] / min(k, len(ev.blocks)))} for k in project]
+    res = {'universe': universe, 'days': len(days), 'stocks': panel.n_stocks, 'formulas': n, 'blocks': len(ev.blocks),
+           'block_days': block_days, 'bytes_sent_per_call': sent, 'bytes_received_per_call': received,
+           'table': rows, 'projection': proj}
+    say(f"{universe} {days[0]:%Y-%m-%d}..{days[-1]:%Y-%m-%d} ({len(days)} days, {panel.n_stocks} stocks), {n} random formulas, "
+        f"blocks of {block_days} days ({len(ev.blocks)} blocks)")
+    say(pd.DataFrame(rows).set_index('setting').to_string(float_format=lambda v: f'{v:.2f}'))
+    say(f"per call: {sent} bytes sent, {received} bytes received (daily figures of every block)")
+    say('projected from the last row (its workers\' summed scoring time over N, plus its driver time): ' +
+        ', '.join(f"{p['workers']} workers {p['formulas_per_s']:.1f} formulas/s" for p in proj))
+    return res
+
+def _bench_scale_args(p):
+    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
+    p.add_argument('--universe', default='csi300', help='instrument file')
+    p.add_argument('--start', default='2016-01-01', help='first scored day')
+    p.add_argument('--end', default='2019-12-31', help='last scored day')
+    p.add_argument('--n', type=int, default=24, help='random formulas per timed call')
+    p.add_argument('--block-days', type=int, default=250, help='days per block')
+
+@command('bench-scale', 'scoring in day blocks on 1 and 2 Ray workers against one pass here; bytes per call; a projection for more workers', _bench_scale_args)
+def bench_scale_command(args)->dict:
+    return bench_scale(args.data, args.universe, args.start, args.end, args.n, args.block_days)

@@ -20,7 +20,8 @@ DATA = '~/.qlib/qlib_data/cn_data'
 EXAMPLES = {   # shown under each command's --help; every one of them parses (tested below)
     'train': ['alphanb train', f'alphanb train --data {DATA} --universe csi300 --train 2010-01-01:2017-12-31 --valid 2018-01-01:2018-12-31 --out runs/csi300',
               'alphanb train --out runs/csi300 --resume'],
-    'evaluate': [f'alphanb evaluate --data {DATA} --universe csi300 --start 2019-01-01 --end 2019-12-31 --factors runs/csi300/factors.json'],
+    'evaluate': [f'alphanb evaluate --data {DATA} --universe csi300 --start 2019-01-01 --end 2019-12-31 --factors runs/csi300/factors.json',
+                 f'alphanb evaluate --data {DATA} --universe csi500 --factors runs/csi500/factors.json --block-days 250 --ray auto --workers 8'],
     'backtest': [f'alphanb backtest --data {DATA} --universe csi300 --start 2019-01-01 --end 2019-12-31 --factors runs/csi300/factors.json '
                  '--out runs/csi300/backtest --benchmark SH000300 --topk 30'],
     'study': [f'alphanb study --data {DATA} --universes csi300,csi500 --test-years 2017-2019 --seeds 0-4 --out runs/study',
@@ -37,6 +38,7 @@ EXAMPLES = {   # shown under each command's --help; every one of them parses (te
     'bench-alpha158': [f'alphanb bench alpha158 --data {DATA}'],
     'bench-backtest': [f'alphanb bench backtest --data {DATA}'],
     'bench-train': [f'alphanb bench train --data {DATA} --universe csi300 --steps 5'],
+    'bench-scale': [f'alphanb bench scale --data {DATA} --universe csi300 --n 24'],
 }
 
 def load_commands()->dict[str, Command]:

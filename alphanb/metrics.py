@@ -23,7 +23,7 @@ __all__ = ['TRADING_DAYS', 'MIN_STOCKS', 'MIN_RETURN_STD', 'INVALID_REWARD', 'PO
            'REWARD_MODES', 'daily_corr', 'daily_ic', 'rank_by_day', 'daily_rank_ic', 'mean_std_ir', 'quantile_groups',
            'quantile_returns', 'next_returns', 'top_mask', 'hold_book', 'book_returns', 'turnover_series', 'ann_return',
            'sharpe', 'sortino', 'max_drawdown', 'complexity', 'RewardTerm', 'RewardConfig', 'RewardContext',
-           'factor_metrics', 'RewardMode', 'SeedReward', 'ICReward', 'PoolReward']
+           'series_metrics', 'factor_metrics', 'RewardMode', 'SeedReward', 'ICReward', 'PoolReward']
 
 # %% ../nbs/04_metrics.ipynb #3e7de8c9
 TRADING_DAYS = 252   # days per year for annualising
@@ -613,8 +613,15 @@ def metrics(self:RewardContext,
     "Every scalar metric of `factor` on the span."
     f = self.span(factor)
     sc, fin, coverage = self._prepared(f)
-    ic, ric = self.ic_series(f, fin, _scored=sc)
-    b = self.books(f, fin, _scored=sc)
+    return series_metrics(*self.ic_series(f, fin, _scored=sc), self.books(f, fin, _scored=sc), self.n_days, coverage)
+
+def series_metrics(ic:Tensor, # [day] daily IC
+                   ric:Tensor, # [day] daily RankIC
+                   b:dict, # the daily series of `RewardContext.books`
+                   n_days:int, # days of the span
+                   coverage:float, # share of the span's valid cells where the factor is finite
+                  )->dict: # the scalar figures of `RewardContext.metrics`
+    "`RewardContext.metrics` from its daily series: the figures of a span scored in pieces, once the pieces are joined."
     ic_m, ic_s, icir = mean_std_ir(ic)
     ric_m, ric_s, ricir = mean_std_ir(ric)
     to = _finite(b['turnover'])
@@ -624,7 +631,7 @@ def metrics(self:RewardContext,
             'excess_ann_return': ann_return(b['excess']), 'excess_sharpe': sharpe(b['excess']), 'excess_sortino': sortino(b['excess']),
             'long_short_ann_return': ann_return(b['long_short']), 'long_short_sharpe': sharpe(b['long_short']),
             'long_short_sortino': sortino(b['long_short']),
-            'ic_days': int(torch.isfinite(ic).sum()), 'n_days': self.n_days, 'coverage': coverage}
+            'ic_days': int(torch.isfinite(ic).sum()), 'n_days': n_days, 'coverage': coverage}
 
 @patch
 def deciles(self:RewardContext,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_pool.ipynb #1dd2b743
 from __future__ import annotations
-import argparse, math
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from fastcore.basics import patch
 from .core import *
-from .data import Panel, calendar, load_panel
+from .data import Panel
 from .formula import Formula
 from .evaluate import FormulaCache, evaluate_formula
 from .interpret import interpret
@@ -24,7 +24,7 @@ from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
 __all__ = ['MIN_YEAR_DAYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores', 'fit_weights', 'FactorPool',
-           'combined_factor', 'evaluate']
+           'combined_factor']
 
 # %% ../nbs/05_pool.ipynb #42a7fd3d
 @_jit
@@ -362,52 +362,3 @@ def load(cls:FactorPool,
 EVALUATE_KEYS = ['ic', 'rank_ic', 'icir', 'rank_icir', 'sharpe']
 WARMUP_DAYS = 120   # trading days of history loaded before the scored period
 
-def _evaluate_args(p:argparse.ArgumentParser)->None:
-    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA or ~/.qlib/qlib_data/cn_data)')
-    p.add_argument('--universe', default='csi300', help='instrument file: csi300, csi500, all, ...')
-    p.add_argument('--start', default=None, help='first scored day (default: the calendar\'s first)')
-    p.add_argument('--end', default=None, help='last scored day (default: the calendar\'s last)')
-    p.add_argument('--factors', required=True, help='factors.json to score')
-    p.add_argument('--horizon', type=int, default=20, help='days ahead of the forward-return target')
-    p.add_argument('--topk', type=int, default=50, help='stocks in the top-k book behind Sharpe')
-    p.add_argument('--warmup', type=int, default=WARMUP_DAYS, help='trading days of history loaded before --start')
-
-def _scored_days(data, start, end)->pd.DatetimeIndex:
-    "The calendar days in [start, end]; an empty period is an error giving the data's bounds."
-    cal = calendar(data)
-    s = cal[0] if start is None else pd.Timestamp(start)
-    e = cal[-1] if end is None else pd.Timestamp(end)
-    days = cal[(cal >= s) & (cal <= e)]
-    if not len(days):
-        raise DateRangeError(f"no trading day in {s:%Y-%m-%d}..{e:%Y-%m-%d}: the data's calendar covers "
-                             f"{cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}; choose --start/--end inside it")
-    return days
-
-def _table(rows:list[dict], keys:list[str])->str:
-    df = pd.DataFrame([{k: r.get(k) for k in ['factor_name'] + keys} for r in rows]).set_index('factor_name')
-    return df.to_string(float_format=lambda v: f'{v:.4f}')
-
-@command('evaluate', 'score a factors file on a period: IC, RankIC, ICIR, RankICIR and Sharpe per factor and combined', _evaluate_args)
-def evaluate(args:argparse.Namespace, # the parsed options (see `_evaluate_args`)
-            )->dict: # {'factors': [...], 'combined': {...}, 'period': {...}}
-    "Score each factor of `--factors`, and their combination, over [`--start`, `--end`]."
-    entries = load_factors(args.factors)
-    days = _scored_days(args.data, args.start, args.end)
-    cal = calendar(args.data)
-    first = max(0, cal.get_loc(days[0]) - args.warmup)
-    panel = load_panel(args.data, args.universe, cal[first], days[-1], horizon=args.horizon)
-    ctx = RewardContext(panel, panel.day_slice(days[0], days[-1]), topk=args.topk)
-    cache, rows, zs = FormulaCache(), [], []
-    for e in entries:
-        f = evaluate_formula(panel, e['expression'], cache)
-        m = ctx.metrics(f)
-        rows.append({'factor_name': e['factor_name'], **{k: m[k] for k in EVALUATE_KEYS}})
-        zs.append(zscore_by_day(f, panel.valid))
-    comb = ctx.metrics(combine_zscores(torch.stack(zs), [e['weight'] for e in entries], panel.valid))
-    combined = {k: comb[k] for k in EVALUATE_KEYS}
-    print(f"{args.universe} {ctx.dates[0]:%Y-%m-%d}..{ctx.dates[-1]:%Y-%m-%d} ({ctx.n_days} days), horizon {args.horizon}, "
-          f"top {args.topk}, {len(entries)} factors from {args.factors}, combined by {entries[0]['combination']['rule']}")
-    print(_table(rows + [{'factor_name': 'combined', **combined}], EVALUATE_KEYS))
-    return to_jsonable({'factors': rows, 'combined': combined,
-                        'period': {'start': ctx.dates[0], 'end': ctx.dates[-1], 'days': ctx.n_days},
-                        'universe': args.universe, 'horizon': args.horizon, 'topk': args.topk})

@@ -27,13 +27,13 @@ from .env import labelled, resolve_data
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
-           'PLOTTED', 'COMPARED', 'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel', 'fit_pool',
-           'subset_weights', 'prune_backward', 'pool_diversity', 'Choice', 'member_values', 'choose_members',
-           'perturb_after', 'score_test', 'pool_records', 'final_factors', 'classic_baselines', 'fit_models',
-           'model_figures', 'blend', 'baseline_mask', 'with_features', 'study_config', 'Run', 'default_scratch',
-           'study_runs', 'check_run', 'trained', 'train_runs', 'ensemble_entries', 'ensemble_done', 'score_ensemble',
-           'score_run', 'score_fold', 'study_rows', 'aggregate', 'seed_spread', 'plot_folds', 'format_table',
-           'final_summary', 'study', 'compare_settings', 'study_command']
+           'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel',
+           'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity', 'Choice', 'member_values',
+           'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors', 'classic_baselines',
+           'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'study_config', 'Run',
+           'default_scratch', 'study_runs', 'check_run', 'trained', 'train_runs', 'ensemble_entries', 'ensemble_done',
+           'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'best_single_classic', 'aggregate', 'seed_spread',
+           'plot_folds', 'format_table', 'final_summary', 'study', 'compare_settings', 'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -639,7 +639,8 @@ METHODS = {
     'alpha158_lightgbm': 'Alpha158, LightGBM',
     'classic_combined': 'classic factors combined (weights fitted on train)',
     'classic_chosen': 'best classic factor, chosen on the selection year',
-    'classic_best_after_the_fact': 'best classic factor, chosen after the fact (highest test RankIC)',
+    'classic_best_single': 'best single classic factor over the test years, chosen after the fact (highest mean test RankIC)',
+    'classic_best_after_the_fact': 'best classic factor of each test year, chosen after the fact (highest test RankIC)',
 }
 def _row(universe, year, seed, method, test:dict, select=None, label=None, **kw)->dict:
     return {'universe': universe, 'test_year': year, 'seed': seed, 'method': method, 'label': label or METHODS[method],
@@ -679,7 +680,20 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
             rows.append(_row(u, f.test_year, None, m, b[m]['test'], b[m].get('select'), factor=b[m].get('factor')))
         for n, v in b['classic'].items():
             rows.append(_row(u, f.test_year, None, f'classic:{n}', v['test'], v['select'], f'classic factor {n} alone'))
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    return pd.concat([df, best_single_classic(df)], ignore_index=True)
+
+def best_single_classic(rows:pd.DataFrame)->pd.DataFrame:
+    "Per universe, the rows of the one classic factor with the highest mean test RankIC over the test years (after the fact)."
+    c = rows[rows.method.str.startswith('classic:')] if len(rows) else rows
+    out = []
+    for u, d in c.groupby('universe', sort=False):
+        means = d.groupby('method').rank_ic.mean().dropna()
+        if not len(means): continue
+        best = means.idxmax()
+        out.append(d[d.method == best].assign(method='classic_best_single', label=METHODS['classic_best_single'],
+                                               factor=best.split(':', 1)[1]))
+    return pd.concat(out, ignore_index=True) if out else rows.iloc[:0]
 
 def aggregate(rows:pd.DataFrame)->pd.DataFrame:
     "Mean ± std (sample) of the test IC, RankIC and ICIR per universe and method, and how many values each has."
@@ -697,9 +711,10 @@ def seed_spread(rows:pd.DataFrame)->pd.DataFrame:
              .agg(seeds=('rank_ic', 'count'), rank_ic_mean=('rank_ic', 'mean'), rank_ic_std=('rank_ic', 'std')).reset_index())
 
 # %% ../nbs/14_study.ipynb #8ae087ce
+AFTER_THE_FACT = {'classic_best_single', 'classic_best_after_the_fact'}   # drawn hatched: no one could have chosen them
 PLOTTED = ['mined_pruned', 'mined_unpruned', 'alpha158_mined_linear', 'alpha158_mined_lightgbm', 'alpha158_blend_mined_linear',
            'alpha158_blend_mined_lightgbm', 'alpha158_linear', 'alpha158_lightgbm', 'classic_combined', 'classic_chosen',
-           'classic_best_after_the_fact']
+           'classic_best_single', 'classic_best_after_the_fact']
 
 def plot_folds(rows:pd.DataFrame, # from `study_rows`
                universe:str, # the universe drawn
@@ -718,8 +733,8 @@ def plot_folds(rows:pd.DataFrame, # from `study_rows`
         mean, std = g.mean().reindex(years), g.std().reindex(years)
         x = np.arange(len(years)) + (i - (len(methods) - 1) / 2) * width
         ax.bar(x, mean.values, width, yerr=None if d[d.method == m].seed.isna().all() else std.fillna(0).values,
-               label=METHODS[m], capsize=2, hatch='//' if m == 'classic_best_after_the_fact' else None,
-               color=f'C{i}', alpha=0.5 if m == 'classic_best_after_the_fact' else 0.9)
+               label=METHODS[m], capsize=2, hatch='//' if m in AFTER_THE_FACT else None,
+               color=f'C{i}', alpha=0.5 if m in AFTER_THE_FACT else 0.9)
     ax.axhline(0, color='black', lw=0.6)
     ax.set_xticks(np.arange(len(years)), [str(y) for y in years])
     ax.set_xlabel('test year'); ax.set_ylabel('test RankIC (mean daily)')

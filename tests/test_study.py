@@ -24,7 +24,7 @@ def test_cli_demo_end_to_end(demo_data, tmp_path):
     assert (r['runs'], r['trained'], r['scored'], r['reused']) == (2, 2, 2, 0)
     table = {row['method']: row for row in r['table']}
     assert {'mined_pruned', 'mined_unpruned', 'alpha158_linear', 'alpha158_lightgbm', 'alpha158_mined_linear',
-            'classic_combined', 'classic_chosen', 'classic_best_after_the_fact', 'classic:size'} <= set(table)
+            'classic_combined', 'classic_chosen', 'classic_best_single', 'classic_best_after_the_fact', 'classic:size'} <= set(table)
     assert table['mined_pruned']['n'] == 2 and table['mined_pruned']['rank_ic_std'] is not None
     assert r['folds']['test2019']['select'][1] < r['folds']['test2019']['test'][0]
     for f in ['summary.json', 'summary.csv', 'rows.csv', 'test_rank_ic_csi300.png', 'csi300/test2019/baselines.json',
