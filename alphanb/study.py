@@ -24,6 +24,7 @@ from .factors import COMBINE_RULE, load_factors
 from .library import library_formulas
 from .baseline import CACHE_BYTES, MODELS, BaselineResult, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline, robust_zscore_by_day
 from .env import labelled, resolve_data
+from .scoring import connect_ray
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
@@ -31,9 +32,10 @@ __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE'
            'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity', 'Choice', 'member_values',
            'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors', 'classic_baselines',
            'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'study_config', 'Run',
-           'default_scratch', 'study_runs', 'check_run', 'trained', 'train_runs', 'ensemble_entries', 'ensemble_done',
-           'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'best_single_classic', 'aggregate', 'seed_spread',
-           'plot_folds', 'format_table', 'final_summary', 'study', 'compare_settings', 'study_command']
+           'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs', 'ensemble_entries',
+           'ensemble_done', 'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'best_single_classic',
+           'aggregate', 'seed_spread', 'plot_folds', 'format_table', 'final_summary', 'study', 'compare_settings',
+           'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -432,13 +434,36 @@ def trained(run:Run)->bool:
     p = run.dir/'train.json'
     return p.exists() and json.loads(p.read_text()).get('steps') == run.config.ppo.steps and all((run.dir/f).exists() for f in KEEP_FILES)
 
-def _launch(run:Run, env:dict)->tuple:
+def _train_process(cmd:list[str], env:dict, out:str, err:str)->int:
+    "Run one training's process (where a Ray task placed it), stopping it with the task; its exit code."
+    with open(out, 'w') as o, open(err, 'w') as e:
+        p = subprocess.Popen(cmd, stdout=o, stderr=e, env=env)
+        try: return p.wait()
+        except BaseException: p.terminate(); p.wait(); raise
+
+class RayJob:
+    "A training running as a Ray task, with the part of `subprocess.Popen`'s interface `train_runs` uses."
+    def __init__(self, ray, ref): self.ray, self.ref, self.returncode = ray, ref, None
+    def poll(self)->int|None:
+        if self.returncode is None and self.ray.wait([self.ref], timeout=0)[0]:
+            try: self.returncode = self.ray.get(self.ref)
+            except Exception: self.returncode = 1             # retries spent: train.err says why
+        return self.returncode
+    def terminate(self)->None: self.ray.cancel(self.ref)
+    def wait(self)->None:
+        try: self.ray.get(self.ref)
+        except Exception: pass
+
+def _launch(run:Run, env:dict, remote=None)->tuple:
     run.scratch.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.scratch/'study_config.json', config_dict(run.config))
     atomic_write_json(run.dir/'config.json', config_dict(run.config))
-    files = [open(run.scratch/'train.out', 'w'), open(run.scratch/'train.err', 'w')]
     # -P: the training imports the alphanb this study runs, not an `alphanb/` that happens to be in the working directory
     cmd = [sys.executable, '-P', '-m', 'alphanb', 'train', '--config', str(run.scratch/'study_config.json'), '--resume', '--no-progress']
+    if remote is not None:
+        ray, task = remote
+        return RayJob(ray, task.remote(cmd, env, str(run.scratch/'train.out'), str(run.scratch/'train.err'))), []
+    files = [open(run.scratch/'train.out', 'w'), open(run.scratch/'train.err', 'w')]
     return subprocess.Popen(cmd, stdout=files[0], stderr=files[1], env=env), files
 
 def _finish(run:Run, proc, files)->None:
@@ -457,19 +482,25 @@ def _steps_done(run:Run)->int:
     return max(len(p.read_text().splitlines()) - 1, 0) if p.exists() else 0
 
 def train_runs(runs:list[Run], # the runs; those already trained are skipped
-               jobs:int=1, # trainings at once, one process each
+               jobs:int=1, # trainings at once, one process each (with `ray`: all, as the cluster's CPUs allow)
                progress:bool=True, # tqdm bar over the runs
+               ray:str|None=None, # a Ray address (`connect_ray`): each training a task on the cluster, retried where it died
               )->int: # trainings started
-    "Train the runs that are not done, `jobs` processes at a time."
+    "Train the runs that are not done, `jobs` processes at a time, or as Ray tasks."
     from tqdm.auto import tqdm
     todo = [r for r in runs if not trained(r)]
     env = {**os.environ, **ONE_THREAD}
+    remote = None
+    if ray is not None and todo:
+        r_ = connect_ray(ray)
+        remote = (r_, r_.remote(num_cpus=1, max_retries=3)(_train_process))   # a lost worker: the training resumes from its checkpoint
+        jobs = len(todo)
     pending, running, shown = list(todo), [], 0.0
     bar = tqdm(total=len(todo), desc='training', disable=not progress or not todo)
     try:
         while pending or running:
             while pending and len(running) < jobs:
-                r = pending.pop(0); running.append((r, *_launch(r, env)))
+                r = pending.pop(0); running.append((r, *_launch(r, env, remote)))
             time.sleep(0.1)
             for item in [x for x in running if x[1].poll() is not None]:
                 running.remove(item)
@@ -780,6 +811,7 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
           progress:bool=True, # tqdm bars
           verbose:bool=True, # print the table
           final:bool=False, # also the final fold: mine up to the data's last year - 1, choose on its last year, no test
+          ray:str|None=None, # train on a Ray cluster ('local', 'auto', host:port) instead of `jobs` local processes
          )->dict: # the summary (also OUT/summary.json)
     "Walk-forward study: train, choose on the selection year, score on the test year, beside the baselines; resumable."
     t0 = time.perf_counter()
@@ -808,7 +840,7 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
                                                      'settings': {k: v for k, v in config_paths(cfg).items() if k not in STUDY_KEYS},
                                                      'folds': {f.name: f.spans() for f in folds}}))
     reused = sum((r.dir/'result.json').exists() for r in runs)
-    n_trained = train_runs([r for r in runs if not (r.dir/'result.json').exists()], jobs, progress)
+    n_trained = train_runs([r for r in runs if not (r.dir/'result.json').exists()], jobs, progress, ray)
     scored = 0
     for u in us:
         for f in folds:
@@ -877,6 +909,8 @@ def _study_args(p:argparse.ArgumentParser)->None:
     p.add_argument('--scratch', default=None, help='where trainings write checkpoints and models (default: ~/.cache/alphanb/study/...)')
     p.add_argument('--steps', type=int, help='PPO steps per run (default: the config\'s)')
     p.add_argument('--jobs', type=int, default=1, help='trainings at once, one process and one thread each')
+    p.add_argument('--ray', default=None, metavar='ADDRESS', help="trainings as tasks on a Ray cluster: 'local', 'auto' or host:port "
+                   "(--out, --scratch and --data on storage every node sees); pip install 'alphanb[ray]'")
     p.add_argument('--baselines', action=argparse.BooleanOptionalAction, default=True, help='classic factors and Alpha158 beside the mined pools')
     p.add_argument('--rounds', type=int, default=500, help='LightGBM baselines: most trees')
     p.add_argument('--config', metavar='F.json', help='JSON file of training settings')
@@ -889,4 +923,4 @@ def _study_args(p:argparse.ArgumentParser)->None:
 def study_command(args:argparse.Namespace)->dict:
     return study(args.data, args.universes, args.test_years, args.seeds, args.out, args.steps, args.jobs, args.baselines,
                  {k: parse_value(v) for k, v in args.set}, args.config, args.scratch, args.rounds, progress=not args.no_progress,
-                 final=args.final)
+                 final=args.final, ray=args.ray)

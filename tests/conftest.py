@@ -24,6 +24,16 @@ def demo_data() -> Path:
     return DEMO
 
 
+@pytest.fixture(scope='session')
+def ray_cluster():
+    "A local Ray cluster of two CPUs started by the tests (skipped without Ray), stopped at the end of the session."
+    ray = pytest.importorskip('ray')
+    if ray.is_initialized(): ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, object_store_memory=100 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
 # Property tests draw the same examples on every run, so CI is reproducible; `HYPOTHESIS_PROFILE=explore pytest`
 # draws fresh random examples to hunt for new failures.
 from hypothesis import settings as _hsettings

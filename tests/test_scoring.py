@@ -17,14 +17,8 @@ FORMULAS = ['Mean(Returns, 20)', 'Rank(Std($close, 10)) - Delay(Pressure, 1)', '
 WEIGHTS = [0.5, -0.3, 0.2, 0.1, -0.4]
 
 
-@pytest.fixture(scope='module')
-def cluster():
-    "A local Ray cluster of two CPUs for this module, stopped after it."
-    if ray.is_initialized(): ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             object_store_memory=100 * 2**20)
-    yield ray
-    ray.shutdown()
+@pytest.fixture
+def cluster(ray_cluster): return ray_cluster
 
 
 def one_pass(data, start, end, history=120, formulas=FORMULAS, weights=WEIGHTS):

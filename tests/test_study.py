@@ -64,3 +64,22 @@ def test_real_data_folds(cn_data):
         assert f.train[1] < f.selection[0] and f.selection[1] < f.test[0]
         assert i(f.fit[1]) + 20 == i(f.train[1]) and i(f.select[1]) + 20 == i(f.selection[1])
     assert folds[0].train == (cal[60], cal[cal.year == 2015][-1])
+
+
+def test_trainings_on_ray_make_the_same_pools(ray_cluster, demo_data, tmp_path, monkeypatch):
+    "`study(..., ray=...)`: each training a Ray task; the pools equal those of local processes."
+    import alphanb.study as st
+    from alphanb.study import study
+    jobs = []
+    class Counted(st.RayJob):
+        def __init__(self, *a): super().__init__(*a); jobs.append(self)
+    monkeypatch.setattr(st, 'RayJob', Counted)
+    kw = dict(data=demo_data, universes='csi300', test_years='2019', seeds='0,1', steps=2, baselines=False, progress=False,
+              verbose=False, settings={'ppo/batch_size': 16, 'ppo/minibatch_size': 16, 'pool/size': 6})
+    here = study(**kw, out=tmp_path/'here', scratch=tmp_path/'s_here', jobs=2)
+    there = study(**kw, out=tmp_path/'ray', scratch=tmp_path/'s_ray', ray='local')
+    assert here['trained'] == there['trained'] == 2 and len(jobs) == 2 and all(j.returncode == 0 for j in jobs)
+    for s in (0, 1):
+        a, b = (json.loads((tmp_path/d/'csi300'/'test2019'/f'seed{s}'/'final_factors.json').read_text()) for d in ('here', 'ray'))
+        assert [(e['expression'], e['weight']) for e in a] == [(e['expression'], e['weight']) for e in b]
+    assert (tmp_path/'s_ray'/'csi300'/'test2019'/'seed0'/'checkpoint.pt').exists()
