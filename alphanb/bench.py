@@ -546,7 +546,8 @@ def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
         f"blocks of {block_days} days ({len(ev.blocks)} blocks)")
     say(pd.DataFrame(rows).set_index('setting').to_string(float_format=lambda v: f'{v:.2f}'))
     say(f"per call: {sent} bytes sent, {received} bytes received (daily figures of every block)")
-    say('projected from the last row (its workers\' summed scoring time over N, plus its driver time): ' +
+    say(f'projected from the last row (its workers\' summed scoring time over N, at most one worker per block of the '
+        f'{len(ev.blocks)}, plus its driver time): ' +
         ', '.join(f"{p['workers']} workers {p['formulas_per_s']:.1f} formulas/s" for p in proj))
     return res
 

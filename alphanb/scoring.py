@@ -192,8 +192,8 @@ class ShardedEvaluator:
         self.kw = dict(horizon=horizon, topk=topk, rebalance=rebalance)
         self.ray, self.actors = None, []
         if ray is not None:
-            self.ray = connect_ray(ray)
             if workers < 1: raise ConfigError(f"workers must be at least 1, got {workers}")
+            self.ray = connect_ray(ray)
             Actor = self.ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(BlockScorer)
             parts = [list(p) for p in np.array_split(np.arange(len(self.blocks)), min(workers, len(self.blocks))) if len(p)]
             self.actors = [Actor.remote(self.data, universe, [self.blocks[i] for i in p], threads=1, **self.kw) for p in parts]
