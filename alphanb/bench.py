@@ -530,11 +530,14 @@ def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
             [join_pieces([g[i] for g in pieces]) for i in range(len(pieces[0]))]
             wall_join = time.perf_counter() - t
             secs = [s for _, s in got]
+            rss = ev.ray.get([a.peak_rss.remote() for a in ev.actors])
+            held = ev.ray.get([a.nbytes.remote() for a in ev.actors])
             sent = len(pickle.dumps((sets[1], None)))
             received = sum(len(pickle.dumps(g)) for g, _ in got)
             rows.append({'setting': f'{len(ev.blocks)} blocks on {len(ev.actors)} Ray worker(s)', 'workers': len(ev.actors),
                          'load_s': load, 'score_s': wall_join, 'formulas_per_s': n / wall_join,
-                         'driver_s': wall_join - max(secs), 'worker_s': sum(secs)})
+                         'driver_s': wall_join - max(secs), 'worker_s': sum(secs),
+                         'worker_peak_rss_mb': max(rss) / 2**20, 'worker_panels_mb': max(held) / 2**20})
         finally: ev.close()
     last = rows[-1]
     proj = [{'workers': k, 'projected_s': last['driver_s'] + last['worker_s'] / min(k, len(ev.blocks)),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_scoring.ipynb #974f4799
 from __future__ import annotations
-import argparse, math, os, socket, time
+import argparse, math, os, resource, socket, time
 from dataclasses import dataclass
 import numpy as np
 import pandas as pd
@@ -118,11 +118,12 @@ class BlockScorer:
                  topk:int=50, # stocks in the top-k book
                  rebalance:int=1, # days between rebalances
                  threads:int|None=None, # compiled loops' threads; None: unchanged (a Ray worker sets 1)
+                 cache_mb:int=512, # sub-expression caches' budget, shared by the blocks held
                 ):
         if threads is not None: ops.set_threads(threads); torch.set_num_threads(threads)
         self.blocks, self.topk, self.rebalance = list(blocks), topk, rebalance
         self.panels = [load_panel(data, universe, b.load, b.until, horizon=horizon) for b in self.blocks]
-        self.caches = [FormulaCache(256 * 2**20) for _ in self.blocks]
+        self.caches = [FormulaCache(cache_mb * 2**20 // max(len(self.blocks), 1)) for _ in self.blocks]
 
     def score(self, expressions:list[str], weights:list[float]|None=None)->list[list[dict]]:
         "`block_pieces` of every block held, in day order."
@@ -135,6 +136,9 @@ class BlockScorer:
         return out, time.perf_counter() - t
 
     def pid(self)->int: return os.getpid()
+    def peak_rss(self)->int:
+        "Peak resident memory of this process so far, in bytes (Linux)."
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     def nbytes(self)->int:
         "Bytes of the panels held."
         return sum(t.element_size() * t.nelement() for p in self.panels for t in (p.data, p.member, p.tradable, p.target, p.listed) if t is not None)
