@@ -34,8 +34,8 @@ __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE'
            'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'study_config', 'Run',
            'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs', 'ensemble_entries',
            'ensemble_done', 'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'best_single_classic',
-           'aggregate', 'seed_spread', 'plot_folds', 'format_table', 'final_summary', 'study', 'compare_settings',
-           'study_command']
+           'aggregate', 'seed_spread', 'targets', 'plot_folds', 'format_table', 'final_summary', 'study',
+           'compare_settings', 'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -741,6 +741,32 @@ def seed_spread(rows:pd.DataFrame)->pd.DataFrame:
     return (d.groupby(['universe', 'test_year', 'method'], sort=False)
              .agg(seeds=('rank_ic', 'count'), rank_ic_mean=('rank_ic', 'mean'), rank_ic_std=('rank_ic', 'std')).reset_index())
 
+# %% ../nbs/14_study.ipynb #daad0812
+def _mean(rows:pd.DataFrame, method:str, col:str='rank_ic')->float:
+    v = rows.loc[rows.method == method, col].dropna()
+    return float(v.mean()) if len(v) else math.nan
+
+def targets(rows:pd.DataFrame, # from `study_rows`
+           )->pd.DataFrame: # per universe and goal: measured, bar, met
+    "The research goals as pass/fail per universe: the ensemble against the best classic factor, its IC, Alpha158 + pool, diversity, seed spread."
+    out = []
+    for u, d in rows.groupby('universe', sort=False):
+        ens, best = _mean(d, 'mined_ensemble'), _mean(d, 'classic_best_single')
+        add = lambda how, m: _mean(d, f'alpha158_{how}ensemble_{m}') - _mean(d, f'alpha158_{m}')
+        s = d[(d.method == 'mined_pruned')].groupby('test_year').rank_ic.std()
+        goals = [('ensemble RankIC - best single classic', ens - best, 0.02),
+                 ('ensemble IC', _mean(d, 'mined_ensemble', 'ic'), 0.05),
+                 ('Alpha158 + ensemble as features - Alpha158, ridge', add('', 'linear'), 0.01),
+                 ('Alpha158 + ensemble as features - Alpha158, LightGBM', add('', 'lightgbm'), 0.01),
+                 ('Alpha158 blended with the ensemble - Alpha158, ridge', add('blend_', 'linear'), 0.01),
+                 ('Alpha158 blended with the ensemble - Alpha158, LightGBM', add('blend_', 'lightgbm'), 0.01),
+                 ('ensemble diversity (mean |rank corr|), at most', _mean(d, 'mined_ensemble', 'diversity'), 0.5),
+                 ('seed std / mean of single pools, at most', float(s.mean()) / _mean(d, 'mined_pruned') if len(s.dropna()) else math.nan, 0.5)]
+        for g, v, bar in goals:
+            met = (v <= bar) if g.endswith('at most') else (v >= bar)
+            out.append({'universe': u, 'goal': g, 'measured': v, 'bar': bar, 'met': bool(met) if np.isfinite(v) else None})
+    return pd.DataFrame(out)
+
 # %% ../nbs/14_study.ipynb #8ae087ce
 AFTER_THE_FACT = {'classic_best_single', 'classic_best_after_the_fact'}   # drawn hatched: no one could have chosen them
 PLOTTED = ['mined_pruned', 'mined_unpruned', 'alpha158_mined_linear', 'alpha158_mined_lightgbm', 'alpha158_blend_mined_linear',
@@ -848,6 +874,7 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
                                  rounds, progress)
     rows = study_rows(runs, out, baselines) if tested else pd.DataFrame()
     table, spread = (aggregate(rows), seed_spread(rows)) if tested else (pd.DataFrame(), pd.DataFrame())
+    goals = targets(rows) if tested else pd.DataFrame()
     files = {'summary_json': out/'summary.json', 'summary_csv': out/'summary.csv', 'rows_csv': out/'rows.csv',
              **{f'figure_{u}': plot_folds(rows, u, out/f'test_rank_ic_{u}.png') for u in us if tested},
              **{f'final_{u}': out/u/'final'/'ensemble_factors.json' for u in us if final}}
@@ -857,7 +884,8 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
     summary = to_jsonable({'out': out, 'data': cfg.data.dir, 'universes': us, 'test_years': [f.test_year for f in tested], 'seeds': seeds,
                            'steps': cfg.ppo.steps, 'runs': len(runs), 'trained': n_trained, 'scored': scored, 'reused': reused,
                            'folds': {f.name: f.spans() for f in folds}, 'table': table.to_dict('records'),
-                           'seed_spread': spread.to_dict('records'), 'final': finals, 'files': files, 'seconds': time.perf_counter() - t0})
+                           'seed_spread': spread.to_dict('records'), 'targets': goals.to_dict('records'), 'final': finals, 'files': files,
+                           'seconds': time.perf_counter() - t0})
     atomic_write_json(out/'summary.json', summary)
     if verbose:
         print(f"walk-forward study in {out}: {len(us)} universe(s) x {len(folds)} fold(s) x {len(seeds)} seed(s) = {len(runs)} runs "
@@ -866,6 +894,8 @@ def study(data=None, # Qlib data directory; the config's (`data/demo` by default
             print(format_table(table))
             print('seed spread of the test RankIC per fold:')
             print(spread.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+            print('targets:')
+            print(goals.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
         for u, s in finals.items():
             print(f"{u} final pool (the seed ensemble; weights fitted on {s['weights_fitted_on']}, chosen on {s['members_chosen_on']}): "
                   f"{s['members']} members, selection-year RankIC {_fmt(s['select']['rank_ic'], None)}, diversity {_fmt(s['diversity'], None)}: "

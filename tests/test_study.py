@@ -20,7 +20,8 @@ def test_cli_demo_end_to_end(demo_data, tmp_path):
     seconds = time.perf_counter() - t
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    assert {'table', 'seed_spread', 'folds', 'runs', 'trained', 'scored', 'reused', 'files'} <= set(r)
+    assert {'table', 'seed_spread', 'targets', 'folds', 'runs', 'trained', 'scored', 'reused', 'files'} <= set(r)
+    assert {g['goal'] for g in r['targets']} >= {'ensemble RankIC - best single classic', 'ensemble IC'}
     assert (r['runs'], r['trained'], r['scored'], r['reused']) == (2, 2, 2, 0)
     table = {row['method']: row for row in r['table']}
     assert {'mined_pruned', 'mined_unpruned', 'alpha158_linear', 'alpha158_lightgbm', 'alpha158_mined_linear',
