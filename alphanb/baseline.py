@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .core import *
 from .data import Panel, calendar, calendar_days, data_dir, load_panel, parse_span
-from .formula import Formula
+from .formula import FEATURE_HISTORY, Formula
 from .evaluate import FormulaCache, evaluate_formula
 from .metrics import RewardContext, rank_by_day
 from .pool import EVALUATE_KEYS, WARMUP_DAYS
@@ -70,7 +70,7 @@ class Splits:
         "Valid days whose label is realised before the test span starts."
         return slice(self.valid.start, min(self.valid.stop, self.test.start - self.horizon))
 
-SEED_LOOKBACK = 60   # the seed features' longest window (Liquidity without $float_mktcap: 60 days of volume)
+SEED_LOOKBACK = FEATURE_HISTORY + 1   # the seed features' longest window (Liquidity without $float_mktcap: 60 days of volume)
 
 def _spans_in_order(train, valid, test)->tuple:
     tr, va, te = (parse_span(s) for s in (train, valid, test))

@@ -15,7 +15,7 @@ from .core import *
 from . import ops
 from .data import *
 from .data import _stored_fields
-from .formula import Formula
+from .formula import FEATURE_HISTORY, Formula
 from .grammar import random_formulas
 from .evaluate import FormulaCache, evaluate_formula
 from .metrics import RewardContext, daily_rank_ic
@@ -24,7 +24,7 @@ from .backtest import BacktestConfig, backtest, qlib_backtest, trading_window
 from .config import TrainConfig, add_config_args, config_from_args, make_config
 from .train import Trainer
 from .pool import WARMUP_DAYS
-from .scoring import FEATURE_HISTORY, ShardedEvaluator, join_pieces
+from .scoring import ShardedEvaluator, join_pieces
 
 # %% auto #0
 __all__ = ['FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command',
@@ -501,11 +501,12 @@ def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
     say = print if verbose else (lambda *a, **k: None)
     sets = [[str(f) for f in random_formulas(n, seed=seed + k, max_depth=3)] for k in range(2)]   # warm-up set, timed set
     look = max(Formula.parse(x).lookback for s in sets for x in s)
+    history = max(WARMUP_DAYS, look + FEATURE_HISTORY)                   # days loaded before the first scored day
     cal = calendar(data)
     days = cal[(cal >= pd.Timestamp(start)) & (cal <= pd.Timestamp(end))]
     rows = []
     t = time.perf_counter()
-    panel = load_panel(data, universe, cal[max(0, cal.get_loc(days[0]) - max(WARMUP_DAYS, look + FEATURE_HISTORY))], days[-1])
+    panel = load_panel(data, universe, cal[max(0, cal.get_loc(days[0]) - history)], days[-1])
     load = time.perf_counter() - t
     ctx = RewardContext(panel, panel.day_slice(days[0], days[-1]))
     for x in sets[0][:4]: ctx.metrics(evaluate_formula(panel, x))          # loops compiled or loaded before timing
@@ -518,14 +519,13 @@ def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
     sent = received = None
     for w in workers:
         t = time.perf_counter()
-        ev = ShardedEvaluator(data, universe, days[0], days[-1], look, block_days, max(WARMUP_DAYS, look + FEATURE_HISTORY),
+        ev = ShardedEvaluator(data, universe, days[0], days[-1], look, block_days, history,
                               ray='local', workers=w)
         try:
             ev.ray.get([a.score.remote(sets[0][:4]) for a in ev.actors])     # blocks loaded, loops compiled
             load = time.perf_counter() - t
             t = time.perf_counter()
             got = ev.ray.get([a.score_timed.remote(sets[1]) for a in ev.actors])
-            wall = time.perf_counter() - t
             pieces = [p for g, _ in got for p in g]
             [join_pieces([g[i] for g in pieces]) for i in range(len(pieces[0]))]
             wall_join = time.perf_counter() - t

@@ -15,7 +15,8 @@ from .data import RAW_FIELDS, EXTRA_FIELDS, FEATURES, feature_qlib_expressions
 from .operators import Op, OPERATORS, VOCABULARIES, CONDITIONS, INFIX, QLIB_NAMES
 
 # %% auto #0
-__all__ = ['QLIB_MINING_OPERATORS', 'ALIASES', 'LEAF_NAMES', 'NODE_TYPES', 'NODE_TYPE_ID', 'QLIB_ELSEWHERE', 'Formula']
+__all__ = ['QLIB_MINING_OPERATORS', 'ALIASES', 'LEAF_NAMES', 'NODE_TYPES', 'NODE_TYPE_ID', 'QLIB_ELSEWHERE', 'FEATURE_HISTORY',
+           'Formula']
 
 # %% ../nbs/03_formula.ipynb #9c5b9a7e
 # Qlib's standard alpha ingredients: what the 'qlib' vocabulary adds to 'classic'
@@ -475,3 +476,6 @@ def to_qlib(self:Formula,
             raise FormulaError(f"the Qlib expression of '{self}' is longer than {max_chars} characters (at {f.op})")
         return out
     return go(self)
+
+# %% ../nbs/03_formula.ipynb #98b18682
+FEATURE_HISTORY = max(Formula.from_qlib(e).lookback for e in feature_qlib_expressions(False).values())   # days before t the seed features read

@@ -12,19 +12,18 @@ import torch
 
 from . import ops
 from .core import *
-from .data import calendar, data_dir, feature_qlib_expressions, load_panel
-from .formula import Formula
+from .data import calendar, data_dir, load_panel
+from .formula import FEATURE_HISTORY, Formula
 from .evaluate import FormulaCache, evaluate_formula
 from .factors import load_factors
 from .metrics import RewardContext, series_metrics
 from .pool import EVALUATE_KEYS, WARMUP_DAYS, combine_zscores, zscore_by_day
 
 # %% auto #0
-__all__ = ['FEATURE_HISTORY', 'TAIL', 'UNBOUNDED', 'SERIES', 'ClusterError', 'Block', 'plan_blocks', 'block_pieces',
-           'join_pieces', 'BlockScorer', 'connect_ray', 'ShardedEvaluator', 'evaluate']
+__all__ = ['TAIL', 'UNBOUNDED', 'SERIES', 'ClusterError', 'Block', 'plan_blocks', 'block_pieces', 'join_pieces', 'BlockScorer',
+           'connect_ray', 'ShardedEvaluator', 'evaluate']
 
 # %% ../nbs/16_scoring.ipynb #a991d7ff
-FEATURE_HISTORY = max(Formula.from_qlib(e).lookback for e in feature_qlib_expressions(False).values())   # days the seed features read
 TAIL = 2   # days after a decision its book's return reads: bought at the next close (lag 1), sold one day later
 UNBOUNDED = {'QlibEMA': "Qlib's EMA weighs every day since the first one loaded"}   # operators whose value reads all history
 
@@ -171,6 +170,17 @@ def connect_ray(address:str='local', # 'local': start Ray on this machine; 'auto
     return ray
 
 # %% ../nbs/16_scoring.ipynb #e6963d25
+def _scored_days(data, start, end)->pd.DatetimeIndex:
+    "The calendar days in [start, end]; an empty period is an error giving the data's bounds."
+    cal = calendar(data)
+    s = cal[0] if start is None else pd.Timestamp(start)
+    e = cal[-1] if end is None else pd.Timestamp(end)
+    days = cal[(cal >= s) & (cal <= e)]
+    if not len(days):
+        raise DateRangeError(f"no trading day in {s:%Y-%m-%d}..{e:%Y-%m-%d}: the data's calendar covers "
+                             f"{cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}; choose --start/--end inside it")
+    return days
+
 class ShardedEvaluator:
     "Factors' figures over a period scored in blocks of days, here one block at a time or on Ray workers."
     def __init__(self,
@@ -188,11 +198,8 @@ class ShardedEvaluator:
                  workers:int=2, # Ray actors (one thread each)
                 ):
         self.data, self.universe, self.lookback = str(data_dir(data)), universe, lookback
-        cal = calendar(self.data)
-        days = cal[(cal >= pd.Timestamp(start)) & (cal <= pd.Timestamp(end))]
-        if not len(days): raise DateRangeError(f"no trading day in {start}..{end}: the data covers {cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}")
-        self.days = days
-        self.blocks = plan_blocks(cal, days, block_days, lookback, history, rebalance)
+        self.days = _scored_days(self.data, start, end)
+        self.blocks = plan_blocks(calendar(self.data), self.days, block_days, lookback, history, rebalance)
         self.kw = dict(horizon=horizon, topk=topk, rebalance=rebalance)
         self.ray, self.actors = None, []
         if ray is not None:
@@ -252,17 +259,6 @@ def _evaluate_args(p:argparse.ArgumentParser)->None:
                    help="score the blocks on a Ray cluster: 'local' (start one here), 'auto' or host:port (pip install 'alphanb[ray]')")
     p.add_argument('--workers', type=int, default=2, help='with --ray: Ray workers holding the blocks')
 
-def _scored_days(data, start, end)->pd.DatetimeIndex:
-    "The calendar days in [start, end]; an empty period is an error giving the data's bounds."
-    cal = calendar(data)
-    s = cal[0] if start is None else pd.Timestamp(start)
-    e = cal[-1] if end is None else pd.Timestamp(end)
-    days = cal[(cal >= s) & (cal <= e)]
-    if not len(days):
-        raise DateRangeError(f"no trading day in {s:%Y-%m-%d}..{e:%Y-%m-%d}: the data's calendar covers "
-                             f"{cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}; choose --start/--end inside it")
-    return days
-
 def _table(rows:list[dict], keys:list[str])->str:
     df = pd.DataFrame([{k: r.get(k) for k in ['factor_name'] + keys} for r in rows]).set_index('factor_name')
     return df.to_string(float_format=lambda v: f'{v:.4f}')
@@ -278,35 +274,30 @@ def evaluate(args:argparse.Namespace, # the parsed options (see `_evaluate_args`
     first = max(0, cal.get_loc(days[0]) - args.warmup)
     panel = load_panel(args.data, args.universe, cal[first], days[-1], horizon=args.horizon)
     ctx = RewardContext(panel, panel.day_slice(days[0], days[-1]), topk=args.topk)
-    cache, rows, zs = FormulaCache(), [], []
-    for e in entries:
-        f = evaluate_formula(panel, e['expression'], cache)
-        m = ctx.metrics(f)
-        rows.append({'factor_name': e['factor_name'], **{k: m[k] for k in EVALUATE_KEYS}})
-        zs.append(zscore_by_day(f, panel.valid))
-    comb = ctx.metrics(combine_zscores(torch.stack(zs), [e['weight'] for e in entries], panel.valid))
-    combined = {k: comb[k] for k in EVALUATE_KEYS}
-    print(f"{args.universe} {ctx.dates[0]:%Y-%m-%d}..{ctx.dates[-1]:%Y-%m-%d} ({ctx.n_days} days), horizon {args.horizon}, "
+    cache = FormulaCache()
+    fs = [evaluate_formula(panel, e['expression'], cache) for e in entries]
+    comb = combine_zscores(torch.stack([zscore_by_day(f, panel.valid) for f in fs]), [e['weight'] for e in entries], panel.valid)
+    return _report(args, entries, [ctx.metrics(f) for f in fs + [comb]], ctx.dates)
+
+def _report(args:argparse.Namespace, entries:list[dict], got:list[dict], # each factor's figures, then the combination's
+            dates:pd.DatetimeIndex, how:str='', **extra)->dict:
+    "Print `evaluate`'s table and return its result."
+    rows = [{'factor_name': e['factor_name'], **{k: m[k] for k in EVALUATE_KEYS}} for e, m in zip(entries, got)]
+    combined = {k: got[-1][k] for k in EVALUATE_KEYS}
+    print(f"{args.universe} {dates[0]:%Y-%m-%d}..{dates[-1]:%Y-%m-%d} ({len(dates)} days{how}), horizon {args.horizon}, "
           f"top {args.topk}, {len(entries)} factors from {args.factors}, combined by {entries[0]['combination']['rule']}")
     print(_table(rows + [{'factor_name': 'combined', **combined}], EVALUATE_KEYS))
-    return to_jsonable({'factors': rows, 'combined': combined,
-                        'period': {'start': ctx.dates[0], 'end': ctx.dates[-1], 'days': ctx.n_days},
-                        'universe': args.universe, 'horizon': args.horizon, 'topk': args.topk})
+    return to_jsonable({'factors': rows, 'combined': combined, 'period': {'start': dates[0], 'end': dates[-1], 'days': len(dates)},
+                        'universe': args.universe, 'horizon': args.horizon, 'topk': args.topk, **extra})
 
 # %% ../nbs/16_scoring.ipynb #0491b5bc
 def _evaluate_sharded(args:argparse.Namespace, entries:list[dict], days:pd.DatetimeIndex)->dict:
-    "`evaluate` over blocks of days , here in turn or on Ray workers: the same figures and output."
+    "`evaluate` over blocks of days, here in turn or on Ray workers: the same figures and output."
     xs = [e['expression'] for e in entries]
     ev = ShardedEvaluator(args.data, args.universe, days[0], days[-1], max(Formula.parse(x).lookback for x in xs),
                           args.block_days or 250, args.warmup, args.horizon, args.topk, ray=args.ray, workers=args.workers)
+    how = f" in {len(ev.blocks)} blocks" + (f" on {len(ev.actors)} Ray workers" if args.ray else '')   # before the actors stop
     try: got = ev.metrics(xs, [e['weight'] for e in entries])
     finally:
         if args.ray: ev.close()
-    rows = [{'factor_name': e['factor_name'], **{k: m[k] for k in EVALUATE_KEYS}} for e, m in zip(entries, got)]
-    combined = {k: got[-1][k] for k in EVALUATE_KEYS}
-    print(f"{args.universe} {ev.days[0]:%Y-%m-%d}..{ev.days[-1]:%Y-%m-%d} ({len(ev.days)} days in {len(ev.blocks)} blocks"
-          f"{' on ' + str(len(ev.actors)) + ' Ray workers' if args.ray else ''}), horizon {args.horizon}, top {args.topk}, "
-          f"{len(entries)} factors from {args.factors}, combined by {entries[0]['combination']['rule']}")
-    print(_table(rows + [{'factor_name': 'combined', **combined}], EVALUATE_KEYS))
-    return to_jsonable({'factors': rows, 'combined': combined, 'period': {'start': ev.days[0], 'end': ev.days[-1], 'days': len(ev.days)},
-                        'universe': args.universe, 'horizon': args.horizon, 'topk': args.topk, 'blocks': len(ev.blocks)})
+    return _report(args, entries, got, ev.days, how, blocks=len(ev.blocks))

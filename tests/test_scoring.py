@@ -91,8 +91,11 @@ def test_evaluate_command_on_ray(cluster, demo_data, tmp_path):
             rc = main(['evaluate', '--data', str(demo_data), '--start', '2019-01-01', '--end', '2019-10-31',
                        '--factors', str(factors), *extra])
         assert rc == 0
+        printed.append(out.getvalue())
         return json.loads(out.getvalue().strip().splitlines()[-1])
+    printed = []
     plain, here = run(), run('--block-days', '60')
     sharded = run('--block-days', '60', '--ray', 'local', '--workers', '2')
+    assert 'blocks on 2 Ray workers' in printed[-1] and 'Ray' not in printed[1]
     assert here['blocks'] == sharded['blocks'] >= 3 and 'blocks' not in plain
     for r in (here, sharded): assert_same(plain['factors'] + [plain['combined']], r['factors'] + [r['combined']])
