@@ -139,7 +139,7 @@ class FormulaEnv:
                  topk:int=30, # stocks in the top-k book
                  pool_size:int=20, # pool capacity
                  corr_max:float=0.99, # pool's near-duplicate threshold
-                 cache_mb:int=1024, # budget of the evaluator's sub-expression cache
+                 cache_mb:int=256, # budget of the evaluator's sub-expression cache
                  size_penalty:float=0.0, # 'ic' reward: taken off per node of the formula
                  stability:float=0.0, # 'pool' reward: taken off per std of the combined IC's yearly means
                 ):

@@ -85,7 +85,7 @@ def data_span(panel, # a `Panel`
     object.__setattr__(panel, '_data_span', got)
     return got
 
-def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype)->Tensor:
+def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, shared:set=frozenset())->Tensor:
     if f.op == 'Const':
         return torch.full((panel.n_days, panel.n_stocks), f.value, dtype=dtype, device=panel.device)
     key = str(f)
@@ -94,14 +94,14 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype)->Tens
     if hit is not None: return hit
     if f.kind == 'feature':                                   # a field in the compute dtype, converted once per cache
         out = panel[f.op].to(dtype)
-        memo[key] = out
+        if key in shared: memo[key] = out
         if cache is not None: cache.put(key, out)
         return out
     spec = f.spec
     if spec.windowed and f.offset:
-        out = ops.delay(_evaluate(panel, Formula(f.op, f.args, window=f.window, value=f.value), cache, memo, dtype), f.offset)
+        out = ops.delay(_evaluate(panel, Formula(f.op, f.args, window=f.window, value=f.value), cache, memo, dtype, shared), f.offset)
     else:
-        xs = [_evaluate(panel, a, cache, memo, dtype) for a in f.args]
+        xs = [_evaluate(panel, a, cache, memo, dtype, shared) for a in f.args]
         if spec.family == 'cross_section':
             xs = [torch.where(panel.member, xs[0], float('nan'))]
         if spec.shifted: xs = [_shifted(a) for a in xs]
@@ -110,9 +110,17 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype)->Tens
         out = _kernel(spec)(*xs, *extra, **kw)
         if spec.span: out = torch.where(data_span(panel)[1], out, float('nan'))   # Qlib has no row outside a stock's data
     out = out.to(dtype)
-    memo[key] = out
+    if key in shared: memo[key] = out                      # only what is read again: the rest is freed once used
     if cache is not None: cache.put(key, out)
     return out
+
+def _repeated(f:Formula)->set[str]:
+    "The sub-expressions that occur more than once in `f`: kept while it is evaluated (the others are dropped once used)."
+    seen, twice = set(), set()
+    for n in f.nodes():
+        k = str(n)
+        (twice if k in seen else seen).add(k)
+    return twice
 
 def eval_dtype(panel)->torch.dtype:
     "The dtype formulas are computed in on `panel`: float64 on the CPU, float32 on accelerators."
@@ -128,7 +136,7 @@ def evaluate_formula(panel, # a `Panel` (alphanb.data)
     dtype = dtype or eval_dtype(panel)
     if cache is not None: cache.bind(panel, dtype)
     with torch.no_grad():
-        return ops.finite_float32(_evaluate(panel, f, cache, {}, dtype))   # a fresh tensor: callers may modify it
+        return ops.finite_float32(_evaluate(panel, f, cache, {}, dtype, _repeated(f)))   # a fresh tensor: callers may modify it
 
 def evaluate_formulas(panel, # a `Panel`
                       formulas:Iterable[Formula|str], # formulas or their text

@@ -30,7 +30,7 @@ def library_ranks(panel:Panel, # the data
                   days:slice, # the days compared
                   library:str='alpha158', # the library
                   history:int|None=None, # days of history evaluated before `days`; the library's longest look-back when None
-                 )->dict[str, Tensor]: # library factor -> [day, stock] float64 daily ranks on `days`, NaN off `panel.valid`
+                 )->dict[str, Tensor]: # library factor -> [day, stock] float32 daily ranks on `days`, NaN off `panel.valid`
     "Each library factor's cross-sectional ranks on `days` (kept for the last panel asked, so a second factor is cheap)."
     key = (days.start, days.stop, library, history)
     ref = _RANKS.get('data')
@@ -40,7 +40,8 @@ def library_ranks(panel:Panel, # the data
     lo = max(0, days.start - history)                                   # the library on these days only: far cheaper
     sub = panel.sel(panel.dates[lo], panel.dates[days.stop - 1]) if lo else panel
     mask, cache = panel.valid[days], FormulaCache(max_bytes=256 * 2**20)
-    ranks = {name: rank_by_day(evaluate_formula(sub, f, cache)[days.start - lo:days.stop - lo], mask) for name, f in formulas}
+    # ranks are whole or half numbers: float32 holds them exactly in half the memory (158 of them on CSI500's valid year: 190 MB)
+    ranks = {name: rank_by_day(evaluate_formula(sub, f, cache)[days.start - lo:days.stop - lo], mask).float() for name, f in formulas}
     _RANKS.clear(); _RANKS.update(data=weakref.ref(panel.data), key=key, ranks=ranks)
     return ranks
 
@@ -78,9 +79,15 @@ def annotate_novelty(path:str|Path, # a factors.json
                     )->list[dict]: # the entries written
     "Each factor's closest `library` factor, written into its `performance` in the factors file at `path`."
     entries = load_factors(path)
-    cache = FormulaCache()
-    values = [evaluate_formula(panel, e['expression'], cache) for e in entries]
-    for e, n in zip(entries, novelty(panel, values, days, library)):
+    days = days or slice(0, panel.n_days)
+    formulas = [Formula.parse(e['expression']) for e in entries]
+    reach = max(f.lookback for f in formulas + [f for _, f in library_formulas(library, panel.fields)])
+    lo = max(0, days.start - reach)                              # the compared days and the history they read, no more
+    sub = panel.sel(panel.dates[lo], panel.dates[days.stop - 1])
+    cache = FormulaCache(max_bytes=256 * 2**20)
+    values = [evaluate_formula(sub, f, cache) for f in formulas]
+    cache.clear()
+    for e, n in zip(entries, novelty(sub, values, slice(days.start - lo, days.stop - lo), library)):
         e.setdefault('performance', {})[library] = to_jsonable({k: v for k, v in n.items() if k != 'library'})
     atomic_write_json(path, entries)
     return entries

@@ -188,26 +188,26 @@ def _nb_window_var(x, w): # count, mean and sum of squared deviations about it o
 def _nb_pair_sums(x, y, w): # over each window's days where both are present: count, and the sums of the products of
     # deviations about the window means (xy, x², y²); a series flat in the window has deviations of exactly 0
     days, stocks = x.shape
-    z = lambda: np.zeros((days, stocks))
-    n, mx, my, cxy, cxx, cyy = z(), z(), z(), z(), z(), z()
-    lx, hx, ly, hy = np.full((days, stocks), np.inf), np.full((days, stocks), -np.inf), np.full((days, stocks), np.inf), np.full((days, stocks), -np.inf)
-    for t in numba.prange(days):
+    n, cxy, cxx, cyy = np.zeros((days, stocks)), np.zeros((days, stocks)), np.zeros((days, stocks)), np.zeros((days, stocks))
+    for t in numba.prange(days):                           # the means and ranges of one day's windows: rows, not panels
         lo = max(0, t - w + 1)
+        mx, my = np.zeros(stocks), np.zeros(stocks)
+        lx, hx, ly, hy = np.full(stocks, np.inf), np.full(stocks, -np.inf), np.full(stocks, np.inf), np.full(stocks, -np.inf)
         for i in range(lo, t + 1):
             for s in range(stocks):
                 a, b = x[i, s], y[i, s]
                 if a == a and b == b:
-                    n[t, s] += 1; mx[t, s] += a; my[t, s] += b
-                    lx[t, s] = min(lx[t, s], a); hx[t, s] = max(hx[t, s], a)
-                    ly[t, s] = min(ly[t, s], b); hy[t, s] = max(hy[t, s], b)
+                    n[t, s] += 1; mx[s] += a; my[s] += b
+                    lx[s] = min(lx[s], a); hx[s] = max(hx[s], a)
+                    ly[s] = min(ly[s], b); hy[s] = max(hy[s], b)
         for s in range(stocks):
-            if n[t, s] > 0: mx[t, s] /= n[t, s]; my[t, s] /= n[t, s]
+            if n[t, s] > 0: mx[s] /= n[t, s]; my[s] /= n[t, s]
         for i in range(lo, t + 1):
             for s in range(stocks):
                 a, b = x[i, s], y[i, s]
                 if a == a and b == b:
-                    da = a - mx[t, s] if lx[t, s] < hx[t, s] else 0.
-                    db = b - my[t, s] if ly[t, s] < hy[t, s] else 0.
+                    da = a - mx[s] if lx[s] < hx[s] else 0.
+                    db = b - my[s] if ly[s] < hy[s] else 0.
                     cxy[t, s] += da * db; cxx[t, s] += da * da; cyy[t, s] += db * db
     return n, cxy, cxx, cyy
 

@@ -271,8 +271,9 @@ def _span_of(panel:Panel, span)->slice:
 @patch
 def context(self:FactorPool, span)->RewardContext:
     "A context on another span of the same panel with this pool's settings."
-    c = self.ctx
-    return RewardContext(c.panel, _span_of(c.panel, span), c.topk, c.rebalance, c.lag, c.min_stocks, c.n_groups, c.config)
+    c, days = self.ctx, _span_of(self.ctx.panel, span)
+    if days == c.days: return c                                   # the train span: the context the pool already holds
+    return RewardContext(c.panel, days, c.topk, c.rebalance, c.lag, c.min_stocks, c.n_groups, c.config)
 
 @patch
 def combined(self:FactorPool)->Tensor:

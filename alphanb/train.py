@@ -103,6 +103,7 @@ class Trainer:
         self.cfg = check_config(cfg)
         if cfg.run.threads: torch.set_num_threads(cfg.run.threads)
         self.panel, self.train_days, self.valid_days = data if data is not None else load_run_data(cfg)
+        release_memory()                          # what pyqlib's reading left on the heap, before the run's arrays
         self.panel = labelled(self.panel, cfg.reward.label)
         if cfg.reward.target_base: self.panel = base_residual(self.panel, self.train_days, cfg.reward.target_base)
         seed_everything(cfg.run.seed)
@@ -238,6 +239,7 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
         write_log(out/'log.csv', tr.log)
         if cfg.run.checkpoint_every and tr.step % cfg.run.checkpoint_every == 0 and tr.step < cfg.ppo.steps: tr.save_checkpoint(ckpt)
     bar.close()
+    tr.env.cache.clear(); release_memory()    # the search's cache is not needed from here on
     tr.save_checkpoint(ckpt)
     write_log(out/'log.csv', tr.log)
     paths = {'factors': tr.env.pool.save(out/'factors.json', {'train': tr.train_days, 'valid': tr.valid_days}), **save_model(tr, out),
