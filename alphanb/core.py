@@ -12,9 +12,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['COMMANDS', 'AlphanbError', 'DataNotFoundError', 'UnknownUniverseError', 'DateRangeError', 'UnknownFieldError',
-           'FormulaError', 'ConfigError', 'did_you_mean', 'atomic_write', 'atomic_write_text', 'atomic_write_json',
-           'seed_everything', 'release_memory', 'Command', 'command', 'to_jsonable']
+__all__ = ['PARENT_ENV', 'COMMANDS', 'AlphanbError', 'DataNotFoundError', 'UnknownUniverseError', 'DateRangeError',
+           'UnknownFieldError', 'FormulaError', 'ConfigError', 'did_you_mean', 'atomic_write', 'atomic_write_text',
+           'atomic_write_json', 'seed_everything', 'release_memory', 'follow_parent', 'Command', 'command',
+           'to_jsonable']
 
 # %% ../nbs/00_core.ipynb #7d75ece2
 class AlphanbError(Exception):
@@ -102,6 +103,20 @@ def release_memory()->bool:
     return bool(_malloc_trim)
 
 _malloc_trim = None                                                   # glibc's malloc_trim once found; False: none
+
+PARENT_ENV = 'ALPHANB_PARENT'   # set by a process that starts a training it must not outlive (the study, a Ray task)
+
+def follow_parent()->bool:
+    """When `$ALPHANB_PARENT` names this process's parent, ask Linux to kill this process if that parent dies; exit at once
+    if it has died already. A training whose study was killed would otherwise run on, and the study run again would start
+    a second writer of the same checkpoint (Ray reaps a dead worker's children itself). Whether the request was made."""
+    want = os.environ.get(PARENT_ENV)
+    if not want: return False
+    try: ok = ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, 9) == 0   # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError): return False                         # not Linux with glibc: nothing to follow
+    if os.getppid() != int(want): os._exit(1)                              # the parent died before the request
+    return ok
+
 
 # %% ../nbs/00_core.ipynb #8f99638f
 @dataclass

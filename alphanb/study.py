@@ -437,7 +437,7 @@ def trained(run:Run)->bool:
 def _train_process(cmd:list[str], env:dict, out:str, err:str)->int:
     "Run one training's process (where a Ray task placed it), stopping it with the task; its exit code."
     with open(out, 'w') as o, open(err, 'w') as e:
-        p = subprocess.Popen(cmd, stdout=o, stderr=e, env=env)
+        p = subprocess.Popen(cmd, stdout=o, stderr=e, env={**env, PARENT_ENV: str(os.getpid())})   # it dies with this worker
         try: return p.wait()
         except BaseException: p.terminate(); p.wait(); raise
 
@@ -464,7 +464,7 @@ def _launch(run:Run, env:dict, remote=None)->tuple:
         ray, task = remote
         return RayJob(ray, task.remote(cmd, env, str(run.scratch/'train.out'), str(run.scratch/'train.err'))), []
     files = [open(run.scratch/'train.out', 'w'), open(run.scratch/'train.err', 'w')]
-    return subprocess.Popen(cmd, stdout=files[0], stderr=files[1], env=env), files
+    return subprocess.Popen(cmd, stdout=files[0], stderr=files[1], env={**env, PARENT_ENV: str(os.getpid())}), files
 
 def _finish(run:Run, proc, files)->None:
     for f in files: f.close()

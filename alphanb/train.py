@@ -275,6 +275,7 @@ def _train_args(p):
 
 @command('train', 'train a policy to write factors with PPO (defaults: the embedded demo market)', _train_args)
 def train_command(args)->dict:
+    follow_parent()                    # started by a study or a Ray task: do not outlive it
     res = train(config_from_args(args), resume=args.resume, progress=not args.no_progress)
     return result_json(res)
 

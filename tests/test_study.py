@@ -84,3 +84,66 @@ def test_trainings_on_ray_make_the_same_pools(ray_cluster, demo_data, tmp_path, 
         a, b = (json.loads((tmp_path/d/'csi300'/'test2019'/f'seed{s}'/'final_factors.json').read_text()) for d in ('here', 'ray'))
         assert [(e['expression'], e['weight']) for e in a] == [(e['expression'], e['weight']) for e in b]
     assert (tmp_path/'s_ray'/'csi300'/'test2019'/'seed0'/'checkpoint.pt').exists()
+
+
+def _training_pids(scratch):
+    "pid -> parent pid of the `alphanb train` processes whose settings are under `scratch`."
+    out = {}
+    for d in os.listdir('/proc'):
+        if not d.isdigit(): continue
+        try:
+            cmd = open(f'/proc/{d}/cmdline', 'rb').read().split(b'\0')
+            stat = open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()
+        except OSError: continue
+        if b'train' in cmd and any(str(scratch).encode() in a for a in cmd) and stat[0] != 'Z': out[int(d)] = int(stat[1])
+    return out
+
+
+def test_a_killed_ray_worker_resumes_the_training(ray_cluster, demo_data, tmp_path):
+    """The Ray worker of a training is killed after its first checkpoint: its training dies with it, Ray runs the task again,
+    and it resumes from the checkpoint to the pool of a training never interrupted."""
+    import signal, threading
+    from alphanb.study import study
+    kw = dict(data=demo_data, universes='csi300', test_years='2019', seeds='0', steps=12, baselines=False, progress=False,
+              verbose=False, settings={'ppo/batch_size': 16, 'ppo/minibatch_size': 16, 'pool/size': 6, 'run/checkpoint_every': 2})
+    here = study(**kw, out=tmp_path/'here', scratch=tmp_path/'s_here', jobs=1)
+    scratch = tmp_path/'s_ray'
+    got = {}
+    t = threading.Thread(target=lambda: got.update(study(**kw, out=tmp_path/'ray', scratch=scratch, ray='local')))
+    t.start()
+    ckpt = scratch/'csi300'/'test2019'/'seed0'/'checkpoint.pt'
+    for _ in range(1200):
+        if ckpt.exists() and _training_pids(scratch): break
+        time.sleep(0.05)
+    (child, worker), = _training_pids(scratch).items()
+    os.kill(worker, signal.SIGKILL)
+    for _ in range(100):                                    # the training does not outlive its worker
+        if child not in _training_pids(scratch): break
+        time.sleep(0.1)
+    assert child not in _training_pids(scratch), 'the training outlived its killed Ray worker'
+    t.join(timeout=600)
+    assert not t.is_alive() and got['trained'] == here['trained'] == 1
+    a, b = (json.loads((tmp_path/d/'csi300'/'test2019'/'seed0'/'final_factors.json').read_text()) for d in ('here', 'ray'))
+    assert [(e['expression'], e['weight']) for e in a] == [(e['expression'], e['weight']) for e in b]
+    log = (scratch/'csi300'/'test2019'/'seed0'/'log.csv').read_text().splitlines()
+    assert [int(l.split(',')[0]) for l in log[1:]] == list(range(1, 13))   # every step once: one writer at a time
+
+
+def test_a_killed_study_takes_its_trainings_with_it(demo_data, tmp_path):
+    "A study killed outright (SIGKILL: no chance to stop its trainings) leaves none running; run again, it resumes them."
+    out, scratch = tmp_path/'study', tmp_path/'scratch'
+    args = ['--data', demo_data, *TINY, '--steps', '40', '--out', out, '--scratch', scratch, '--set', 'run/checkpoint_every', '2']
+    p = subprocess.Popen([sys.executable, '-m', 'alphanb', 'study', *map(str, args)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(1200):
+        if len(_training_pids(scratch)) == 2 and list(scratch.rglob('checkpoint.pt')): break
+        time.sleep(0.05)
+    trainings = _training_pids(scratch)
+    assert len(trainings) == 2 and all(parent == p.pid for parent in trainings.values()), trainings
+    p.kill(); p.wait()
+    for _ in range(100):
+        if not _training_pids(scratch): break
+        time.sleep(0.1)
+    assert not _training_pids(scratch), 'trainings outlived their killed study'
+    again = _cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])['trained'] == 2
