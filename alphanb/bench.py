@@ -24,13 +24,13 @@ from .backtest import BacktestConfig, backtest, qlib_backtest, trading_window
 from .config import TrainConfig, add_config_args, config_from_args, make_config
 from .train import Trainer
 from .pool import WARMUP_DAYS
-from .scoring import ShardedEvaluator, join_pieces
+from .scoring import BlockScorer, ShardedEvaluator, connect_ray, join_pieces, plan_blocks
 
 # %% auto #0
 __all__ = ['FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command',
            'family_references', 'stream_bandwidth', 'bench_families', 'bench_threads', 'bench_threads_command',
            'bench_alpha158', 'bench_alpha158_command', 'bench_backtest', 'bench_backtest_command', 'bench_train',
-           'bench_train_command', 'bench_scale', 'bench_scale_command']
+           'bench_train_command', 'bench_scale', 'bench_scale_command', 'bench_blocks', 'bench_blocks_command']
 
 # %% ../nbs/15_bench.ipynb #6a8e374d
 def _measure_load(uri:str, universe:str, bare:bool, out):
@@ -565,3 +565,64 @@ def _bench_scale_args(p):
 @command('bench-scale', 'scoring in day blocks on 1 and 2 Ray workers against one pass here; bytes per call; a projection for more workers', _bench_scale_args)
 def bench_scale_command(args)->dict:
     return bench_scale(args.data, args.universe, args.start, args.end, args.n, args.block_days)
+
+# %% ../nbs/15_bench.ipynb #6d13278c
+def bench_blocks(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
+                 universe:str='all', # instrument file
+                 start=None, # first scored day; the calendar's first after the formulas' history when None
+                 end=None, # last scored day; the calendar's last when None
+                 block_days:tuple=(250, 500, 1000), # block lengths measured, one worker each
+                 n:int=8, # random formulas scored by each worker
+                 machine_gb:float=24.0, # memory of the machine the projection is for
+                 workers_per_machine:tuple=(1, 2, 4, 8), # workers sharing that machine in the projection
+                 seed:int=0, # formulas' seed
+                 verbose:bool=True, # print the table
+                )->dict: # per block length: peak RSS, panels held; the fit; days per worker that fit the machine
+    "Peak memory of one Ray worker holding one block of days, for several lengths, and the block size a machine fits."
+    say = print if verbose else (lambda *a, **k: None)
+    xs = [str(f) for f in random_formulas(n, seed=seed, max_depth=3)]
+    look = max(Formula.parse(x).lookback for x in xs)
+    history = max(WARMUP_DAYS, look + FEATURE_HISTORY)
+    cal = calendar(data)
+    first = cal[min(history, len(cal) - 1)] if start is None else pd.Timestamp(start)
+    days = cal[(cal >= first) & (cal <= (cal[-1] if end is None else pd.Timestamp(end)))]
+    ray = connect_ray('local')
+    Actor = ray.remote(num_cpus=1)(BlockScorer)
+    rows = []
+    for bd in sorted(block_days):
+        b = plan_blocks(cal, days, min(bd, len(days)), look, history)[0]
+        t = time.perf_counter()
+        a = Actor.remote(str(data_dir(data)), universe, [b], threads=1)
+        try:
+            ray.get(a.score.remote(xs))
+            rows.append({'block_days': b.days, 'loaded_days': len(cal[(cal >= b.load) & (cal <= b.until)]),
+                         'seconds': time.perf_counter() - t, 'peak_rss_mb': ray.get(a.peak_rss.remote()) / 2**20,
+                         'panels_mb': ray.get(a.nbytes.remote()) / 2**20})
+        finally: ray.kill(a)
+        say(f"  {b.days} days: peak {rows[-1]['peak_rss_mb']:.0f} MB, panels {rows[-1]['panels_mb']:.0f} MB", flush=True)
+    d = np.array([r['loaded_days'] for r in rows], float); m = np.array([r['peak_rss_mb'] for r in rows])
+    per_day, fixed = np.polyfit(d, m, 1) if len(rows) > 1 else (m[0] / d[0], 0.0)
+    fit = [{'workers_per_machine': w, 'mb_per_worker': machine_gb * 1024 / w,
+            'days_per_worker': int(max(0.0, (machine_gb * 1024 / w - fixed) / per_day)) if per_day > 0 else None}
+           for w in workers_per_machine]
+    res = {'universe': universe, 'days': len(days), 'formulas': n, 'table': rows,
+           'fixed_mb': float(fixed), 'mb_per_day': float(per_day), 'machine_gb': machine_gb, 'fit': fit}
+    say(f"{universe} {days[0]:%Y-%m-%d}..{days[-1]:%Y-%m-%d} ({len(days)} days), {n} random formulas, one worker per block length")
+    say(pd.DataFrame(rows).set_index('block_days').to_string(float_format=lambda v: f'{v:.1f}'))
+    say(f"peak ≈ {fixed:.0f} MB + {per_day:.2f} MB per day loaded (least squares over the rows); on a {machine_gb:g} GB machine: " +
+        ', '.join(f"{f['workers_per_machine']} worker(s) up to {f['days_per_worker']} days each" for f in fit))
+    return res
+
+def _bench_blocks_args(p):
+    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
+    p.add_argument('--universe', default='all', help='instrument file')
+    p.add_argument('--start', default=None, help='first scored day')
+    p.add_argument('--end', default=None, help='last scored day')
+    p.add_argument('--block-days', default='250,500,1000', help='block lengths measured, comma-separated')
+    p.add_argument('--n', type=int, default=8, help='random formulas each worker scores')
+    p.add_argument('--machine-gb', type=float, default=24.0, help='memory of the machine the projection is for')
+
+@command('bench-blocks', 'peak memory of a Ray worker holding one block of days, for several lengths; the block size a machine fits', _bench_blocks_args)
+def bench_blocks_command(args)->dict:
+    return bench_blocks(args.data, args.universe, args.start, args.end, tuple(int(x) for x in args.block_days.split(',')),
+                        args.n, args.machine_gb)
