@@ -118,8 +118,10 @@ def _repeated(f:Formula)->set[str]:
     "The sub-expressions that occur more than once in `f`: kept while it is evaluated (the others are dropped once used)."
     seen, twice = set(), set()
     for n in f.nodes():
-        k = str(n)
-        (twice if k in seen else seen).add(k)
+        keys = [str(n)]
+        if n.spec is not None and n.spec.windowed and n.offset:      # evaluated as Delay of its un-lagged window, shared too
+            keys.append(str(Formula(n.op, n.args, window=n.window, value=n.value)))
+        for k in keys: (twice if k in seen else seen).add(k)
     return twice
 
 def eval_dtype(panel)->torch.dtype:
