@@ -19,7 +19,8 @@ _SKIP = {'cli', '__main__', '_modidx'}
 DATA = '~/.qlib/qlib_data/cn_data'
 EXAMPLES = {   # shown under each command's --help; every one of them parses (tested below)
     'train': ['alphanb train', f'alphanb train --data {DATA} --universe csi300 --train 2010-01-01:2017-12-31 --valid 2018-01-01:2018-12-31 --out runs/csi300',
-              'alphanb train --out runs/csi300 --resume'],
+              'alphanb train --out runs/csi300 --resume',
+              f'alphanb train --data {DATA} --universe csi500 --ray auto --workers 8 --block-days 500 --out runs/csi500'],
     'evaluate': [f'alphanb evaluate --data {DATA} --universe csi300 --start 2019-01-01 --end 2019-12-31 --factors runs/csi300/factors.json',
                  f'alphanb evaluate --data {DATA} --universe csi500 --factors runs/csi500/factors.json --block-days 250 --ray auto --workers 8'],
     'backtest': [f'alphanb backtest --data {DATA} --universe csi300 --start 2019-01-01 --end 2019-12-31 --factors runs/csi300/factors.json '

@@ -110,6 +110,9 @@ class RunSettings:
     device: str = 'cpu'                  # torch device
     threads: int = 1                     # torch threads (0: torch's default); 1 is fastest for these small tensors
     cache_mb: int = 256                  # budget of the evaluator's sub-expression cache, MiB (CSI500 evaluates as fast as with 1024)
+    ray: str|None = None                 # a Ray address ('local', 'auto', host:port): formulas scored on its workers in blocks of days
+    workers: int = 2                     # with `ray`: workers (one thread each) holding the blocks
+    block_days: int = 500                # with `ray`: train days per block (at least the longest history a formula may read)
 
 @dataclass
 class TrainConfig:
@@ -234,6 +237,10 @@ def check_config(cfg:TrainConfig)->TrainConfig:
               'data/horizon', 'data/topk', 'pool/size', 'ppo/lord_iterations']:
         v = paths[k]
         need(v >= 1, f"config key '{k}' must be >= 1, got {v}")
+    need(cfg.run.workers >= 1 and cfg.run.block_days >= 1, f"config keys 'run/workers' and 'run/block_days' must be >= 1, got "
+         f"{cfg.run.workers} and {cfg.run.block_days}")
+    need(cfg.run.ray is None or not r.target_base, "config key 'reward/target_base' fits its base model on the whole train span "
+         "in one process: it cannot be used with run/ray (--ray); unset one of them")
     for k in ['ppo/steps', 'run/checkpoint_every', 'data/warmup_days', 'run/threads', 'run/cache_mb']:
         v = paths[k]
         need(v >= 0, f"config key '{k}' must be >= 0, got {v}")
@@ -301,7 +308,7 @@ def _span(text:str)->tuple[str|None, str|None]:
     return (a or None), (b or None)
 
 FLAGS = {'data': 'data/dir', 'universe': 'data/universe', 'policy': 'policy/name', 'steps': 'ppo/steps', 'seed': 'run/seed',
-         'out': 'run/out'}   # command-line flag -> the setting it sets
+         'out': 'run/out', 'ray': 'run/ray', 'workers': 'run/workers', 'block_days': 'run/block_days'}   # command-line flag -> the setting it sets
 
 def add_config_args(p)->None:
     "Add the training options to an argparse parser."
@@ -313,6 +320,10 @@ def add_config_args(p)->None:
     p.add_argument('--steps', type=int, help='PPO steps')
     p.add_argument('--seed', type=int, help='random seed')
     p.add_argument('--out', help='output directory')
+    p.add_argument('--ray', metavar='ADDRESS', help="score formulas on a Ray cluster in blocks of days: 'local', 'auto' or host:port "
+                   "(pip install 'alphanb[ray]')")
+    p.add_argument('--workers', type=int, help='with --ray: workers holding the blocks (default 2)')
+    p.add_argument('--block-days', type=int, dest='block_days', help='with --ray: train days per block (default 500)')
     p.add_argument('--config', metavar='F.json', help='JSON file of settings')
     p.add_argument('--set', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[],
                    help="override one setting by its path, e.g. --set ppo/lr 3e-4 or --set reward/weights/ic 0.5 "

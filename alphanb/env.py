@@ -25,7 +25,8 @@ from .library import library_formulas
 
 # %% auto #0
 __all__ = ['DEMO', 'BASE_RIDGE', 'demo_dir', 'resolve_data', 'split_dates', 'load_run_data', 'run_slices', 'rank_label',
-           'labelled', 'base_prediction', 'residual_by_day', 'base_residual', 'FormulaEnv']
+           'labelled', 'base_prediction', 'residual_by_day', 'base_residual', 'pool_state', 'load_pool_state',
+           'FormulaEnv']
 
 # %% ../nbs/07b_env.ipynb #5c928985
 DEMO = 'data/demo'   # the embedded demo market, as settings name it
@@ -128,6 +129,31 @@ def base_residual(panel:Panel, # the run's panel
     "The panel whose target is what a ridge model on `base`'s features, fitted on `train_days`, leaves unexplained."
     return replace(panel, target=residual_by_day(panel.target, base_prediction(panel, train_days, base)))
 
+# %% ../nbs/07b_env.ipynb #4a83f189
+def pool_state(pool:FactorPool)->dict:
+    "A `FactorPool`'s state as plain values and tensors."
+    return {'formulas': [str(f) for f in pool.formulas], 'gram': torch.from_numpy(pool.gram.copy()),
+            'corr': torch.from_numpy(pool.corr.copy()), 'b': torch.from_numpy(pool.b.copy()),
+            'weights': torch.from_numpy(np.asarray(pool.weights, dtype=np.float64).copy()), 'ic': float(pool.ic),
+            'value': float(pool.value), 'best_ic': float(pool.best_ic), 'n_offered': int(pool.n_offered)}
+
+def load_pool_state(pool:FactorPool, # an empty pool on the same train span
+                    s:dict, # from `pool_state`
+                    factor, # Formula -> [day, stock] values (the environment's evaluator)
+                   )->None:
+    "Restore a pool from `pool_state`, re-evaluating its members."
+    for k, text in enumerate(s['formulas']):
+        f = Formula.parse(text)
+        fac = factor(f)
+        z, has, reason = pool._admit(fac)
+        if reason: raise AlphanbError(f"checkpoint pool member '{text}' cannot be scored on this data ({reason})")
+        pool._z[k], pool._has[k], pool._norm[k] = z, has, torch.sqrt((z * z).sum(1))
+        pool.formulas.append(f); pool.factors.append(fac)
+    pool.gram[:], pool.corr[:], pool.b[:] = s['gram'].numpy(), s['corr'].numpy(), s['b'].numpy()
+    pool.weights = s['weights'].numpy().copy()
+    pool.ic, pool.best_ic, pool.n_offered = s['ic'], s['best_ic'], s['n_offered']
+    pool.value = s.get('value', s['ic'])                     # checkpoints before `stability`: the reward was the IC
+
 # %% ../nbs/07b_env.ipynb #7cabe1af
 class FormulaEnv:
     "Rewards of formulas on the train split: each distinct formula evaluated once, offered to a `FactorPool`."
@@ -160,6 +186,18 @@ class FormulaEnv:
         except (AlphanbError, RuntimeError, ValueError, ZeroDivisionError): return None
         finally: self.seconds['evaluate'] += time.perf_counter() - t0
 
+    def terms(self, fac:Tensor|None, f:Formula)->dict:
+        "`RewardContext.reward_terms` of the formula `f` whose values are `fac` on the train span."
+        return self.ctx.reward_terms(fac, f)
+
+    def release(self)->None:
+        "Free the search's sub-expression cache (the run's end needs it no more)."
+        self.cache.clear()
+
+    def restore_pool(self, s:dict)->None:
+        "Refill the empty pool from a checkpoint's `pool_state`."
+        load_pool_state(self.pool, s, self.factor)
+
     def offer(self, f:Formula, fac:Tensor|None)->float:
         "Offer a factor to the pool; the pool reward."
         t0 = time.perf_counter()
@@ -175,7 +213,7 @@ class FormulaEnv:
             self.evaluations += 1
             fac = self.factor(f)
             t0 = time.perf_counter()
-            terms = self.ctx.reward_terms(fac, f)
+            terms = self.terms(fac, f)
             ic, ric = (terms['ic_daily'], terms['rank_ic_daily']) if terms['valid'] else (None, None)
             self.seconds['metrics'] += time.perf_counter() - t0
             # the pool and the log keep the canonical form: the same values, without the junk a policy can write

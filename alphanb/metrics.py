@@ -23,7 +23,7 @@ __all__ = ['TRADING_DAYS', 'MIN_STOCKS', 'MIN_RETURN_STD', 'INVALID_REWARD', 'PO
            'REWARD_MODES', 'daily_corr', 'daily_ic', 'rank_by_day', 'daily_rank_ic', 'mean_std_ir', 'quantile_groups',
            'quantile_returns', 'next_returns', 'top_mask', 'hold_book', 'book_returns', 'turnover_series', 'ann_return',
            'sharpe', 'sortino', 'max_drawdown', 'complexity', 'RewardTerm', 'RewardConfig', 'RewardContext',
-           'series_metrics', 'factor_metrics', 'RewardMode', 'SeedReward', 'ICReward', 'PoolReward']
+           'series_metrics', 'factor_metrics', 'series_reward', 'RewardMode', 'SeedReward', 'ICReward', 'PoolReward']
 
 # %% ../nbs/04_metrics.ipynb #3e7de8c9
 TRADING_DAYS = 252   # days per year for annualising
@@ -662,17 +662,26 @@ def reward_terms(self:RewardContext,
                  depth:int|None=None, # depth when no formula is given
                 )->dict: # scaled terms, 'reward', 'valid', the daily 'ic_daily'/'rank_ic_daily' series; for an invalid factor 'reason'
     "The seed reward of `factor` with its scaled terms; an unusable factor gets `INVALID_REWARD` and a reason."
-    c = self.config
-    def invalid(reason): return {'reward': INVALID_REWARD, 'valid': False, 'reason': reason}
-    if factor is None: return invalid('the formula could not be evaluated')
+    if factor is None: return {'reward': INVALID_REWARD, 'valid': False, 'reason': 'the formula could not be evaluated'}
     f = self.span(factor)
     sc, fin, coverage = self._prepared(f)
+    return series_reward(self.config, coverage, lambda: self.ic_series(f, fin, _scored=sc), lambda: self.books(f, fin, _scored=sc),
+                         formula, size, depth)
+
+def series_reward(c:RewardConfig, # the reward's settings
+                  coverage:float, # share of the span's valid cells where the factor is finite
+                  series, # () -> ([day] IC, [day] RankIC), called once the coverage passes
+                  books, # () -> the daily series of `RewardContext.books`, called once the IC series pass
+                  formula=None, size:int|None=None, depth:int|None=None, # as `reward_terms`
+                 )->dict: # as `reward_terms`
+    "The seed reward from a factor's coverage and daily series (however they were computed: one panel, or joined from blocks)."
+    def invalid(reason): return {'reward': INVALID_REWARD, 'valid': False, 'reason': reason}
     if coverage < c.min_coverage: return invalid(f'finite on {coverage:.0%} of valid cells (< {c.min_coverage:.0%})')
-    ic, ric = self.ic_series(f, fin, _scored=sc)   # both series: the training log reports the RankIC whatever the reward uses
+    ic, ric = series()   # both series: the training log reports the RankIC whatever the reward uses
     series = ric if c.ic == 'rank_ic' else ic
     n_ic = int(torch.isfinite(series).sum())
     if n_ic < c.min_days: return invalid(f'an IC on {n_ic} days (< {c.min_days}): constant or too sparse')
-    b = self.books(f, fin, _scored=sc)
+    b = books()
     r = b[c.portfolio]
     to = _finite(b['turnover'])
     if size is None and formula is None: size, depth = 0, 0
@@ -682,7 +691,7 @@ def reward_terms(self:RewardContext,
     bad = [k for k, v in raw.items() if not math.isfinite(v)]
     if bad: return invalid('a non-finite term: ' + ', '.join(bad))      # checked before clipping, which would hide a NaN
     scaled = {t.name: t.scale(raw[t.name], c) for t in REWARD}
-    total = sum(t.sign * w * scaled[t.name] for t, w in zip(REWARD, self.weights))
+    total = sum(t.sign * w * scaled[t.name] for t, w in zip(REWARD, c.weight_vector()))
     return {'reward': total, 'valid': True, **{f'raw_{k}': v for k, v in raw.items()}, **scaled,
             'ic_daily': ic, 'rank_ic_daily': ric}
 

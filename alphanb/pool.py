@@ -24,7 +24,7 @@ from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
 __all__ = ['MIN_YEAR_DAYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores', 'fit_weights', 'FactorPool',
-           'combined_factor']
+           'daily_stats', 'combine_slots', 'combined_factor']
 
 # %% ../nbs/05_pool.ipynb #42a7fd3d
 @_jit
@@ -133,6 +133,8 @@ class FactorPool:
         if capacity < 1: raise ConfigError(f"pool capacity must be at least 1, got {capacity}")
         if not stability >= 0: raise ConfigError(f"pool stability must be >= 0, got {stability}")
         self.ctx, self.capacity, self.corr_max, self.l1, self.stability = ctx, capacity, corr_max, l1, stability
+        self.dates = ctx.dates                                             # [day] the train span the weights are fitted on
+        self.config, self.n_valid = ctx.config, ctx.n_valid                # admission thresholds; valid cells of the span
         self._year = torch.as_tensor(pd.factorize(pd.DatetimeIndex(ctx.dates).year)[0])   # [day] calendar year, 0, 1, ...
         hm, n = ctx.has_target, ctx._n
         self._n = n.clamp_min(1).float()                                   # [day]
@@ -175,17 +177,29 @@ def _text(formula)->str|None: return None if formula is None else str(formula)
 def _admit(self:FactorPool,
            factor:Tensor, # [day, stock] on the panel or the train span
           )->tuple[Tensor, Tensor, str|None]: # z-scores and their mask on the train span, or a reason to reject
-    ctx, c = self.ctx, self.ctx.config
+    ctx = self.ctx
     f = ctx.span(factor)
-    fin = torch.isfinite(f)
-    coverage = (ctx.valid & fin).sum().item() / max(ctx.n_valid, 1)
-    if coverage < c.min_coverage: return None, None, f'finite on {coverage:.0%} of valid cells'
+    usable = (ctx.valid & torch.isfinite(f)).sum().item()
+    if (reason := self._refusal(usable)): return None, None, reason
     z = zscore_by_day(f, ctx.valid)
     has = torch.isfinite(z) & ctx.has_target
     z = torch.where(has, z, 0)
-    days = int(((has.sum(1) >= 2).float() * self._days).sum())
-    if days < c.min_days: return None, None, f'a z-score on {days} days: constant or too sparse'
+    if (reason := self._refusal(usable, has.sum(1))): return None, None, reason
     return z, has, None
+
+@patch
+def _refusal(self:FactorPool,
+             usable:int, # valid cells of the span where the factor is finite
+             has_n:Tensor|None=None, # [day] cells with a z-score and a target; not checked when None
+            )->str|None: # why the factor cannot join, or None
+    "A factor too sparse to join: finite on too few valid cells, or z-scored on too few days."
+    c = self.config
+    coverage = usable / max(self.n_valid, 1)
+    if coverage < c.min_coverage: return f'finite on {coverage:.0%} of valid cells'
+    if has_n is None: return None
+    days = int(((has_n >= 2).float() * self._days).sum())
+    if days < c.min_days: return f'a z-score on {days} days: constant or too sparse'
+    return None
 
 @patch
 def try_add(self:FactorPool,
@@ -198,39 +212,72 @@ def try_add(self:FactorPool,
     if factor is None: self.last_reason = 'not evaluated'; return POOL_INVALID_REWARD
     if formula is not None and _text(formula) in {_text(f) for f in self.formulas}:
         self.last_reason = 'already a member'; return POOL_INVALID_REWARD
-    z, has, reason = self._admit(factor)
+    st, reason = self._candidate(factor)
     if reason: self.last_reason = reason; return POOL_INVALID_REWARD
+    return self.join(st, formula, factor)
+
+@patch
+def _candidate(self:FactorPool,
+               factor:Tensor, # [day, stock] on the panel or the train span
+              )->tuple[dict|None, str|None]: # its `daily_stats`, or why it cannot join
+    "A candidate's daily statistics with the members; its z-scores are staged for `_place`."
+    z, has, reason = self._admit(factor)
+    if reason: return None, reason
+    self._staged = z, has
+    return daily_stats(self._z, self.size, z, self._y), None
+
+def daily_stats(Z:Tensor, # [slot, day, stock] the members' z-scores (0 where none)
+                k:int, # members: the first k slots
+                z:Tensor, # [day, stock] the candidate's z-scores (0 where none)
+                y:Tensor, # [day, stock] the z-scored target (0 where none)
+               )->dict: # [day] 'zz' Σz², 'zy' Σz·y, and [member, day] 'dots' Σ Zᵢ·z per day
+    "A candidate's daily sums with the members and the target: all the pool needs to decide on it and refit."
+    dots = (torch.from_numpy(_nb_member_dots(Z.numpy(), k, _np(z))) if _compiled(z)
+            else torch.einsum('kds,ds->kd', Z[:k], z))                      # [member, day]
+    return {'zz': (z * z).sum(1), 'dots': dots, 'zy': (z * y).sum(1)}
+
+@patch
+def join(self:FactorPool,
+         st:dict, # the candidate's `daily_stats` (on one panel, or joined from blocks of days)
+         formula=None, # its `Formula` or text
+         factor:Tensor|None=None, # its values, kept for `performance`
+        )->float: # the pool reward after the offer (`value`); POOL_INVALID_REWARD if too correlated with a member
+    "Admit a candidate whose z-scores are staged unless it is too correlated with a member; refit; evict the weakest when full."
     k = self.size
-    norm = torch.sqrt((z * z).sum(1))                                     # [day]
-    dots = (torch.from_numpy(_nb_member_dots(self._z.numpy(), k, _np(z))) if _compiled(z)
-            else torch.einsum('kds,ds->kd', self._z[:k], z))                # [member, day]
+    norm, dots = torch.sqrt(st['zz']), st['dots']                          # [day], [member, day]
     both = (self._norm[:k] > 0) & (norm > 0) & (self._days > 0)            # [member, day]
     cos = torch.where(both, dots / (self._norm[:k] * norm).clamp_min(1e-30), 0).sum(1) / both.sum(1).clamp_min(1)
     if k and cos.abs().max() > self.corr_max:
         j = int(cos.abs().argmax())
         self.last_reason = f'|correlation| {cos[j].abs():.4f} with {self.formulas[j]}'
         return POOL_INVALID_REWARD
-    # the candidate joins in slot k
-    self._z[k], self._has[k], self._norm[k] = z, has, norm
-    self._cover += has; self._covered += 1
+    self._place(k)                                                        # the candidate joins in slot k
+    self._norm[k] = norm
     row = self._mean_days(dots / self._n).double().numpy()
     self.gram[k, :k] = self.gram[:k, k] = row
-    self.gram[k, k] = self._mean_days((z * z).sum(1) / self._n).item()
+    self.gram[k, k] = self._mean_days(st['zz'] / self._n).item()
     self.corr[k, :k] = self.corr[:k, k] = cos.double().numpy()
     self.corr[k, k] = 1.0
-    self.b[k] = self._mean_days((z * self._y).sum(1) / self._n).item()
+    self.b[k] = self._mean_days(st['zy'] / self._n).item()
     self.formulas.append(formula); self.factors.append(factor)
     self._refit()
     if self.size > self.capacity: self._evict(int(np.argmin(np.abs(self.weights))))
     return self.value
 
 @patch
+def _place(self:FactorPool, k:int)->None:
+    "Move the staged candidate's z-scores into slot `k`."
+    z, has = self._staged
+    self._z[k], self._has[k] = z, has
+    self._cover += has; self._covered += 1
+    self._staged = None
+
+@patch
 def _refit(self:FactorPool)->None:
     "Fit the weights on the train span and measure the combined IC."
     k = self.size
     self.weights = fit_weights(self.gram[:k, :k], self.b[:k], self.l1)
-    comb = self.combined_train()
-    ic, _ = self.ctx.ic_series(comb, rank=False)
+    ic = self._combined_ic()
     m = ic[torch.isfinite(ic)]
     self.ic = m.mean().item() if len(m) else 0.0
     self.value = self.ic - self.stability * self.yearly_spread(ic) if self.stability else self.ic
@@ -240,9 +287,9 @@ def _refit(self:FactorPool)->None:
 def _evict(self:FactorPool, j:int)->None:
     "Remove member `j` (the last member moves into its slot, so nothing else is copied) and refit."
     last = self.size - 1
-    self._cover -= self._has[j].to(torch.int16); self._covered -= 1
+    self._drop(j, last)
     if j != last:
-        for name in ['_z', '_has', '_norm']: getattr(self, name)[j] = getattr(self, name)[last]
+        self._norm[j] = self._norm[last]
         for a in [self.gram, self.corr]:
             a[j, :], a[:, j] = a[last, :], a[:, last]
             a[j, j] = a[last, last]
@@ -252,15 +299,34 @@ def _evict(self:FactorPool, j:int)->None:
     self._refit()
 
 @patch
+def _combined_ic(self:FactorPool)->Tensor:
+    "[day] the daily IC of the combined factor on the train span."
+    return self.ctx.ic_series(self.combined_train(), rank=False)[0]
+
+@patch
+def _drop(self:FactorPool, j:int, last:int)->None:
+    "Free slot `j`: the last member's z-scores move into it."
+    self._cover -= self._has[j].to(torch.int16); self._covered -= 1
+    if j != last:
+        for name in ['_z', '_has']: getattr(self, name)[j] = getattr(self, name)[last]
+
+@patch
 def combined_train(self:FactorPool)->Tensor:
     "[day, stock] the combined factor on the train span (NaN on cells without a target or without any member)."
     k = self.size
     if self._covered != k:                     # members were placed in the slots directly (a restored checkpoint)
         self._cover = self._has[:k].sum(0, dtype=torch.int16); self._covered = k
-    w = torch.as_tensor(self.weights, dtype=torch.float32)
-    if _compiled(self._z): return torch.from_numpy(_nb_weighted_sum(self._z.numpy(), w.numpy(), self._cover.numpy()))
-    out = torch.einsum('k,kds->ds', w, self._z[:k])
-    return torch.where(self._cover > 0, out, float('nan'))
+    return combine_slots(self._z, self.weights, self._cover)
+
+def combine_slots(Z:Tensor, # [slot, day, stock] z-scores, 0 where none
+                  weights, # [k] weights of the first k slots
+                  cover:Tensor, # [day, stock] int16: members with a z-score
+                 )->Tensor: # [day, stock] float32 Σ wᵢ Zᵢ, NaN where no member covers
+    "The weighted sum of the first `len(weights)` slots' z-scores."
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    if _compiled(Z): return torch.from_numpy(_nb_weighted_sum(Z.numpy(), w.numpy(), cover.numpy()))
+    out = torch.einsum('k,kds->ds', w, Z[:len(w)])
+    return torch.where(cover > 0, out, float('nan'))
 
 # %% ../nbs/05_pool.ipynb #989ece52
 def _span_of(panel:Panel, span)->slice:
@@ -301,7 +367,7 @@ def records(self:FactorPool,
     "The pool as `factors.json` entries, each with a readable interpretation of its formula."
     if any(f is None for f in self.formulas): raise ConfigError("every member needs its formula to be written to factors.json; pass it to try_add")
     perf = self.performance(splits)['members']
-    how = {'rule': COMBINE_RULE, 'weights_fitted_on': f'{self.ctx.dates[0]:%Y-%m-%d}..{self.ctx.dates[-1]:%Y-%m-%d}'}
+    how = {'rule': COMBINE_RULE, 'weights_fitted_on': f'{self.dates[0]:%Y-%m-%d}..{self.dates[-1]:%Y-%m-%d}'}
     order = np.argsort(-np.abs(self.weights), kind='stable')
     return [{'factor_name': f'alpha_{i+1:02d}', 'expression': _text(self.formulas[j]),
              'qlib_expression': _qlib_of(self.formulas[j]), 'weight': float(self.weights[j]),

@@ -47,6 +47,8 @@ def plan_blocks(cal:pd.DatetimeIndex, # the data's trading calendar
                 lookback:int, # days of history the factors read (`Formula.lookback`)
                 first_history:int, # days loaded before the first scored day, as a single pass loads them
                 rebalance:int=1, # days between the books' rebalances
+                last:pd.Timestamp|None=None, # the last day a block may load (the books' returns read up to `TAIL` days past
+                                             # the scored days where the data goes on, as in training); the last scored day when None
                )->list[Block]:
     "Cut `days` into blocks, each with the history its factors need and never more than a single pass would load."
     if rebalance < 1: raise ConfigError(f"rebalance must be at least 1 day, got {rebalance}")
@@ -59,12 +61,13 @@ def plan_blocks(cal:pd.DatetimeIndex, # the data's trading calendar
     p0 = cal.get_loc(days[0])
     floor = max(0, p0 - first_history)                        # the first day a single pass loads
     history = lookback + FEATURE_HISTORY
+    top = p0 + len(days) - 1 if last is None else cal.get_loc(pd.Timestamp(last))
     out = []
     for i in range(0, len(days), block_days):
         a, b = p0 + i, p0 + min(i + block_days, len(days)) - 1
         ext = 0 if i == 0 else rebalance
         load = floor if i == 0 else max(floor, a - ext - history)
-        until = min(b + TAIL, p0 + len(days) - 1)               # a book's return reads the next days, as in one pass
+        until = min(b + TAIL, top)                              # a book's return reads the next days, as in one pass
         out.append(Block(cal[load], cal[a - ext], cal[a], cal[b], cal[until], ext, b - a + 1))
     return out
 

@@ -24,13 +24,14 @@ from .synth import MarketSpec, synthetic_panel
 from .pool import FactorPool
 from .policies import make_policy, attention_weights, POLICIES
 from .env import *
+from .sharded import ShardedEnv
 from .search import Search
 from .ppo import *
 
 # %% auto #0
 __all__ = ['LOG_COLUMNS', 'RESUME_FREE', 'PLANTED_FORMULA', 'PLANTED_SEARCH', 'PLANTED_UNIFORM', 'rng_state', 'set_rng_state',
-           'pool_state', 'load_pool_state', 'build_policy', 'Trainer', 'write_log', 'save_model', 'summarize', 'train',
-           'print_summary', 'result_json', 'train_command', 'planted_market', 'planted', 'planted_command']
+           'build_policy', 'Trainer', 'write_log', 'save_model', 'summarize', 'train', 'print_summary', 'result_json',
+           'train_command', 'planted_market', 'planted', 'planted_command']
 
 # %% ../nbs/07b_train.ipynb #e8317bf9
 def rng_state()->dict:
@@ -47,36 +48,12 @@ def set_rng_state(s:dict)->None:
     np.random.set_state(('MT19937', s['numpy_keys'].numpy().astype(np.uint32), s['numpy_pos'], s['numpy_has_gauss'], s['numpy_gauss']))
     random.setstate((s['python_version'], tuple(int(v) for v in s['python'].tolist()), s['python_gauss']))
 
-# %% ../nbs/07b_train.ipynb #4a83f189
-def pool_state(pool:FactorPool)->dict:
-    "A `FactorPool`'s state as plain values and tensors."
-    return {'formulas': [str(f) for f in pool.formulas], 'gram': torch.from_numpy(pool.gram.copy()),
-            'corr': torch.from_numpy(pool.corr.copy()), 'b': torch.from_numpy(pool.b.copy()),
-            'weights': torch.from_numpy(np.asarray(pool.weights, dtype=np.float64).copy()), 'ic': float(pool.ic),
-            'value': float(pool.value), 'best_ic': float(pool.best_ic), 'n_offered': int(pool.n_offered)}
-
-def load_pool_state(pool:FactorPool, # an empty pool on the same train span
-                    s:dict, # from `pool_state`
-                    factor, # Formula -> [day, stock] values (the environment's evaluator)
-                   )->None:
-    "Restore a pool from `pool_state`, re-evaluating its members."
-    for k, text in enumerate(s['formulas']):
-        f = Formula.parse(text)
-        fac = factor(f)
-        z, has, reason = pool._admit(fac)
-        if reason: raise AlphanbError(f"checkpoint pool member '{text}' cannot be scored on this data ({reason})")
-        pool._z[k], pool._has[k], pool._norm[k] = z, has, torch.sqrt((z * z).sum(1))
-        pool.formulas.append(f); pool.factors.append(fac)
-    pool.gram[:], pool.corr[:], pool.b[:] = s['gram'].numpy(), s['corr'].numpy(), s['b'].numpy()
-    pool.weights = s['weights'].numpy().copy()
-    pool.ic, pool.best_ic, pool.n_offered = s['ic'], s['best_ic'], s['n_offered']
-    pool.value = s.get('value', s['ic'])                     # checkpoints before `stability`: the reward was the IC
-
 # %% ../nbs/07b_train.ipynb #e6730cdb
 LOG_COLUMNS = ['step', 'episodes', 'evaluations', 'reward_mean', 'reward_max', 'valid_share', 'best_rank_ic', 'pool_size',
                'pool_ic', 'entropy', 'stable_rank', 'policy_loss', 'value_loss', 'approx_kl', 'clip_frac', 'formulas_per_s',
                'seconds_policy', 'seconds_eval', 'seconds_update']
-RESUME_FREE = {'ppo/steps', 'run/out', 'run/checkpoint_every', 'run/threads', 'run/device', 'run/cache_mb'}   # settings a resumed run may change
+RESUME_FREE = {'ppo/steps', 'run/out', 'run/checkpoint_every', 'run/threads', 'run/device', 'run/cache_mb',
+               'run/ray', 'run/workers', 'run/block_days'}   # settings a resumed run may change (the results do not depend on them)
 
 def _action_entropy(r:Rollout)->float:
     "Mean entropy of the sampling distribution over the tokens the policy chose (not over given prefixes)."
@@ -102,20 +79,27 @@ class Trainer:
                 ):
         self.cfg = check_config(cfg)
         if cfg.run.threads: torch.set_num_threads(cfg.run.threads)
-        self.panel, self.train_days, self.valid_days = data if data is not None else load_run_data(cfg)
-        release_memory()                          # what pyqlib's reading left on the heap, before the run's arrays
-        self.panel = labelled(self.panel, cfg.reward.label)
-        if cfg.reward.target_base: self.panel = base_residual(self.panel, self.train_days, cfg.reward.target_base)
+        if cfg.run.ray is not None:               # the workers hold the data; the valid span is loaded here at the end
+            if data is not None: raise ConfigError("a training on a Ray cluster loads its data on the workers: pass no `data`")
+            self.env = ShardedEnv(cfg)
+            self.panel = self.train_days = self.valid_days = None
+            fields = self.env.fields
+        else:
+            self.panel, self.train_days, self.valid_days = data if data is not None else load_run_data(cfg)
+            release_memory()                          # what pyqlib's reading left on the heap, before the run's arrays
+            self.panel = labelled(self.panel, cfg.reward.label)
+            if cfg.reward.target_base: self.panel = base_residual(self.panel, self.train_days, cfg.reward.target_base)
+            fields = self.panel.fields
         seed_everything(cfg.run.seed)
-        self.grammar = Grammar(max_len=cfg.policy.max_len, features=[f for f in DEFAULT_FEATURES if f in self.panel],
+        self.grammar = Grammar(max_len=cfg.policy.max_len, features=[f for f in DEFAULT_FEATURES if f in fields],
                                ops=cfg.policy.vocabulary)
         self.policy = build_policy(cfg, self.grammar).to(cfg.run.device)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.ppo.lr) if params else None
         self.lord_params = list(attention_weights(self.policy)) if cfg.policy.name != 'random' else []
-        self.env = FormulaEnv(self.panel, self.train_days, cfg.reward.mode, cfg.reward.weights, cfg.data.topk, cfg.pool.size,
-                              cfg.pool.corr_max, cfg.run.cache_mb, cfg.reward.size_penalty,
-                              cfg.pool.stability)
+        if cfg.run.ray is None:
+            self.env = FormulaEnv(self.panel, self.train_days, cfg.reward.mode, cfg.reward.weights, cfg.data.topk, cfg.pool.size,
+                                  cfg.pool.corr_max, cfg.run.cache_mb, cfg.reward.size_penalty, cfg.pool.stability)
         self.search = Search(cfg, self.grammar, self.env)
         self.step, self.log = 0, []
 
@@ -170,7 +154,7 @@ class Trainer:
         self.step, self.log = int(s['step']), [dict(r) for r in s['log']]
         e = s['env']
         self.env.scores, self.env.episodes, self.env.evaluations = dict(e['scores']), int(e['episodes']), int(e['evaluations'])
-        load_pool_state(self.env.pool, s['pool'], self.env.factor)
+        self.env.restore_pool(s['pool'])
         set_rng_state(s['rng'])
 
     def save_checkpoint(self, path:str|Path)->Path:
@@ -211,7 +195,7 @@ def summarize(trainer:Trainer)->dict:
     if best is not None:
         f = Formula.parse(best['formula'])
         out['best_factor'] = {'expression': best['formula'], 'train_rank_ic': best['rank_ic'],
-                              'valid': pick(valid.metrics(trainer.env.factor(f)))}
+                              'valid': pick(valid.metrics(evaluate_formula(trainer.panel, f)))}
     return out
 
 def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides of the defaults (papermill parameters)
@@ -239,9 +223,10 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
         write_log(out/'log.csv', tr.log)
         if cfg.run.checkpoint_every and tr.step % cfg.run.checkpoint_every == 0 and tr.step < cfg.ppo.steps: tr.save_checkpoint(ckpt)
     bar.close()
-    tr.env.cache.clear(); release_memory()    # the search's cache is not needed from here on
+    tr.env.release(); release_memory()        # the search's cache is not needed from here on
     tr.save_checkpoint(ckpt)
     write_log(out/'log.csv', tr.log)
+    if cfg.run.ray is not None: tr.panel, tr.valid_days = tr.env.valid_data(cfg.pool.novelty)   # the valid span, loaded here
     paths = {'factors': tr.env.pool.save(out/'factors.json', {'train': tr.train_days, 'valid': tr.valid_days}), **save_model(tr, out),
              'config': out/'config.json', 'log': out/'log.csv', 'checkpoint': ckpt}
     if cfg.pool.novelty and tr.env.pool.size:   # how close each member is to the library a quant already has, on the valid split
@@ -249,6 +234,7 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
     res = {'steps': tr.step, 'episodes': tr.env.episodes, 'evaluations': tr.env.evaluations,
            'seconds': time.perf_counter() - t0, **summarize(tr), 'paths': paths,
            'log': pd.DataFrame(tr.log, columns=LOG_COLUMNS), 'pool': tr.env.pool, 'trainer': tr}
+    if cfg.run.ray is not None: tr.env.close()  # the workers' memory goes back to the cluster
     if verbose: print_summary(res)
     return res
 
