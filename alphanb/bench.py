@@ -21,7 +21,7 @@ from .evaluate import FormulaCache, evaluate_formula
 from .metrics import RewardContext, daily_rank_ic
 from .library import alpha158, alpha158_formulas
 from .backtest import BacktestConfig, backtest, qlib_backtest, trading_window
-from .config import TrainConfig, add_config_args, config_from_args, make_config
+from .config import TrainConfig, add_config_args, apply_overrides, config_from_args, make_config
 from .train import Trainer
 from .pool import WARMUP_DAYS
 from .scoring import BlockScorer, ShardedEvaluator, connect_ray, join_pieces, plan_blocks
@@ -30,7 +30,8 @@ from .scoring import BlockScorer, ShardedEvaluator, connect_ray, join_pieces, pl
 __all__ = ['FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command',
            'family_references', 'stream_bandwidth', 'bench_families', 'bench_threads', 'bench_threads_command',
            'bench_alpha158', 'bench_alpha158_command', 'bench_backtest', 'bench_backtest_command', 'bench_train',
-           'bench_train_command', 'bench_scale', 'bench_scale_command', 'bench_blocks', 'bench_blocks_command']
+           'bench_train_scale', 'bench_train_command', 'bench_scale', 'bench_scale_command', 'bench_blocks',
+           'bench_blocks_command']
 
 # %% ../nbs/15_bench.ipynb #6a8e374d
 def _measure_load(uri:str, universe:str, bare:bool, out):
@@ -448,26 +449,57 @@ def bench_backtest_command(args:argparse.Namespace)->dict:
 # %% ../nbs/15_bench.ipynb #1fb29ebb
 def bench_train(config:TrainConfig, # settings; `steps` timed steps after one warm-up step
                )->dict: # formulas_per_s, shares of time in evaluation and in the network, setup seconds
-    "Time `config.ppo.steps` training steps after one warm-up step."
+    "Time `config.ppo.steps` training steps after one warm-up step (on Ray workers with `run/ray`)."
     t0 = time.perf_counter()
     tr = Trainer(config)
     setup = time.perf_counter() - t0
+    ray = config.run.ray is not None
     tr.run_step()
     before, n0 = dict(tr.env.seconds), tr.env.evaluations
+    if ray: tr.env.workers.call('busy'); tr.env.workers.received = 0
     rows = [tr.run_step() for _ in range(max(config.ppo.steps, 1))]
     parts = {k: tr.env.seconds[k] - before[k] for k in before}
     tot = lambda k: sum(r[k] for r in rows)
     wall = tot('seconds_policy') + tot('seconds_eval') + tot('seconds_update')
-    return {'policy': config.policy.name, 'universe': config.data.universe, 'panel': repr(tr.panel), 'steps': len(rows),
+    extra = {}
+    if ray:
+        busy = tr.env.workers.call('busy')
+        extra = {'workers': len(busy), 'blocks': len(tr.env.blocks), 'worker_s': sum(busy), 'driver_s': wall - max(busy),
+                 'bytes_per_step': tr.env.workers.received / len(rows),
+                 'worker_peak_rss_mb': max(tr.env.workers.call('peak_rss')) / 2**20}
+        tr.env.close()
+    where = (f"{config.data.universe} on {extra['blocks']} blocks of {config.run.block_days} days" if ray else repr(tr.panel))
+    return {**extra, 'policy': config.policy.name, 'universe': config.data.universe, 'panel': where, 'steps': len(rows),
             'batch_size': config.ppo.batch_size, 'formulas_per_s': len(rows) * config.ppo.batch_size / wall,
             'eval_share': tot('seconds_eval') / wall, 'network_share': (tot('seconds_policy') + tot('seconds_update')) / wall,
             'sampling_share': tot('seconds_policy') / wall, 'ppo_share': tot('seconds_update') / wall,
             'formula_eval_share': parts['evaluate'] / wall, 'metrics_share': parts['metrics'] / wall, 'pool_share': parts['pool'] / wall,
             'distinct_per_s': (tr.env.evaluations - n0) / wall, 'setup_seconds': setup,
-            'threads': torch.get_num_threads()}
+            'threads': torch.get_num_threads(), 'seconds': wall}
+
+def bench_train_scale(config:TrainConfig, # settings (one process); `steps` timed steps after one warm-up step
+                      workers:tuple=(1, 2), # local Ray workers measured
+                      project:tuple=(4, 8, 16, 32), # worker counts projected
+                      verbose:bool=True, # print the table
+                     )->dict: # 'table' (one row per setting), 'projection'
+    "Training throughput in one process and with the train days on 1 and 2 Ray workers, side by side, with a projection for more."
+    rows = [{'setting': 'one process', **bench_train(apply_overrides(config, {'run/ray': None}))}]
+    for w in workers:
+        r = bench_train(apply_overrides(config, {'run/ray': 'local', 'run/workers': w}))
+        rows.append({'setting': f"{r['blocks']} blocks on {r['workers']} Ray worker(s)", **r})
+    last, n = rows[-1], rows[-1]['steps'] * config.ppo.batch_size
+    proj = [{'workers': k, 'formulas_per_s': n / (last['driver_s'] + last['worker_s'] / min(k, last['blocks']))} for k in project]
+    if verbose:
+        cols = ['formulas_per_s', 'distinct_per_s', 'seconds', 'driver_s', 'worker_s', 'bytes_per_step', 'worker_peak_rss_mb']
+        print(f"{config.data.universe}, {rows[0]['steps']} steps of {config.ppo.batch_size} formulas after a warm-up step, same seed in every setting")
+        print(pd.DataFrame(rows).set_index('setting').reindex(columns=cols).to_string(float_format=lambda v: f'{v:.2f}'))
+        print("projected from the last row (the workers' summed time over N, at most one worker per block, plus its driver time): "
+              + ', '.join(f"{p['workers']} workers {p['formulas_per_s']:.1f} formulas/s" for p in proj))
+    return {'table': rows, 'projection': proj}
 
 def _bench_train_args(p):
     add_config_args(p)
+    p.add_argument('--scale', action='store_true', help='one process, then the train days on 1 and 2 local Ray workers, side by side')
     p.set_defaults(steps=2)
 
 @command('bench-train', 'training throughput: formulas per second end to end, time in evaluation vs network', _bench_train_args)
@@ -478,6 +510,7 @@ def bench_train_command(args)->dict:
         args.data = str(real)
         if args.train is None: args.train = '2010-01-01:2018-12-31'
         if args.valid is None: args.valid = '2019-01-01:2019-12-31'
+    if args.scale: return bench_train_scale(config_from_args(args))
     res = bench_train(config_from_args(args))
     print(f"{res['panel']}: {res['formulas_per_s']:.2f} formulas/s end to end ({res['policy']}, batch {res['batch_size']}, "
           f"{res['threads']} threads); time in evaluation {res['eval_share']:.0%}, network {res['network_share']:.0%} "

@@ -38,7 +38,8 @@ EXAMPLES = {   # shown under each command's --help; every one of them parses (te
     'bench-threads': [f'alphanb bench threads --data {DATA} --n 30'],
     'bench-alpha158': [f'alphanb bench alpha158 --data {DATA}'],
     'bench-backtest': [f'alphanb bench backtest --data {DATA}'],
-    'bench-train': [f'alphanb bench train --data {DATA} --universe csi300 --steps 5'],
+    'bench-train': [f'alphanb bench train --data {DATA} --universe csi300 --steps 5',
+                    f'alphanb bench train --data {DATA} --universe csi300 --steps 2 --scale --block-days 440'],
     'bench-scale': [f'alphanb bench scale --data {DATA} --universe csi300 --n 24'],
     'bench-blocks': [f'alphanb bench blocks --data {DATA} --universe csi500 --block-days 250,500,1000', 'alphanb bench blocks --data /tmp/syn5000 --universe all --machine-gb 24'],
 }

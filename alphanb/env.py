@@ -148,7 +148,7 @@ def load_pool_state(pool:FactorPool, # an empty pool on the same train span
         z, has, reason = pool._admit(fac)
         if reason: raise AlphanbError(f"checkpoint pool member '{text}' cannot be scored on this data ({reason})")
         pool._z[k], pool._has[k], pool._norm[k] = z, has, torch.sqrt((z * z).sum(1))
-        pool.formulas.append(f); pool.factors.append(fac)
+        pool.formulas.append(f); pool._values.append(fac if pool.keep_values else None)
     pool.gram[:], pool.corr[:], pool.b[:] = s['gram'].numpy(), s['corr'].numpy(), s['b'].numpy()
     pool.weights = s['weights'].numpy().copy()
     pool.ic, pool.best_ic, pool.n_offered = s['ic'], s['best_ic'], s['n_offered']
@@ -172,7 +172,7 @@ class FormulaEnv:
         if reward not in REWARD_MODES: raise ConfigError(f"reward must be one of {', '.join(map(repr, REWARD_MODES))}, got {reward!r}")
         self.panel, self.train_days, self.mode, self.size_penalty = panel, train_days, REWARD_MODES[reward], size_penalty
         self.ctx = RewardContext(panel, train_days, topk=topk, config=RewardConfig(weights=dict(weights or SEED_REWARD_WEIGHTS)))
-        self.pool = FactorPool(self.ctx, pool_size, corr_max, stability=stability)
+        self.pool = FactorPool(self.ctx, pool_size, corr_max, stability=stability, keep_values=False)   # members evaluated again at the end
         self.cache = FormulaCache(cache_mb * 2**20)
         self.scores: dict[str, dict] = {}      # canonical key -> {'reward', 'ic', 'rank_ic', 'valid', 'formula'}
         self.episodes = 0                      # formulas written
@@ -201,7 +201,12 @@ class FormulaEnv:
     def offer(self, f:Formula, fac:Tensor|None)->float:
         "Offer a factor to the pool; the pool reward."
         t0 = time.perf_counter()
-        try: return self.pool.try_add(fac, f)
+        try:
+            filling = self.pool.size < self.pool.capacity
+            r = self.pool.try_add(fac, f)
+            # while the pool fills, each member's refit frees what glibc would keep until the step ends (CSI500's peak)
+            if filling and self.pool.last_reason is None: release_memory()
+            return r
         finally: self.seconds['pool'] += time.perf_counter() - t0
 
     def score(self, f:Formula, canon:Formula|None=None)->dict:

@@ -129,6 +129,7 @@ class FactorPool:
                  corr_max:float=0.99, # a candidate more correlated than this with a member is rejected
                  l1:float=0.0, # L1 penalty of the weight fit
                  stability:float=0.0, # the reward takes off this many standard deviations of the combined IC's yearly means
+                 keep_values:bool=True, # hold each member's values; False: evaluate them again from its formula when needed
                 ):
         if capacity < 1: raise ConfigError(f"pool capacity must be at least 1, got {capacity}")
         if not stability >= 0: raise ConfigError(f"pool stability must be >= 0, got {stability}")
@@ -147,13 +148,21 @@ class FactorPool:
         self._cover = torch.zeros(ctx.n_days, ctx.panel.n_stocks, dtype=torch.int16)   # [day, stock] members with a z-score
         self._covered = 0                                                  # members counted in `_cover`
         self.gram, self.corr, self.b = np.zeros((k1, k1)), np.zeros((k1, k1)), np.zeros(k1)
-        self.formulas, self.factors, self.weights = [], [], np.zeros(0)
+        self.formulas, self._values, self.weights = [], [], np.zeros(0)
+        self.keep_values = keep_values
         self.ic = 0.0                                                      # combined IC on the train span
         self.value = 0.0                                                   # the pool reward: `ic` less the stability penalty
         self.best_ic, self.n_offered = 0.0, 0
 
     @property
     def size(self)->int: return len(self.formulas)
+
+    def each_value(self):
+        "[day, stock] values of each member in turn: held, or evaluated again from its formula (`keep_values` False)."
+        for f, v in zip(self.formulas, self._values): yield v if v is not None else evaluate_formula(self.ctx.panel, f)
+
+    @property
+    def factors(self)->list[Tensor]: return list(self.each_value())
 
     def yearly_spread(self, ic:Tensor, # [day] daily IC on the span
                      )->float: # sample std of the yearly means, over years with MIN_YEAR_DAYS finite days; 0 with fewer than 2
@@ -259,7 +268,7 @@ def join(self:FactorPool,
     self.corr[k, :k] = self.corr[:k, k] = cos.double().numpy()
     self.corr[k, k] = 1.0
     self.b[k] = self._mean_days(st['zy'] / self._n).item()
-    self.formulas.append(formula); self.factors.append(factor)
+    self.formulas.append(formula); self._values.append(factor if self.keep_values or formula is None else None)
     self._refit()
     if self.size > self.capacity: self._evict(int(np.argmin(np.abs(self.weights))))
     return self.value
@@ -294,8 +303,8 @@ def _evict(self:FactorPool, j:int)->None:
             a[j, :], a[:, j] = a[last, :], a[:, last]
             a[j, j] = a[last, last]
         self.b[j] = self.b[last]
-        self.formulas[j], self.factors[j] = self.formulas[last], self.factors[last]
-    self.formulas.pop(); self.factors.pop()
+        self.formulas[j], self._values[j] = self.formulas[last], self._values[last]
+    self.formulas.pop(); self._values.pop()
     self._refit()
 
 @patch
@@ -342,23 +351,29 @@ def context(self:FactorPool, span)->RewardContext:
     return RewardContext(c.panel, days, c.topk, c.rebalance, c.lag, c.min_stocks, c.n_groups, c.config)
 
 @patch
-def combined(self:FactorPool)->Tensor:
-    "[day, stock] the combined factor on the whole panel (the rule of `combine_zscores`)."
+def combined(self:FactorPool,
+             days:slice|None=None, # the panel's days to combine on; all when None
+            )->Tensor:
+    "[day, stock] the combined factor on the panel's `days` (the rule of `combine_zscores`)."
     p = self.ctx.panel
-    if any(f.shape[0] != p.n_days for f in self.factors):
-        raise ConfigError("the pool's factors must be given on the whole panel (not the train span) to combine them on other spans")
-    zs = torch.stack([zscore_by_day(f, p.valid) for f in self.factors])
-    return combine_zscores(zs, self.weights, p.valid)
+    days = days or slice(0, p.n_days)
+    valid, zs = p.valid[days], []
+    for f in self.each_value():                                   # one member's values at a time
+        if f.shape[0] != p.n_days:
+            raise ConfigError("the pool's factors must be given on the whole panel (not the train span) to combine them on other spans")
+        zs.append(zscore_by_day(f[days], valid))
+    return combine_zscores(torch.stack(zs), self.weights, valid)
 
 @patch
 def performance(self:FactorPool,
                 splits:dict, # split name -> slice, (start, end) dates, or None for the whole panel
+                combined:bool=True, # also the combined factor's
                )->dict: # {'members': [{split: metrics}], 'combined': {split: metrics}}
     "Metrics of every member and of the combined factor on each split."
     ctxs = {k: self.context(v) for k, v in splits.items()}
-    comb = self.combined() if self.size else None
-    return {'members': [{k: c.metrics(f) for k, c in ctxs.items()} for f in self.factors],
-            'combined': {k: c.metrics(comb) for k, c in ctxs.items()} if comb is not None else {}}
+    members = [{k: c.metrics(f) for k, c in ctxs.items()} for f in self.each_value()]   # one member's values at a time
+    comb = self.combined() if combined and self.size else None
+    return {'members': members, 'combined': {k: c.metrics(comb) for k, c in ctxs.items()} if comb is not None else {}}
 
 @patch
 def records(self:FactorPool,
@@ -366,7 +381,7 @@ def records(self:FactorPool,
            )->list[dict]: # `factors.json` entries, largest |weight| first
     "The pool as `factors.json` entries, each with a readable interpretation of its formula."
     if any(f is None for f in self.formulas): raise ConfigError("every member needs its formula to be written to factors.json; pass it to try_add")
-    perf = self.performance(splits)['members']
+    perf = self.performance(splits, combined=False)['members']
     how = {'rule': COMBINE_RULE, 'weights_fitted_on': f'{self.dates[0]:%Y-%m-%d}..{self.dates[-1]:%Y-%m-%d}'}
     order = np.argsort(-np.abs(self.weights), kind='stable')
     return [{'factor_name': f'alpha_{i+1:02d}', 'expression': _text(self.formulas[j]),
@@ -410,7 +425,7 @@ def load(cls:FactorPool,
         if reason: raise FactorsFileError(f"factors file {path}, '{e['factor_name']}': cannot be scored on this data ({reason})")
         k = pool.size
         pool._z[k], pool._has[k], pool._norm[k] = z, has, torch.sqrt((z * z).sum(1))
-        pool.formulas.append(f); pool.factors.append(values)
+        pool.formulas.append(f); pool._values.append(values)
     k = pool.size
     Z = pool._z[:k]
     for i in range(k):     # the statistics the pool would have gathered when adding them one by one

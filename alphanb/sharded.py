@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_sharded.ipynb #4432e587
 from __future__ import annotations
-import os, resource, time
+import functools, os, resource, time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -69,6 +69,15 @@ def on_symbols(panel:Panel, # a block's panel
 # %% ../nbs/17_sharded.ipynb #d26ffc1c
 def _np(x): return x.numpy() if isinstance(x, Tensor) else x
 
+def _busy(fn):
+    "A worker method whose running time adds to the worker's `seconds` (what `alphanb bench train --scale` reports)."
+    @functools.wraps(fn)
+    def run(self, *args):
+        t = time.perf_counter()
+        try: return fn(self, *args)
+        finally: self.seconds += time.perf_counter() - t
+    return run
+
 class TrainBlocks:
     "Blocks of a training run's days on one worker: formulas scored there, the pool's members held as daily z-scores."
     def __init__(self,
@@ -86,7 +95,7 @@ class TrainBlocks:
                  cache_mb:int=256, # sub-expression caches' budget, shared by the blocks
                 ):
         if threads is not None: ops.set_threads(threads); torch.set_num_threads(threads)
-        self.members, self.staged = [], None
+        self.members, self.staged, self.seconds = [], None, 0.0
         self.config = RewardConfig(weights=dict(weights or {}))
         self.parts = []
         for b in blocks:
@@ -127,6 +136,7 @@ class TrainBlocks:
                 q.cover += q.H[k]
         self.members, self.staged = list(members), None
 
+    @_busy
     def offer(self, text:str, # a formula
               members:list[str], # the pool's members, in slot order
              )->dict|None: # its daily pieces over the days held (None when it cannot be evaluated)
@@ -148,6 +158,7 @@ class TrainBlocks:
         self.staged = text
         return {k: (sum(o[k] for o in out) if k == 'usable' else np.concatenate([_np(o[k]) for o in out], axis=-1)) for k in out[0]}
 
+    @_busy
     def commit(self, text:str, members:list[str])->None:
         "The staged formula `text` joins the pool in slot `len(members)`."
         self._sync(members)
@@ -159,6 +170,7 @@ class TrainBlocks:
             q.staged = None
         self.members, self.staged = list(members) + [text], None
 
+    @_busy
     def combined_ic(self, weights:list[float], members:list[str])->np.ndarray:
         "[day] the daily IC of the members' combination with `weights` over the days held."
         self._sync(members)
@@ -169,6 +181,7 @@ class TrainBlocks:
             out.append(_np(q.ctx.ic_series(torch.cat([pad, comb]), rank=False)[0][q.e:]))
         return np.concatenate(out)
 
+    @_busy
     def drop(self, j:int, members:list[str])->None:
         "Member `j` leaves; the last member moves into its slot (`FactorPool._evict`)."
         self._sync(members)
@@ -179,6 +192,7 @@ class TrainBlocks:
         m = list(members); m[j] = m[last]; m.pop()
         self.members = m
 
+    @_busy
     def norms(self, members:list[str])->np.ndarray:
         "[member, day] the members' daily sums of squared z-scores."
         self._sync(members)
@@ -187,6 +201,11 @@ class TrainBlocks:
     def pieces(self, texts:list[str], topk:int=30)->list[list[dict]]:
         "`block_pieces` of `texts` on each block held, in day order (the members' train figures)."
         return [block_pieces(q.panel, q.block, texts, topk=topk, cache=q.cache) for q in self.parts]
+
+    def busy(self)->float:
+        "Seconds spent answering the driver since the last call."
+        s, self.seconds = self.seconds, 0.0
+        return s
 
     def release(self)->None:
         for q in self.parts: q.cache.clear()
@@ -200,20 +219,25 @@ class TrainBlocks:
 # %% ../nbs/17_sharded.ipynb #aad000c2
 class Workers:
     "Ray actors holding a run's blocks, in day order; each call goes to all of them and their answers are joined."
-    def __init__(self, ray, actors:list): self.ray, self.actors = ray, actors
+    def __init__(self, ray, actors:list): self.ray, self.actors, self.received = ray, actors, 0   # payload bytes received
+
+    def _count(self, got:list)->list:
+        self.received += sum(v.nbytes for g in got if g is not None for v in (g.values() if isinstance(g, dict) else [g])
+                             if isinstance(v, np.ndarray))
+        return got
 
     def call(self, method:str, *args)->list:
         return self.ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
     def offer(self, text:str, members:list[str])->dict|None:
-        got = self.call('offer', text, members)
+        got = self._count(self.call('offer', text, members))
         if any(g is None for g in got): return None
         out = {k: torch.from_numpy(np.concatenate([g[k] for g in got], axis=-1)) for k in got[0] if k != 'usable'}
         out['usable'] = sum(g['usable'] for g in got)
         return out
 
     def combined_ic(self, weights, members)->Tensor:
-        return torch.from_numpy(np.concatenate(self.call('combined_ic', [float(w) for w in weights], members)))
+        return torch.from_numpy(np.concatenate(self._count(self.call('combined_ic', [float(w) for w in weights], members))))
 
     def norms(self, members)->Tensor: return torch.from_numpy(np.concatenate(self.call('norms', members), axis=-1))
 
@@ -244,7 +268,7 @@ class ShardedPool(FactorPool):
         self._norm = torch.zeros(capacity + 1, len(self.dates))
         self.gram, self.corr, self.b = (np.zeros((capacity + 1, capacity + 1)), np.zeros((capacity + 1, capacity + 1)),
                                         np.zeros(capacity + 1))
-        self.formulas, self.factors, self.weights = [], [], np.zeros(0)
+        self.formulas, self._values, self.weights, self.keep_values = [], [], np.zeros(0), False
         self.ic = self.value = self.best_ic = 0.0
         self.n_offered = 0
 
@@ -266,27 +290,32 @@ class ShardedPool(FactorPool):
     def restore(self, s:dict)->None:
         "Refill the empty pool from a checkpoint's `pool_state`: the workers re-evaluate the members."
         texts = list(s['formulas'])
-        self.formulas, self.factors = [Formula.parse(t) for t in texts], [None] * len(texts)
+        self.formulas, self._values = [Formula.parse(t) for t in texts], [None] * len(texts)
         if texts: self._norm[:len(texts)] = torch.sqrt(self.workers.norms(texts))
         self.gram[:], self.corr[:], self.b[:] = s['gram'].numpy(), s['corr'].numpy(), s['b'].numpy()
         self.weights = s['weights'].numpy().copy()
         self.ic, self.best_ic, self.n_offered = s['ic'], s['best_ic'], s['n_offered']
         self.value = s.get('value', s['ic'])
 
-    def combined(self)->Tensor:
-        "[day, stock] the combined factor on `panel` (the valid span loaded at the run's end, `ShardedEnv.valid_data`)."
-        p = self.panel
-        return combine_zscores(torch.stack([zscore_by_day(evaluate_formula(p, f), p.valid) for f in self.formulas]), self.weights, p.valid)
+    def each_value(self):
+        "[day, stock] each member's values on `panel` (the valid span loaded at the run's end, `ShardedEnv.valid_data`)."
+        for f in self.formulas: yield evaluate_formula(self.panel, f)
 
-    def performance(self, splits:dict)->dict:
+    def combined(self, days:slice|None=None)->Tensor:
+        "[day, stock] the combined factor on `panel`'s `days`."
+        p = self.panel
+        days = days or slice(0, p.n_days)
+        return combine_zscores(torch.stack([zscore_by_day(f[days], p.valid[days]) for f in self.each_value()]), self.weights, p.valid[days])
+
+    def performance(self, splits:dict, combined:bool=True)->dict:
         "`FactorPool.performance` on 'train' (joined from the workers) and 'valid' (on `panel`)."
         bad = set(splits) - {'train', 'valid'}
         if bad: raise ConfigError(f"a pool trained on a Ray cluster is scored on 'train' and 'valid' only, not {sorted(bad)}")
         train = self.workers.metrics(self._texts(), self.topk) if 'train' in splits else [{}] * self.size
         ctx = RewardContext(self.panel, splits['valid'], topk=self.topk, config=self.config) if 'valid' in splits else None
-        valid = [ctx.metrics(evaluate_formula(self.panel, f)) for f in self.formulas] if ctx else [{}] * self.size
+        valid = [ctx.metrics(v) for v in self.each_value()] if ctx else [{}] * self.size
         members = [{k: m for k, m in [('train', t), ('valid', v)] if k in splits} for t, v in zip(train, valid)]
-        return {'members': members, 'combined': {'valid': ctx.metrics(self.combined())} if ctx and self.size else {}}
+        return {'members': members, 'combined': {'valid': ctx.metrics(self.combined())} if combined and ctx and self.size else {}}
 
 # %% ../nbs/17_sharded.ipynb #12f58ed0
 class _Days(SimpleNamespace):

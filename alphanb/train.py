@@ -188,7 +188,7 @@ def save_model(trainer:Trainer, out:Path)->dict[str, Path]:
 def summarize(trainer:Trainer)->dict:
     "Valid-split metrics of the combined pool and of the best factor (by train RankIC)."
     valid = RewardContext(trainer.panel, trainer.valid_days, topk=trainer.cfg.data.topk)
-    comb = trainer.env.pool.combined() if trainer.env.pool.size else None
+    comb = trainer.env.pool.combined(trainer.valid_days) if trainer.env.pool.size else None   # on the valid days only
     pick = lambda m: {k: m[k] for k in ['ic', 'rank_ic', 'icir', 'rank_icir', 'sharpe']}
     out = {'valid': pick(valid.metrics(comb)) if comb is not None else None, 'best_factor': None}
     best = trainer.env.best()
@@ -229,8 +229,10 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
     if cfg.run.ray is not None: tr.panel, tr.valid_days = tr.env.valid_data(cfg.pool.novelty)   # the valid span, loaded here
     paths = {'factors': tr.env.pool.save(out/'factors.json', {'train': tr.train_days, 'valid': tr.valid_days}), **save_model(tr, out),
              'config': out/'config.json', 'log': out/'log.csv', 'checkpoint': ckpt}
+    release_memory()
     if cfg.pool.novelty and tr.env.pool.size:   # how close each member is to the library a quant already has, on the valid split
         annotate_novelty(paths['factors'], tr.panel, tr.valid_days, cfg.pool.novelty)
+        release_memory()
     res = {'steps': tr.step, 'episodes': tr.env.episodes, 'evaluations': tr.env.evaluations,
            'seconds': time.perf_counter() - t0, **summarize(tr), 'paths': paths,
            'log': pd.DataFrame(tr.log, columns=LOG_COLUMNS), 'pool': tr.env.pool, 'trainer': tr}

@@ -93,3 +93,15 @@ def test_resume_on_a_cluster_from_a_one_process_checkpoint(cluster, tmp_path):
 def test_blocks_shorter_than_the_longest_history_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r'use --block-days 280 or more'):
         Trainer(settings(tmp_path, **{'run/ray': 'local', 'run/block_days': 100}))
+
+
+def test_bench_train_scale(cluster, tmp_path):
+    "`alphanb bench train --scale`: one process, then 1 and 2 workers, on the same steps; bytes per step; a projection."
+    from alphanb.bench import bench_train_scale
+    res = bench_train_scale(settings(tmp_path, **{'ppo/steps': 1, 'run/block_days': 280}), verbose=False)
+    one, w1, w2 = res['table']
+    assert [r['setting'] for r in res['table']][0] == 'one process' and (w1['workers'], w2['workers']) == (1, 2)
+    assert one['distinct_per_s'] > 0 and w1['bytes_per_step'] > 0 and w2['worker_s'] > 0
+    assert one['steps'] == w1['steps'] == w2['steps'] == 1
+    fs = [p['formulas_per_s'] for p in res['projection']]
+    assert fs == sorted(fs) and fs[0] > 0
