@@ -27,11 +27,12 @@ from .pool import WARMUP_DAYS
 from .scoring import BlockScorer, ShardedEvaluator, connect_ray, join_pieces, plan_blocks
 
 # %% auto #0
-__all__ = ['FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'bench_load', 'bench_load_command', 'bench_eval', 'bench_eval_command',
-           'family_references', 'stream_bandwidth', 'bench_families', 'bench_threads', 'bench_threads_command',
-           'bench_alpha158', 'bench_alpha158_command', 'bench_backtest', 'bench_backtest_command', 'bench_train',
-           'bench_train_scale', 'bench_train_command', 'bench_scale', 'bench_scale_command', 'bench_blocks',
-           'bench_blocks_command']
+__all__ = ['FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'ALPHAGEN_FAMILIES', 'ALPHAGEN_DIFFERENT', 'bench_load', 'bench_load_command',
+           'bench_eval', 'bench_eval_command', 'family_references', 'stream_bandwidth', 'bench_families',
+           'bench_threads', 'bench_threads_command', 'bench_alpha158', 'bench_alpha158_command', 'bench_backtest',
+           'bench_backtest_command', 'bench_train', 'bench_train_scale', 'bench_train_command', 'alphagen_modules',
+           'to_alphagen', 'bench_alphagen', 'bench_alphagen_command', 'bench_scale', 'bench_scale_command',
+           'bench_blocks', 'bench_blocks_command']
 
 # %% ../nbs/15_bench.ipynb #6a8e374d
 def _measure_load(uri:str, universe:str, bare:bool, out):
@@ -517,6 +518,100 @@ def bench_train_command(args)->dict:
           f"(sampling {res['sampling_share']:.0%}, PPO {res['ppo_share']:.0%}); evaluation = formulas {res['formula_eval_share']:.0%}, "
           f"metrics and reward {res['metrics_share']:.0%}, pool {res['pool_share']:.0%}")
     return res
+
+# %% ../nbs/15_bench.ipynb #f62f6ed9
+ALPHAGEN_FAMILIES = {   # the families of the speed issue, written over the six price/volume fields both know
+    'elementwise': ['$close / $open', '($high - $low) / $close', 'Greater($close, $open) - Less($high, $low)',
+                    'Abs($close - $vwap) * Sign($close - $open)', 'Pow($close / $open, 2)', 'Delta($close, 5) / $close'],
+    'window sums and extremes': ['Mean($close, 20)', 'Sum($volume, 10)', 'TsMax($high, 20)', 'TsMin($low, 20)',
+                                 'WMA($close, 10)', 'EMA($close, 10)'],
+    'window moments and order statistics': ['Std($close, 20)', 'Var($volume, 20)', 'Skew($close, 20)', 'Kurt($close, 20)',
+                                            'Med($close, 20)', 'Mad($close, 20)'],
+    'Corr, Cov, cross-sectional rank': ['Corr($close, $volume, 20)', 'Cov($high, $low, 20)', 'Rank($close)', 'Rank($volume / $close)'],
+}
+ALPHAGEN_DIFFERENT = {'WMA', 'EMA', 'Skew', 'Kurt', 'Med', 'Rank'}   # defined otherwise in AlphaGen: timed, not compared
+_AG_OPS = {'Add': 'Add', 'Sub': 'Sub', 'Mul': 'Mul', 'Div': 'Div', 'Pow': 'Pow', 'Greater': 'Greater', 'Less': 'Less',
+           'Abs': 'Abs', 'Sign': 'Sign', 'Delta': 'Delta', 'Mean': 'Mean', 'Sum': 'Sum', 'TsMax': 'Max', 'TsMin': 'Min',
+           'WMA': 'WMA', 'EMA': 'EMA', 'Std': 'Std', 'Var': 'Var', 'Skew': 'Skew', 'Kurt': 'Kurt', 'Med': 'Med', 'Mad': 'Mad',
+           'Corr': 'Corr', 'Cov': 'Cov', 'Rank': 'CSRank'}
+
+def alphagen_modules(path:str|Path)->tuple:
+    "AlphaGen's `expression` and `stock_data` modules from a checkout at `path` (its qlib set-up skipped: the data is given)."
+    root = Path(path).expanduser()
+    if not (root/'alphagen'/'data'/'expression.py').exists():
+        raise DataNotFoundError(f"{root} is not an AlphaGen checkout (no alphagen/data/expression.py): clone "
+                                "https://github.com/RL-MLDM/alphagen and pass its folder with --alphagen")
+    if str(root) not in sys.path: sys.path.insert(0, str(root))
+    import importlib
+    sd = importlib.import_module('alphagen_qlib.stock_data')
+    sd._QLIB_INITIALIZED = True
+    return importlib.import_module('alphagen.data.expression'), sd
+
+def to_alphagen(f:Formula|str, expr_mod, feature_type):
+    "The AlphaGen expression of formula `f` (raw fields and the operators of `_AG_OPS` only)."
+    f = Formula.parse(f) if isinstance(f, str) else f
+    if f.kind == 'feature': return expr_mod.Feature(feature_type[f.op[1:].upper()])
+    if f.op == 'Const': return float(f.value)
+    if f.op not in _AG_OPS: raise FormulaError(f"{f.op} has no AlphaGen counterpart here")
+    cls = getattr(expr_mod, _AG_OPS[f.op])
+    args = [to_alphagen(a, expr_mod, feature_type) for a in f.args]
+    return cls(*args, f.window or f.offset) if f.spec.windowed or f.spec.family == 'delay' else cls(*args)
+
+def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
+                   data=None, # Qlib data directory; `$ALPHANB_DATA` when None
+                   universe:str='csi300', # instrument file
+                   start='2010-01-01', end='2019-12-31', # the days evaluated
+                   repeat:int=3, # timed runs of each family (the fastest is kept)
+                   verbose:bool=True, # print the table
+                  )->dict: # per family: ms per formula each side, the speed-up, the largest relative difference where compared
+    "Time alphanb against AlphaGen's evaluator on the same panel and formulas, by family, one thread each, no cache."
+    expr_mod, sd = alphagen_modules(alphagen)
+    history = 60
+    cal = calendar(data)
+    days = cal[(cal >= max(pd.Timestamp(start), cal[history])) & (cal <= pd.Timestamp(end))]   # each with its history
+    panel = load_panel(data, universe, cal[cal.get_loc(days[0]) - history], days[-1], fields=['$open', '$close', '$high', '$low', '$volume', '$vwap'])
+    back = panel.n_days - len(days)
+    names = [t.name for t in sd.FeatureType]                              # AlphaGen's feature order
+    x = torch.stack([panel['$' + n.lower()] for n in names], 1).contiguous()   # [day, feature, stock] float32
+    sdata = sd.StockData(universe, str(days[0].date()), str(days[-1].date()), max_backtrack_days=back, max_future_days=0,
+                         device=torch.device('cpu'), preloaded_data=(x, panel.dates, pd.Index(panel.symbols)))
+    threads = torch.get_num_threads(); torch.set_num_threads(1); ops.set_threads(1)
+    rows = []
+    try:
+        for fam, texts in ALPHAGEN_FAMILIES.items():
+            exprs = [to_alphagen(t, expr_mod, sd.FeatureType) for t in texts]
+            worst = 0.0
+            for t, e in zip(texts, exprs):
+                a, b = evaluate_formula(panel, t)[back:].double(), e.evaluate(sdata).double()
+                if {n.op for n in Formula.parse(t).nodes()} & ALPHAGEN_DIFFERENT: continue
+                ok = torch.isfinite(a) & torch.isfinite(b)
+                worst = max(worst, float(((a - b).abs() / b.abs().clamp_min(1e-6))[ok].max()))
+            def best(fn):
+                out = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter(); fn(); out.append(time.perf_counter() - t0)
+                return min(out)
+            ours = best(lambda: [evaluate_formula(panel, t) for t in texts])
+            theirs = best(lambda: [e.evaluate(sdata) for e in exprs])
+            rows.append({'family': fam, 'formulas': len(texts), 'alphagen_ms': 1e3 * theirs / len(texts),
+                         'alphanb_ms': 1e3 * ours / len(texts), 'speedup': theirs / ours, 'max_rel_diff': worst,
+                         'not_compared': ', '.join(sorted({n.op for t in texts for n in Formula.parse(t).nodes()} & ALPHAGEN_DIFFERENT))})
+    finally: torch.set_num_threads(threads); ops.set_threads('auto')
+    if verbose:
+        print(f"{universe} {days[0]:%Y-%m-%d}..{days[-1]:%Y-%m-%d}: {len(days)} days x {panel.n_stocks} stocks, one thread each, no cache")
+        print(pd.DataFrame(rows).set_index('family').to_string(float_format=lambda v: f'{v:.3g}'))
+    return {'universe': universe, 'days': len(days), 'stocks': panel.n_stocks, 'table': rows}
+
+def _bench_alphagen_args(p):
+    p.add_argument('--alphagen', required=True, metavar='DIR', help='an AlphaGen checkout (git clone https://github.com/RL-MLDM/alphagen)')
+    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
+    p.add_argument('--universe', default='csi300', help='instrument file')
+    p.add_argument('--start', default='2010-01-01', help='first day evaluated')
+    p.add_argument('--end', default='2019-12-31', help='last day evaluated')
+
+@command('bench-alphagen', "alphanb's evaluator against AlphaGen's on the same formulas and panel, by family, one thread each", _bench_alphagen_args)
+def bench_alphagen_command(args)->dict:
+    return bench_alphagen(args.alphagen, args.data, args.universe, args.start, args.end)
 
 # %% ../nbs/15_bench.ipynb #44bd9ef9
 def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None

@@ -38,6 +38,7 @@ EXAMPLES = {   # shown under each command's --help; every one of them parses (te
     'bench-threads': [f'alphanb bench threads --data {DATA} --n 30'],
     'bench-alpha158': [f'alphanb bench alpha158 --data {DATA}'],
     'bench-backtest': [f'alphanb bench backtest --data {DATA}'],
+    'bench-alphagen': [f'alphanb bench alphagen --alphagen ~/src/alphagen --data {DATA} --universe csi300'],
     'bench-train': [f'alphanb bench train --data {DATA} --universe csi300 --steps 5',
                     f'alphanb bench train --data {DATA} --universe csi300 --steps 2 --scale --block-days 440'],
     'bench-scale': [f'alphanb bench scale --data {DATA} --universe csi300 --n 24'],
