@@ -455,20 +455,22 @@ def bench_train(config:TrainConfig, # settings; `steps` timed steps after one wa
     tr = Trainer(config)
     setup = time.perf_counter() - t0
     ray = config.run.ray is not None
-    tr.run_step()
-    before, n0 = dict(tr.env.seconds), tr.env.evaluations
-    if ray: tr.env.workers.call('busy'); tr.env.workers.received = 0
-    rows = [tr.run_step() for _ in range(max(config.ppo.steps, 1))]
-    parts = {k: tr.env.seconds[k] - before[k] for k in before}
-    tot = lambda k: sum(r[k] for r in rows)
-    wall = tot('seconds_policy') + tot('seconds_eval') + tot('seconds_update')
-    extra = {}
-    if ray:
-        busy = tr.env.workers.call('busy')
-        extra = {'workers': len(busy), 'blocks': len(tr.env.blocks), 'worker_s': sum(busy), 'driver_s': wall - max(busy),
-                 'bytes_per_step': tr.env.workers.received / len(rows),
-                 'worker_peak_rss_mb': max(tr.env.workers.call('peak_rss')) / 2**20}
-        tr.env.close()
+    try:
+        tr.run_step()
+        before, n0 = dict(tr.env.seconds), tr.env.evaluations
+        if ray: tr.env.workers.call('busy'); tr.env.workers.received = 0
+        rows = [tr.run_step() for _ in range(max(config.ppo.steps, 1))]
+        parts = {k: tr.env.seconds[k] - before[k] for k in before}
+        tot = lambda k: sum(r[k] for r in rows)
+        wall = tot('seconds_policy') + tot('seconds_eval') + tot('seconds_update')
+        extra = {}
+        if ray:
+            busy = tr.env.workers.call('busy')
+            extra = {'workers': len(busy), 'blocks': len(tr.env.blocks), 'worker_s': sum(busy), 'driver_s': wall - max(busy),
+                     'bytes_per_step': tr.env.workers.received / len(rows),
+                     'worker_peak_rss_mb': max(tr.env.workers.call('peak_rss')) / 2**20}
+    finally:
+        if ray: tr.env.close()
     where = (f"{config.data.universe} on {extra['blocks']} blocks of {config.run.block_days} days" if ray else repr(tr.panel))
     return {**extra, 'policy': config.policy.name, 'universe': config.data.universe, 'panel': where, 'steps': len(rows),
             'batch_size': config.ppo.batch_size, 'formulas_per_s': len(rows) * config.ppo.batch_size / wall,

@@ -239,6 +239,8 @@ def check_config(cfg:TrainConfig)->TrainConfig:
         need(v >= 1, f"config key '{k}' must be >= 1, got {v}")
     need(cfg.run.workers >= 1 and cfg.run.block_days >= 1, f"config keys 'run/workers' and 'run/block_days' must be >= 1, got "
          f"{cfg.run.workers} and {cfg.run.block_days}")
+    need(cfg.run.ray is None or (isinstance(cfg.run.ray, str) and cfg.run.ray.strip()), "config key 'run/ray' must be a Ray "
+         f"address ('local', 'auto' or host:port) or null, got {cfg.run.ray!r}")
     need(cfg.run.ray is None or not r.target_base, "config key 'reward/target_base' fits its base model on the whole train span "
          "in one process: it cannot be used with run/ray (--ray); unset one of them")
     for k in ['ppo/steps', 'run/checkpoint_every', 'data/warmup_days', 'run/threads', 'run/cache_mb']:

@@ -662,20 +662,21 @@ def reward_terms(self:RewardContext,
                  depth:int|None=None, # depth when no formula is given
                 )->dict: # scaled terms, 'reward', 'valid', the daily 'ic_daily'/'rank_ic_daily' series; for an invalid factor 'reason'
     "The seed reward of `factor` with its scaled terms; an unusable factor gets `INVALID_REWARD` and a reason."
-    if factor is None: return {'reward': INVALID_REWARD, 'valid': False, 'reason': 'the formula could not be evaluated'}
+    if factor is None: return series_reward(self.config, None, None, None)
     f = self.span(factor)
     sc, fin, coverage = self._prepared(f)
     return series_reward(self.config, coverage, lambda: self.ic_series(f, fin, _scored=sc), lambda: self.books(f, fin, _scored=sc),
                          formula, size, depth)
 
 def series_reward(c:RewardConfig, # the reward's settings
-                  coverage:float, # share of the span's valid cells where the factor is finite
+                  coverage:float|None, # share of the span's valid cells where the factor is finite; None: it could not be evaluated
                   series, # () -> ([day] IC, [day] RankIC), called once the coverage passes
                   books, # () -> the daily series of `RewardContext.books`, called once the IC series pass
                   formula=None, size:int|None=None, depth:int|None=None, # as `reward_terms`
                  )->dict: # as `reward_terms`
     "The seed reward from a factor's coverage and daily series (however they were computed: one panel, or joined from blocks)."
     def invalid(reason): return {'reward': INVALID_REWARD, 'valid': False, 'reason': reason}
+    if coverage is None: return invalid('the formula could not be evaluated')
     if coverage < c.min_coverage: return invalid(f'finite on {coverage:.0%} of valid cells (< {c.min_coverage:.0%})')
     ic, ric = series()   # both series: the training log reports the RankIC whatever the reward uses
     series = ric if c.ic == 'rank_ic' else ic

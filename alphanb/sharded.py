@@ -24,11 +24,11 @@ from .grammar import Grammar
 from .library import library_formulas
 from .metrics import MIN_STOCKS, REWARD_MODES, RewardConfig, RewardContext, series_reward
 from .pool import FactorPool, combine_slots, combine_zscores, daily_stats, zscore_by_day
-from .scoring import SERIES, UNBOUNDED, Block, connect_ray, join_pieces, block_pieces, plan_blocks
+from .scoring import SERIES, UNBOUNDED, Block, ClusterError, connect_ray, join_pieces, block_pieces, plan_blocks
 from .env import FormulaEnv, labelled, resolve_data, run_slices, split_dates
 
 # %% auto #0
-__all__ = ['max_lookback', 'run_symbols', 'on_symbols', 'TrainBlocks', 'Workers', 'ShardedPool', 'ShardedEnv']
+__all__ = ['RESTARTS', 'max_lookback', 'run_symbols', 'on_symbols', 'TrainBlocks', 'Workers', 'ShardedPool', 'ShardedEnv']
 
 # %% ../nbs/17_sharded.ipynb #07fb094b
 def max_lookback(grammar:Grammar)->int:
@@ -72,9 +72,9 @@ def _np(x): return x.numpy() if isinstance(x, Tensor) else x
 def _busy(fn):
     "A worker method whose running time adds to the worker's `seconds` (what `alphanb bench train --scale` reports)."
     @functools.wraps(fn)
-    def run(self, *args):
+    def run(self, *args, **kw):
         t = time.perf_counter()
-        try: return fn(self, *args)
+        try: return fn(self, *args, **kw)
         finally: self.seconds += time.perf_counter() - t
     return run
 
@@ -132,7 +132,10 @@ class TrainBlocks:
         for q in self.parts:
             q.cover.zero_()
             for k, text in enumerate(members):
-                q.Z[k], q.H[k] = self._stage(q, self._values(q, text))
+                f = self._values(q, text)
+                if f is None: raise AlphanbError(f"pool member '{text}' cannot be evaluated on this worker's days: the data changed "
+                                                 "since the run started (or since its checkpoint)")
+                q.Z[k], q.H[k] = self._stage(q, f)
                 q.cover += q.H[k]
         self.members, self.staged = list(members), None
 
@@ -141,6 +144,9 @@ class TrainBlocks:
               members:list[str], # the pool's members, in slot order
              )->dict|None: # its daily pieces over the days held (None when it cannot be evaluated)
         "Score a formula on every block held; stage its z-scores for `commit`."
+        return self._offer(text, members)
+
+    def _offer(self, text:str, members:list[str])->dict|None:
         self._sync(members)
         out = []
         for q in self.parts:
@@ -162,7 +168,7 @@ class TrainBlocks:
     def commit(self, text:str, members:list[str])->None:
         "The staged formula `text` joins the pool in slot `len(members)`."
         self._sync(members)
-        if self.staged != text: self.offer(text, members)
+        if self.staged != text: self._offer(text, members)
         k = len(members)
         for q in self.parts:
             q.Z[k], q.H[k] = q.staged
@@ -217,6 +223,8 @@ class TrainBlocks:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 # %% ../nbs/17_sharded.ipynb #aad000c2
+RESTARTS = 3   # times Ray restarts a worker that died (and retries its call) before the training stops
+
 class Workers:
     "Ray actors holding a run's blocks, in day order; each call goes to all of them and their answers are joined."
     def __init__(self, ray, actors:list): self.ray, self.actors, self.received = ray, actors, 0   # payload bytes received
@@ -227,7 +235,12 @@ class Workers:
         return got
 
     def call(self, method:str, *args)->list:
-        return self.ray.get([getattr(a, method).remote(*args) for a in self.actors])
+        if not self.actors: raise ConfigError("this run's workers were stopped when its training ended: score its factors.json "
+                                              "with `alphanb evaluate` (--ray for blocks on a cluster)")
+        try: return self.ray.get([getattr(a, method).remote(*args) for a in self.actors])
+        except self.ray.exceptions.RayActorError as e:
+            raise ClusterError(f"a worker holding the run's days died {RESTARTS + 1} times on {method}() (out of memory? see `ray logs`): "
+                               f"use more workers or smaller --block-days; {str(e).splitlines()[0] if str(e) else ''}") from None
 
     def offer(self, text:str, members:list[str])->dict|None:
         got = self._count(self.call('offer', text, members))
@@ -325,6 +338,7 @@ class _Days(SimpleNamespace):
 class ShardedEnv(FormulaEnv):
     "`FormulaEnv` on a Ray cluster: the workers hold the train days in blocks and score formulas; the reward and the pool decide here."
     def __init__(self, cfg:TrainConfig):
+        ray = connect_ray(cfg.run.ray)              # first: without Ray, or with an unreachable address, nothing else is done
         d, path = cfg.data, resolve_data(cfg.data.dir)
         cal = calendar(path, d.freq)
         span = split_dates(cfg, cal)
@@ -335,8 +349,7 @@ class ShardedEnv(FormulaEnv):
         self.lookback = max_lookback(Grammar(max_len=cfg.policy.max_len, ops=cfg.policy.vocabulary))
         self.blocks = plan_blocks(cal, days[tr], cfg.run.block_days, self.lookback, d.warmup_days, last=days[-1])
         self.symbols = run_symbols(path, d.universe, days[0], days[-1], d.freq)
-        ray = connect_ray(cfg.run.ray)
-        Actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(TrainBlocks)
+        Actor = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(TrainBlocks)
         parts = [list(p) for p in np.array_split(np.arange(len(self.blocks)), min(cfg.run.workers, len(self.blocks))) if len(p)]
         self.workers = Workers(ray, [Actor.remote(str(path), d.universe, self.symbols, [self.blocks[i] for i in p], d.horizon,
                                                   cfg.reward.label, d.topk, cfg.reward.weights, cfg.pool.size, d.freq, 1,
@@ -360,7 +373,7 @@ class ShardedEnv(FormulaEnv):
 
     def terms(self, fac:dict|None, f:Formula)->dict:
         "`RewardContext.reward_terms` from the joined pieces."
-        if fac is None: return series_reward(self.config, None, None, None)
+        if fac is None: return series_reward(self.config, None, None, None)   # the formula could not be evaluated
         return series_reward(self.config, fac['usable'] / max(self.pool.n_valid, 1), lambda: (fac['ic'], fac['rank_ic']),
                              lambda: {k: fac[k] for k in SERIES[2:] + ['turnover']}, f)
 

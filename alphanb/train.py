@@ -83,13 +83,19 @@ class Trainer:
             if data is not None: raise ConfigError("a training on a Ray cluster loads its data on the workers: pass no `data`")
             self.env = ShardedEnv(cfg)
             self.panel = self.train_days = self.valid_days = None
-            fields = self.env.fields
         else:
             self.panel, self.train_days, self.valid_days = data if data is not None else load_run_data(cfg)
             release_memory()                          # what pyqlib's reading left on the heap, before the run's arrays
             self.panel = labelled(self.panel, cfg.reward.label)
             if cfg.reward.target_base: self.panel = base_residual(self.panel, self.train_days, cfg.reward.target_base)
-            fields = self.panel.fields
+        try: self._setup(cfg)
+        except BaseException:
+            if cfg.run.ray is not None: self.env.close()   # the workers started above go back to the cluster
+            raise
+
+    def _setup(self, cfg:TrainConfig)->None:
+        "The grammar, the policy, its optimiser, the environment (one process) and the search."
+        fields = self.panel.fields if self.panel is not None else self.env.fields
         seed_everything(cfg.run.seed)
         self.grammar = Grammar(max_len=cfg.policy.max_len, features=[f for f in DEFAULT_FEATURES if f in fields],
                                ops=cfg.policy.vocabulary)
@@ -209,34 +215,36 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     tr = Trainer(cfg, data)
-    ckpt = out/'checkpoint.pt'
-    if resume and ckpt.exists(): tr.load_checkpoint(ckpt)
-    elif resume and verbose: print(f'no checkpoint at {ckpt}: starting afresh')
-    atomic_write_json(out/'config.json', config_dict(cfg))
-    t0 = time.perf_counter()
-    from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.ppo.steps, initial=min(tr.step, cfg.ppo.steps), disable=not progress, desc=f'train {cfg.policy.name}')  # the bar stays: an executed notebook shows it finished
-    while tr.step < cfg.ppo.steps:
-        row = tr.run_step()
-        bar.update(1)
-        bar.set_postfix(reward=f"{row['reward_mean']:.3f}", best_ric=f"{row['best_rank_ic']:.4f}", pool=row['pool_size'])
+    try:
+        ckpt = out/'checkpoint.pt'
+        if resume and ckpt.exists(): tr.load_checkpoint(ckpt)
+        elif resume and verbose: print(f'no checkpoint at {ckpt}: starting afresh')
+        atomic_write_json(out/'config.json', config_dict(cfg))
+        t0 = time.perf_counter()
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.ppo.steps, initial=min(tr.step, cfg.ppo.steps), disable=not progress, desc=f'train {cfg.policy.name}')  # the bar stays: an executed notebook shows it finished
+        while tr.step < cfg.ppo.steps:
+            row = tr.run_step()
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", best_ric=f"{row['best_rank_ic']:.4f}", pool=row['pool_size'])
+            write_log(out/'log.csv', tr.log)
+            if cfg.run.checkpoint_every and tr.step % cfg.run.checkpoint_every == 0 and tr.step < cfg.ppo.steps: tr.save_checkpoint(ckpt)
+        bar.close()
+        tr.env.release(); release_memory()        # the search's cache is not needed from here on
+        tr.save_checkpoint(ckpt)
         write_log(out/'log.csv', tr.log)
-        if cfg.run.checkpoint_every and tr.step % cfg.run.checkpoint_every == 0 and tr.step < cfg.ppo.steps: tr.save_checkpoint(ckpt)
-    bar.close()
-    tr.env.release(); release_memory()        # the search's cache is not needed from here on
-    tr.save_checkpoint(ckpt)
-    write_log(out/'log.csv', tr.log)
-    if cfg.run.ray is not None: tr.panel, tr.valid_days = tr.env.valid_data(cfg.pool.novelty)   # the valid span, loaded here
-    paths = {'factors': tr.env.pool.save(out/'factors.json', {'train': tr.train_days, 'valid': tr.valid_days}), **save_model(tr, out),
-             'config': out/'config.json', 'log': out/'log.csv', 'checkpoint': ckpt}
-    release_memory()
-    if cfg.pool.novelty and tr.env.pool.size:   # how close each member is to the library a quant already has, on the valid split
-        annotate_novelty(paths['factors'], tr.panel, tr.valid_days, cfg.pool.novelty)
+        if cfg.run.ray is not None: tr.panel, tr.valid_days = tr.env.valid_data(cfg.pool.novelty)   # the valid span, loaded here
+        paths = {'factors': tr.env.pool.save(out/'factors.json', {'train': tr.train_days, 'valid': tr.valid_days}), **save_model(tr, out),
+                 'config': out/'config.json', 'log': out/'log.csv', 'checkpoint': ckpt}
         release_memory()
-    res = {'steps': tr.step, 'episodes': tr.env.episodes, 'evaluations': tr.env.evaluations,
-           'seconds': time.perf_counter() - t0, **summarize(tr), 'paths': paths,
-           'log': pd.DataFrame(tr.log, columns=LOG_COLUMNS), 'pool': tr.env.pool, 'trainer': tr}
-    if cfg.run.ray is not None: tr.env.close()  # the workers' memory goes back to the cluster
+        if cfg.pool.novelty and tr.env.pool.size:   # how close each member is to the library a quant already has, on the valid split
+            annotate_novelty(paths['factors'], tr.panel, tr.valid_days, cfg.pool.novelty)
+            release_memory()
+        res = {'steps': tr.step, 'episodes': tr.env.episodes, 'evaluations': tr.env.evaluations,
+               'seconds': time.perf_counter() - t0, **summarize(tr), 'paths': paths,
+               'log': pd.DataFrame(tr.log, columns=LOG_COLUMNS), 'pool': tr.env.pool, 'trainer': tr}
+    finally:
+        if cfg.run.ray is not None: tr.env.close()   # the workers' memory goes back to the cluster, whatever happened
     if verbose: print_summary(res)
     return res
 

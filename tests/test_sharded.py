@@ -88,6 +88,8 @@ def test_resume_on_a_cluster_from_a_one_process_checkpoint(cluster, tmp_path):
                  resume=True, progress=False, verbose=False)
     assert list(map(str, full['pool'].formulas)) == list(map(str, rest['pool'].formulas))
     assert close(list(map(float, full['pool'].weights)), list(map(float, rest['pool'].weights)))
+    with pytest.raises(ConfigError, match="workers were stopped when its training ended"):   # train() gave them back
+        rest['pool'].performance({'train': None})
 
 
 def test_blocks_shorter_than_the_longest_history_are_refused(tmp_path):
