@@ -99,11 +99,13 @@ def limit_rate(symbols:list[str], # [stock] codes such as 'SZ300750', 'SH688001'
         rate = np.where(st & (rate < 0.2), 0.05, rate)
     return rate
 
+# %% ../nbs/08_backtest.ipynb #2a3dd7a7
 def fen(price:np.ndarray, # raw prices in CNY, possibly off the grid by float32 storage error
        )->np.ndarray: # the same prices in whole fen (0.01 CNY), as float integers
     "`price` rounded to the nearest fen, in fen: what limit tests compare."
     return np.rint(np.asarray(price, dtype=np.float64) * 100)
 
+# %% ../nbs/08_backtest.ipynb #66a3afba
 def limit_prices(prev_close:np.ndarray, # [day, stock] raw (unadjusted) previous close, the exchange's reference price
                  rate:np.ndarray, # [day, stock] limit rate from `limit_rate`
                 )->tuple[np.ndarray, np.ndarray]: # ([day, stock] limit-up, [day, stock] limit-down) raw prices
@@ -122,6 +124,7 @@ def _ffill(x:np.ndarray)->np.ndarray:
     out = x[idx, np.arange(x.shape[1])]
     return out
 
+# %% ../nbs/08_backtest.ipynb #99ffc8f4
 @dataclass
 class Market:
     "The per-day arrays a backtest trades on, all `[day, stock]` float64 or bool."
@@ -161,6 +164,7 @@ def market_arrays(panel:Panel, # needs $open and $close; uses $factor and $chang
     if not config.price_limits: at_up, at_down = np.zeros_like(traded), np.zeros_like(traded)
     return Market(price, factor, _ffill(close), traded & ~at_up, traded & ~at_down, at_up & traded, at_down & traded)
 
+# %% ../nbs/08_backtest.ipynb #cee54e38
 def rebalance_days(dates:pd.DatetimeIndex, # [day] the trading days of the backtest
                    rebalance:int|str, # every N days, 'W' or 'M'
                   )->np.ndarray: # [day] bool: a rebalance executes that day
@@ -230,6 +234,7 @@ class BacktestResult:
         return (f"BacktestResult({self.nav.index[0]:%Y-%m-%d}..{self.nav.index[-1]:%Y-%m-%d}, final NAV {self.nav.iloc[-1]:,.0f}, "
                 f"annual return {m.get('annual_return', float('nan')):.2%}, Sharpe {m.get('sharpe', float('nan')):.2f}, {len(self.trades)} trades)")
 
+# %% ../nbs/08_backtest.ipynb #f5d9e6c8
 _TRADE_COLS = ['date', 'symbol', 'side', 'shares', 'price', 'cost', 'amount', 'reason', 'pnl']
 
 class _Book:
@@ -309,6 +314,7 @@ EXITS = np.array(['', 'stop_loss', 'take_profit'])   # trade reasons of the exit
 def _as_numpy(x)->np.ndarray:
     return (x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)).astype(np.float64)
 
+# %% ../nbs/08_backtest.ipynb #44222230
 def backtest(panel:Panel, # market data, with history before `start` if the signal needs it
              signal:Tensor|np.ndarray, # [day, stock] score at the close of each day; higher is bought
              config:BacktestConfig|None=None, # trading rules; the seed's defaults when None
@@ -393,6 +399,7 @@ def benchmarks(provider_uri=None)->list[str]:
     feats = data_dir(provider_uri)/'features'
     return sorted(p.name.upper() for p in feats.iterdir() if p.name[:5].lower() in ('sh000', 'sz399') and (p/'close.day.bin').exists())
 
+# %% ../nbs/08_backtest.ipynb #c16090e4
 def load_benchmark(provider_uri, # a Qlib data directory
                    code:str, # index code, e.g. 'SH000300' or 'SH000905'
                    start=None, # first date
@@ -426,6 +433,7 @@ def qlib_signal(panel:Panel, # the panel `signal` is aligned to
     idx = pd.MultiIndex.from_arrays([panel.dates[d], np.asarray(panel.symbols)[j]], names=['datetime', 'instrument'])
     return pd.Series(sig[d, j], index=idx, name='score')
 
+# %% ../nbs/08_backtest.ipynb #5a14de05
 def qlib_limit_expressions(rate:float=0.1, # the board's limit rate (CSI300 2017-2019: all 10 %)
                            trade_price:str='open', # the deal price the limits apply to
                           )->tuple[str, str]: # (limit-buy, limit-sell) Qlib expressions; true = blocked
@@ -439,6 +447,7 @@ def qlib_limit_expressions(rate:float=0.1, # the board's limit rate (CSI300 2017
 
 QLIB_NO_LIMITS = ('Lt($close, 0)', 'Lt($close, 0)')   # never true: Qlib reads limit_threshold=None as its 9.5 % default
 
+# %% ../nbs/08_backtest.ipynb #023ea5e8
 def qlib_backtest(panel:Panel, # market data read from a Qlib directory (`panel.provider_uri`)
                   signal:Tensor|np.ndarray, # [day, stock] scores
                   config:BacktestConfig|None=None, # the rules to mirror as far as Qlib has them
@@ -493,6 +502,7 @@ QLIB_LACKS = {'t_plus_1': False, 'stop_loss': None, 'take_profit': None, 'max_we
 
 def _annual(nav:pd.Series, capital:float)->float: return performance_metrics(nav, initial_capital=capital)['annual_return']
 
+# %% ../nbs/08_backtest.ipynb #5e798b63
 def rule_effects(panel:Panel, # the panel `signal` is aligned to
                  signal:Tensor|np.ndarray, # [day, stock] scores
                  qlib_nav:pd.Series, # [day] Qlib's NAV (`qlib_backtest(...)['account']`) under `config` with `QLIB_LACKS`
@@ -517,6 +527,7 @@ def rule_effects(panel:Panel, # the panel `signal` is aligned to
     out.attrs['qlib_annual_return'] = q
     return out
 
+# %% ../nbs/08_backtest.ipynb #11d53b62
 def holding_gaps(res:BacktestResult, # alphanb's backtest
                  report:pd.DataFrame, # Qlib's report of the same signal (`qlib_backtest`), holdings in `attrs['positions']`
                 )->pd.DataFrame: # per day the holdings differ: names only Qlib holds, only alphanb holds, Qlib's book the day before
@@ -557,6 +568,7 @@ def trading_window(path:str|Path, # a Qlib data directory
                              f"or later, or lower the warm-up (--warmup)")
     return cal[max(i - warmup, 0)], days[0], days[-1]
 
+# %% ../nbs/08_backtest.ipynb #0233c000
 def factor_signal(panel:Panel, # market data with history for the formulas' windows
                   factors, # path of a factors.json, or its list of factor records
                  )->Tensor: # [day, stock] the combined factor the backtest trades
@@ -565,6 +577,7 @@ def factor_signal(panel:Panel, # market data with history for the formulas' wind
     if not fs: raise AlphanbError(f"empty signal: {factors} holds no factor; train or write one first")
     return combined_factor(panel, fs)
 
+# %% ../nbs/08_backtest.ipynb #a6d4001a
 def run_factor_backtest(factors, # factors.json path (or its records)
                         data=None, # Qlib data directory
                         universe:str='csi300', # instrument file
@@ -584,6 +597,7 @@ def run_factor_backtest(factors, # factors.json path (or its records)
     if out is not None: write_backtest(res, out)
     return res
 
+# %% ../nbs/08_backtest.ipynb #6145ab2a
 def write_backtest(res:BacktestResult, # a backtest's result
                    out:str|Path, # directory (made when missing)
                   )->Path: # `out`
@@ -613,6 +627,7 @@ def _backtest_args(p:argparse.ArgumentParser):
 
 def _bench_arg(b:str|None)->str|None: return None if b is None or str(b).lower() in ('none', '') else str(b).upper()
 
+# %% ../nbs/08_backtest.ipynb #f4e3e43a
 @command('backtest', 'backtest the combined factor of a factors.json under A-share trading rules', _backtest_args)
 def backtest_command(args:argparse.Namespace)->dict:
     "`alphanb backtest`: write nav.csv, trades.csv, metrics.json and return the metrics."

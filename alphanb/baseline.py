@@ -70,6 +70,7 @@ class Splits:
         "Valid days whose label is realised before the test span starts."
         return slice(self.valid.start, min(self.valid.stop, self.test.start - self.horizon))
 
+# %% ../nbs/12_baseline.ipynb #8677acc2
 SEED_LOOKBACK = FEATURE_HISTORY + 1   # the seed features' longest window (Liquidity without $float_mktcap: 60 days of volume)
 
 def _spans_in_order(train, valid, test)->tuple:
@@ -117,6 +118,7 @@ def robust_zscore_by_day(x:Tensor, # [day, stock]
     mad = torch.nanquantile((x - med).abs(), 0.5, dim=1, keepdim=True)
     return ((x - med) / (1.4826 * (mad + 1e-12))).clamp(-clip, clip)           # as Qlib: a zero MAD gives ±clip
 
+# %% ../nbs/12_baseline.ipynb #0ffec966
 def cs_rank_norm(y:Tensor, # [day, stock] the label
                  mask:Tensor, # [day, stock] bool cells that count
                 )->Tensor: # [day, stock] float32 in (-1.73, 1.73], NaN off the mask and where y is not finite
@@ -155,6 +157,7 @@ class FeatureMatrix:
         rows = rows or slice(0, len(self.day))
         return x[torch.from_numpy(self.day[rows]), torch.from_numpy(self.stock[rows])].numpy().astype(np.float32)
 
+# %% ../nbs/12_baseline.ipynb #5a0dfd1b
 CACHE_BYTES = 512 * 2**20   # Alpha158 shares few sub-expressions: a bigger cache only costs memory
 
 def feature_matrix(panel:Panel, # the data
@@ -191,6 +194,7 @@ class LinearModel:
     def predict(self, X:np.ndarray)->np.ndarray: # [row] float32
         return (X @ self.coef.astype(np.float32) + np.float32(self.intercept)).astype(np.float32)
 
+# %% ../nbs/12_baseline.ipynb #c1638187
 def _moments(X:np.ndarray, y:np.ndarray, block:int=200_000):
     "Means, centred XᵀX/n and Xᵀy/n in float64, block by block."
     n, k = X.shape
@@ -268,6 +272,7 @@ class BaselineResult:
     rows: dict                 # rows of the feature matrix (train..test), fitted, used for the choice, predicted
     seconds: dict = field(default_factory=dict)
 
+# %% ../nbs/12_baseline.ipynb #d112e0c0
 MODELS = ('linear', 'lightgbm')
 
 def _rss_gb()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6   # ru_maxrss is in KB on Linux
@@ -358,6 +363,7 @@ def run_baseline(data, # Qlib data directory
            'seconds': {k: round(v, 2) for k, v in res.seconds.items()}, 'peak_rss_gb': round(_rss_gb(), 3)}
     return to_jsonable(out), res
 
+# %% ../nbs/12_baseline.ipynb #d300ec5c
 def _summary(r:dict)->str:
     s = r['spans']
     span = lambda k: f"{s[k]['start']}..{s[k]['end']} ({s[k]['days']} days)"

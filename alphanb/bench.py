@@ -158,6 +158,7 @@ def bench_eval(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when No
     if families and panel.device.type == 'cpu': res['families'] = bench_families(panel, verbose=verbose)
     return res
 
+# %% ../nbs/15_bench.ipynb #7fb1984f
 def _formula_set_args(p, n:int):
     "The panel and the seeded random formulas a formula benchmark times."
     p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
@@ -192,6 +193,7 @@ FAMILY_FORMULAS = {   # the families of the speed issue's table, windows of 20 d
     'Corr, Cov and cross-sectional rank': ['Corr($close, $volume, 20)', 'Cov($close, $volume, 20)', 'Rank($close)'],
 }
 
+# %% ../nbs/15_bench.ipynb #dd62ea3a
 def _np_wma(x:np.ndarray, w:int)->np.ndarray:
     "Linearly weighted mean of the last `w` rows (weights 1..w, the latest heaviest), NaN until `w` rows exist."
     out = np.zeros_like(x)
@@ -224,6 +226,7 @@ def family_references()->dict:
             'Cov($close, $volume, 20)': lambda F: D(F['$close']).rolling(20).cov(D(F['$volume'])).to_numpy(),
             'Rank($close)': lambda F: D(np.where(F['member'], F['$close'], np.nan)).rank(axis=1, pct=True).to_numpy()}
 
+# %% ../nbs/15_bench.ipynb #82de9723
 def stream_bandwidth(n:int, # float32 values per array (the panel's days x stocks)
                      repeat:int=7, # calls; the fastest is kept
                     )->float: # bytes per second
@@ -236,6 +239,7 @@ def stream_bandwidth(n:int, # float32 values per array (the panel's days x stock
         t = time.perf_counter(); np.add(a, b, out=c); best = min(best, time.perf_counter() - t)
     return 3 * 4 * n / best
 
+# %% ../nbs/15_bench.ipynb #161a7ea6
 def bench_families(panel:Panel, # the data (its stored fields are float32)
                    families:dict|None=None, # family -> formulas; `FAMILY_FORMULAS` when None
                    repeat:int=3, # timings per formula; the fastest is kept
@@ -334,6 +338,7 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
         f"all cores {res['all_vs_one_busy']:.2f}x")
     return res
 
+# %% ../nbs/15_bench.ipynb #0f630982
 def _bench_threads_args(p):
     _formula_set_args(p, 30)
     p.add_argument('--repeat', type=int, default=2, help='passes per setting (the best is kept)')
@@ -429,6 +434,7 @@ def bench_backtest(data=None, # Qlib data directory (the real CSI500 data for th
     res['speedup_with_loading'] = ((res['qlib_seconds'] + res['qlib_exchange_load_seconds']) / n_qlib) / ((ours_s + load_s) / n_ours)
     return res
 
+# %% ../nbs/15_bench.ipynb #da77420e
 def _bench_backtest_args(p:argparse.ArgumentParser):
     p.add_argument('--data', default=None, help='Qlib data directory (the real cn_data for the reference figures)')
     p.add_argument('--universe', default='csi500')
@@ -480,6 +486,7 @@ def bench_train(config:TrainConfig, # settings; `steps` timed steps after one wa
             'distinct_per_s': (tr.env.evaluations - n0) / wall, 'setup_seconds': setup,
             'threads': torch.get_num_threads(), 'seconds': wall}
 
+# %% ../nbs/15_bench.ipynb #00142359
 def bench_train_scale(config:TrainConfig, # settings (one process); `steps` timed steps after one warm-up step
                       workers:tuple=(1, 2), # local Ray workers measured
                       project:tuple=(4, 8, 16, 32), # worker counts projected
@@ -500,6 +507,7 @@ def bench_train_scale(config:TrainConfig, # settings (one process); `steps` time
               + ', '.join(f"{p['workers']} workers {p['formulas_per_s']:.1f} formulas/s" for p in proj))
     return {'table': rows, 'projection': proj}
 
+# %% ../nbs/15_bench.ipynb #cdf0cc78
 def _bench_train_args(p):
     add_config_args(p)
     p.add_argument('--scale', action='store_true', help='one process, then the train days on 1 and 2 local Ray workers, side by side')
@@ -537,6 +545,7 @@ _AG_OPS = {'Add': 'Add', 'Sub': 'Sub', 'Mul': 'Mul', 'Div': 'Div', 'Pow': 'Pow',
            'WMA': 'WMA', 'EMA': 'EMA', 'Std': 'Std', 'Var': 'Var', 'Skew': 'Skew', 'Kurt': 'Kurt', 'Med': 'Med', 'Mad': 'Mad',
            'Corr': 'Corr', 'Cov': 'Cov', 'Rank': 'CSRank'}
 
+# %% ../nbs/15_bench.ipynb #6131f08c
 def alphagen_modules(path:str|Path)->tuple:
     "AlphaGen's `expression` and `stock_data` modules from a checkout at `path` (its qlib set-up skipped: the data is given)."
     root = Path(path).expanduser()
@@ -549,6 +558,7 @@ def alphagen_modules(path:str|Path)->tuple:
     sd._QLIB_INITIALIZED = True
     return importlib.import_module('alphagen.data.expression'), sd
 
+# %% ../nbs/15_bench.ipynb #320127f1
 def to_alphagen(f:Formula|str, expr_mod, feature_type):
     "The AlphaGen expression of formula `f` (raw fields and the operators of `_AG_OPS` only)."
     f = Formula.parse(f) if isinstance(f, str) else f
@@ -559,6 +569,7 @@ def to_alphagen(f:Formula|str, expr_mod, feature_type):
     args = [to_alphagen(a, expr_mod, feature_type) for a in f.args]
     return cls(*args, f.window or f.offset) if f.spec.windowed or f.spec.family == 'delay' else cls(*args)
 
+# %% ../nbs/15_bench.ipynb #9e0dbc31
 def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
                    data=None, # Qlib data directory; `$ALPHANB_DATA` when None
                    universe:str='csi300', # instrument file
@@ -604,6 +615,7 @@ def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
         print(pd.DataFrame(rows).set_index('family').to_string(float_format=lambda v: f'{v:.3g}'))
     return {'universe': universe, 'days': len(days), 'stocks': panel.n_stocks, 'table': rows}
 
+# %% ../nbs/15_bench.ipynb #f09ea59f
 def _bench_alphagen_args(p):
     p.add_argument('--alphagen', required=True, metavar='DIR', help='an AlphaGen checkout (git clone https://github.com/RL-MLDM/alphagen)')
     p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
@@ -684,6 +696,7 @@ def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
         ', '.join(f"{p['workers']} workers {p['formulas_per_s']:.1f} formulas/s" for p in proj))
     return res
 
+# %% ../nbs/15_bench.ipynb #3803762b
 def _bench_scale_args(p):
     p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
     p.add_argument('--universe', default='csi300', help='instrument file')
@@ -743,6 +756,7 @@ def bench_blocks(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
         ', '.join(f"{f['workers_per_machine']} worker(s) up to {f['days_per_worker']} days each" for f in fit))
     return res
 
+# %% ../nbs/15_bench.ipynb #05232633
 def _bench_blocks_args(p):
     p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
     p.add_argument('--universe', default='all', help='instrument file')

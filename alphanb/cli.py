@@ -45,12 +45,14 @@ EXAMPLES = {   # shown under each command's --help; every one of them parses (te
     'bench-blocks': [f'alphanb bench blocks --data {DATA} --universe csi500 --block-days 250,500,1000', 'alphanb bench blocks --data /tmp/syn5000 --universe all --machine-gb 24'],
 }
 
+# %% ../nbs/11_cli.ipynb #d8ab2692
 def load_commands()->dict[str, Command]:
     "Import every alphanb module so that its commands are registered; return the registry."
     for m in pkgutil.iter_modules(alphanb.__path__):
         if m.name not in _SKIP: importlib.import_module(f'alphanb.{m.name}')
     return COMMANDS
 
+# %% ../nbs/11_cli.ipynb #4f6371ca
 def _declared(tree:ast.Module):
     "(name, help) of each top-level function decorated with `@command(name, help, ...)` in a parsed module."
     for node in tree.body:
@@ -70,6 +72,7 @@ def command_index()->dict[str, tuple[str, str]]:
             for name, help in _declared(ast.parse(text)): index[name] = (f'alphanb.{path.stem}', help)
     return index | {name: (cmd.run.__module__, cmd.help) for name, cmd in COMMANDS.items()}   # and any registered at run time
 
+# %% ../nbs/11_cli.ipynb #713c27a3
 def _named(argv:list[str])->str|None:
     "The command `argv` runs ('bench-eval' for `bench eval ...`), or None."
     words = [a for a in argv if not a.startswith('-')]

@@ -26,6 +26,7 @@ SEED_REWARD_WEIGHTS = {t.name: t.weight for t in REWARD}   # the seed reward's d
 LABELS = ('return', 'rank')   # what rewards and the pool's weights correlate with (`reward/label`)
 BEFORE_KEYS = {'reward/label': 'return'}   # settings whose default changed after configs were stored without them -> the value those runs had
 
+# %% ../nbs/07_config.ipynb #a3ccbb0e
 @dataclass
 class DataSettings:
     "Where the data come from, how the calendar splits, and the target."
@@ -41,6 +42,7 @@ class DataSettings:
     horizon: int = 20                    # days ahead of the forward-return target
     topk: int = 30                       # stocks held by the top-k portfolio behind Sharpe/Sortino/turnover
 
+# %% ../nbs/07_config.ipynb #96dab772
 @dataclass
 class PolicySettings:
     "The network that writes formulas, and what it may write."
@@ -54,6 +56,7 @@ class PolicySettings:
     kwargs: dict = field(default_factory=dict)  # extra keyword arguments of the policy class
     sampling_prior: str = 'kind'         # log-prior added to the logits (and random search's): 'kind' or 'uniform'
 
+# %% ../nbs/07_config.ipynb #e5a6af0b
 @dataclass
 class RewardSettings:
     "What a written formula earns."
@@ -63,6 +66,7 @@ class RewardSettings:
     label: str = 'rank'                  # what rewards correlate with: 'rank', the forward return's daily CSRankNorm, or 'return' itself
     target_base: str = ''                # mine on top of this library: rewards measure the label's residual on its ridge prediction ('': the label)
 
+# %% ../nbs/07_config.ipynb #d3f9135b
 @dataclass
 class PoolSettings:
     "The factor pool the run fills."
@@ -71,6 +75,7 @@ class PoolSettings:
     stability: float = 0.0               # 'pool' reward: less this many std of the combined IC's yearly means
     novelty: str = 'alpha158'            # each member's closest factor of this library goes into factors.json ('': none)
 
+# %% ../nbs/07_config.ipynb #a8f69da5
 @dataclass
 class PPOSettings:
     "The policy's training: PPO, its risk-seeking objective and Low-Rank Decay."
@@ -89,6 +94,7 @@ class PPOSettings:
     lord_decay: float = 1.0              # λ of Newton-Schulz low-rank decay; each step subtracts lr·λ·NS(W); 0 turns it off
     lord_iterations: int = 5             # Newton-Schulz iterations
 
+# %% ../nbs/07_config.ipynb #05fd3944
 @dataclass
 class SearchSettings:
     "Which episodes of a batch extend or rewrite elite formulas (`alphanb.search`)."
@@ -101,6 +107,7 @@ class SearchSettings:
     elite_from: str = 'best'             # formulas extended and rewritten: 'pool' (its members) or 'best' (the run's best by reward)
     elite_rank: bool = False             # draw the formulas to extend and rewrite with weight 1/rank (best first; needs elite_from 'best')
 
+# %% ../nbs/07_config.ipynb #d84ae75b
 @dataclass
 class RunSettings:
     "Seed, output and resources."
@@ -114,6 +121,7 @@ class RunSettings:
     workers: int = 2                     # with `ray`: workers (one thread each) holding the blocks
     block_days: int = 500                # with `ray`: train days per block (at least the longest history a formula may read)
 
+# %% ../nbs/07_config.ipynb #864b33cb
 @dataclass
 class TrainConfig:
     "Every setting of a training run, by group: `cfg.ppo.lr`, `--set ppo/lr 3e-4`."
@@ -125,6 +133,7 @@ class TrainConfig:
     search: SearchSettings = field(default_factory=SearchSettings)
     run: RunSettings = field(default_factory=RunSettings)
 
+# %% ../nbs/07_config.ipynb #43b3bf37
 GROUPS = {f.name: f.default_factory for f in fields(TrainConfig)}   # group name -> its settings class
 RENAMED = {'data': 'data/dir', 'policy': 'policy/name', 'policy_kwargs': 'policy/kwargs', 'reward': 'reward/mode',
            'reward_weights': 'reward/weights', 'ppo_epochs': 'ppo/epochs', 'pool_size': 'pool/size',
@@ -138,6 +147,7 @@ def config_keys()->list[str]:
     "Every setting's key path, `group/name`."
     return [f'{g}/{f.name}' for g, cls in GROUPS.items() for f in fields(cls)]
 
+# %% ../nbs/07_config.ipynb #97060ae9
 def _coerce(key:str, value:Any, tp:Any, default:Any)->Any:
     "`value` checked against the annotation `tp` of `key`; ints are accepted where floats are expected."
     args = typing.get_args(tp)
@@ -154,6 +164,7 @@ def _coerce(key:str, value:Any, tp:Any, default:Any)->Any:
     raise ConfigError(f"config key '{key}' expects {name}{' or null' if args else ''}, got {value!r} "
                       f"({type(value).__name__}); default is {default!r}")
 
+# %% ../nbs/07_config.ipynb #1899313c
 def flatten_overrides(obj:dict, # nested {'ppo': {'lr': ..}, 'reward': {'weights': {'ic': ..}}}, or key paths {'ppo/lr': ..}
                       prefix:str='', # key path so far
                      )->dict[str, Any]: # key path -> value
@@ -165,6 +176,7 @@ def flatten_overrides(obj:dict, # nested {'ppo': {'lr': ..}, 'reward': {'weights
         else: out[path] = v
     return out
 
+# %% ../nbs/07_config.ipynb #3058fc2f
 def _path(path:str, source:str, migrate:bool)->str:
     "The current key path of `path`: a flat key of earlier versions is moved when `migrate`, else an error naming its path."
     head, *rest = path.split('/')
@@ -206,6 +218,7 @@ def apply_overrides(cfg:TrainConfig, # the configuration to start from (not chan
             else: setattr(group, name, _coerce(path, value, types[name], current))
     return check_config(cfg)
 
+# %% ../nbs/07_config.ipynb #7cfe5832
 def config_paths(cfg:TrainConfig)->dict[str, Any]:
     "Every setting of `cfg` by key path (`'ppo/lr'`), the reward weights as one dict."
     return {f'{g}/{f.name}': getattr(getattr(cfg, g), f.name) for g, cls in GROUPS.items() for f in fields(cls)}
@@ -264,6 +277,7 @@ def parse_value(text:str)->Any:
     try: return json.loads(text)
     except (json.JSONDecodeError, TypeError): return text
 
+# %% ../nbs/07_config.ipynb #2c8ac32e
 def read_config_file(path:str|Path)->dict[str, Any]:
     "The overrides in a JSON config file."
     path = Path(path)
@@ -273,6 +287,7 @@ def read_config_file(path:str|Path)->dict[str, Any]:
     if not isinstance(obj, dict): raise ConfigError(f"config file {path} must hold a JSON object of settings, got {type(obj).__name__}")
     return obj
 
+# %% ../nbs/07_config.ipynb #3b9fd967
 def make_config(overrides:dict|None=None, # key path or nested -> value (papermill parameters, explicit flags)
                 config_file:str|Path|None=None, # a JSON file of settings, applied first (a run's config.json of any version)
                 sets:list|None=None, # [(key path, text)] `--set` pairs, applied last; text parsed as JSON when possible
@@ -285,6 +300,7 @@ def make_config(overrides:dict|None=None, # key path or nested -> value (papermi
     if sets: cfg = apply_overrides(cfg, {k: parse_value(v) for k, v in sets}, '--set')
     return cfg
 
+# %% ../nbs/07_config.ipynb #6aece947
 def stored_config(d:dict, # a config as written by any version of alphanb (OUT/config.json, a checkpoint's, a study's)
                   source:str='a stored config', # where it came from, for error messages
                  )->TrainConfig:
@@ -298,6 +314,7 @@ def _stored(d:dict, path:str)->bool:
     group, name = path.split('/', 1)
     return path in d or (isinstance(d.get(group), dict) and name in d[group]) or any(FLAT_KEYS[k] == path for k in d if k in FLAT_KEYS)
 
+# %% ../nbs/07_config.ipynb #53606577
 def config_dict(cfg:TrainConfig)->dict:
     "`cfg` as a plain nested dict, the content of OUT/config.json (readable back with `make_config(config_file=...)`)."
     return asdict(cfg)
@@ -309,6 +326,7 @@ def _span(text:str)->tuple[str|None, str|None]:
     a, b = text.split(':', 1)
     return (a or None), (b or None)
 
+# %% ../nbs/07_config.ipynb #7c2caca5
 FLAGS = {'data': 'data/dir', 'universe': 'data/universe', 'policy': 'policy/name', 'steps': 'ppo/steps', 'seed': 'run/seed',
          'out': 'run/out', 'ray': 'run/ray', 'workers': 'run/workers', 'block_days': 'run/block_days'}   # command-line flag -> the setting it sets
 
@@ -331,6 +349,7 @@ def add_config_args(p)->None:
                    help="override one setting by its path, e.g. --set ppo/lr 3e-4 or --set reward/weights/ic 0.5 "
                         "(VALUE parsed as JSON when possible)")
 
+# %% ../nbs/07_config.ipynb #77333f9a
 def config_from_args(args)->TrainConfig:
     "The configuration an argparse namespace of `add_config_args` options asks for."
     flags = {path: getattr(args, k, None) for k, path in FLAGS.items()}

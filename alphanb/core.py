@@ -71,12 +71,14 @@ def atomic_write(path:str|Path, # where the file ends up
         if tmp.exists(): tmp.unlink()
     return path
 
+# %% ../nbs/00_core.ipynb #c9cf1ab0
 def atomic_write_text(path:str|Path, # where the file ends up
                       text:str, # its content
                      )->Path: # `path`
     "Write `text` to `path` atomically."
     return atomic_write(path, lambda p: p.write_text(text, encoding='utf-8'))
 
+# %% ../nbs/00_core.ipynb #085a4a6d
 def atomic_write_json(path:str|Path, # where the file ends up
                       obj:Any, # a JSON-serialisable object
                      )->Path: # `path`
@@ -104,6 +106,7 @@ def release_memory()->bool:
 
 _malloc_trim = None                                                   # glibc's malloc_trim once found; False: none
 
+# %% ../nbs/00_core.ipynb #aaf076ae
 PARENT_ENV = 'ALPHANB_PARENT'   # set by a process that starts a training it must not outlive (the study, a Ray task)
 
 def follow_parent()->bool:
@@ -129,6 +132,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {}
 
+# %% ../nbs/00_core.ipynb #dd7e9b1c
 def command(name:str, # the sub-command, e.g. 'evaluate'
             help:str, # one line shown by `alphanb --help`
             add_args:Callable[[argparse.ArgumentParser], None]=lambda p: None, # adds the command's options

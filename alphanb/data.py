@@ -27,6 +27,7 @@ RAW_FIELDS = ['$open', '$high', '$low', '$close', '$volume', '$vwap', '$amount']
 EXTRA_FIELDS = ['$factor', '$mktcap', '$float_mktcap', '$change']
 FEATURES = ['Returns', 'Liquidity', 'Pressure', 'FOMO', 'Deviation', 'LogVolume']
 
+# %% ../nbs/00_data.ipynb #e7d88bf4
 def feature_qlib_expressions(has_float_mktcap:bool=True, # whether the data has `$float_mktcap`
                             )->dict[str, str]: # feature name -> Qlib expression
     "The Qlib expression of each seed feature, for checking them in Qlib itself."
@@ -37,6 +38,7 @@ def feature_qlib_expressions(has_float_mktcap:bool=True, # whether the data has 
             'Deviation': '($close-Mean($close,20))/Std($close,20)',
             'LogVolume': 'Log($volume+1)'}
 
+# %% ../nbs/00_data.ipynb #5a9b510e
 def compute_features(raw:dict[str, Tensor], # '$close' etc. -> [day, stock]
                     )->dict[str, Tensor]: # feature name -> [day, stock]
     "The seed features from the raw fields, each using data up to day *t* only; computed in float64, returned in the fields' dtype."
@@ -116,6 +118,7 @@ def day_slice(self:Panel, start=None, end=None)->slice:
                              f"{self.dates[0]:%Y-%m-%d}..{self.dates[-1]:%Y-%m-%d}")
     return slice(i, j)
 
+# %% ../nbs/00_data.ipynb #b04615f4
 @patch
 def sel(self:Panel, start=None, end=None)->Panel:
     "The sub-panel of the days in [`start`, `end`]."
@@ -123,6 +126,7 @@ def sel(self:Panel, start=None, end=None)->Panel:
     return replace(self, data=self.data[:, s], dates=self.dates[s], member=self.member[s],
                    tradable=self.tradable[s], target=self.target[s], listed=None if self.listed is None else self.listed[s])
 
+# %% ../nbs/00_data.ipynb #d1996561
 @patch
 def stocks(self:Panel, symbols:list[str])->Panel:
     "The sub-panel of the stocks of `symbols` that it holds, in its own order (cross-sectional operators then rank among them)."
@@ -182,6 +186,7 @@ def data_dir(provider_uri:str|Path|None=None, # a Qlib data directory, or None f
                                       f"empty (an unfinished download?). {HOW_TO_GET_DATA}")
     return path
 
+# %% ../nbs/00_data.ipynb #b0f4b150
 def calendar(provider_uri:str|Path|None=None, # a Qlib data directory
              freq:str='day', # 'day'; minute data follows Qlib's '1min'
             )->pd.DatetimeIndex: # the trading days
@@ -195,6 +200,7 @@ def calendar(provider_uri:str|Path|None=None, # a Qlib data directory
     if not lines: raise DataNotFoundError(f"the calendar {path} is empty, so the data there is incomplete. {HOW_TO_GET_DATA}")
     return pd.DatetimeIndex(lines)
 
+# %% ../nbs/00_data.ipynb #74661964
 def universes(provider_uri:str|Path|None=None)->list[str]:
     "The universes (instrument files) the data directory has, e.g. ['all', 'csi300', 'csi500']."
     return sorted(p.stem for p in (data_dir(provider_uri)/'instruments').glob('*.txt'))
@@ -207,6 +213,7 @@ def qlib_reads()->Path|None:
     from qlib.config import C
     return Path(C.dpm.get_data_uri('day')).resolve() if C.registered else None
 
+# %% ../nbs/00_data.ipynb #fd156132
 def init_qlib(provider_uri:str|Path|None=None, # a Qlib data directory
              )->Path: # the directory qlib now reads
     "Initialise pyqlib on the data directory (once per directory), quietly."
@@ -220,6 +227,7 @@ def init_qlib(provider_uri:str|Path|None=None, # a Qlib data directory
     _QLIB_URI = path
     return path
 
+# %% ../nbs/00_data.ipynb #78503720
 def _stored_fields(path:Path, freq:str, probe:int=50)->list[str]:
     "The `$field` names stored in `path` (Qlib keeps one .bin file per field), from the first `probe` instruments."
     names = set()
@@ -323,6 +331,7 @@ def parse_span(text:str|tuple|list, # 'YYYY-MM-DD:YYYY-MM-DD', or a (start, end)
     if a > b: raise DateRangeError(f"the date span {text!r} ends before it starts")
     return a, b
 
+# %% ../nbs/00_data.ipynb #6f9783be
 def date_splits(panel:Panel, # the panel the spans index
                 **spans, # name='start:end' or (start, end), e.g. train='2010-01-01:2018-12-31'
                )->dict[str, slice]: # name -> day-axis slice

@@ -37,6 +37,7 @@ def demo_dir()->Path:
     here = Path(alphanb.__file__).resolve().parent
     return next((p for p in [here.parent/DEMO, here/'demo'] if (p/'calendars').is_dir()), here/'demo')
 
+# %% ../nbs/07b_env.ipynb #1e39173f
 def resolve_data(path:str|Path)->Path:
     "A data directory as given, or relative to the project when it is not found from here (e.g. 'data/demo' from nbs/)."
     p = Path(os.path.expanduser(str(path)))
@@ -46,6 +47,7 @@ def resolve_data(path:str|Path)->Path:
     root = Path(alphanb.__file__).resolve().parents[1]
     return root/p if (root/p).exists() else p
 
+# %% ../nbs/07b_env.ipynb #67c677d9
 def split_dates(cfg:TrainConfig, # the run's settings
                 cal:pd.DatetimeIndex, # the data's calendar
                )->dict[str, pd.Timestamp]: # 'load_start', 'train_start', 'train_end', 'valid_start', 'valid_end'
@@ -67,6 +69,7 @@ def split_dates(cfg:TrainConfig, # the run's settings
     i = int(cal.searchsorted(ts))
     return dict(load_start=cal[max(0, i - cfg.data.warmup_days)], train_start=ts, train_end=te, valid_start=vs, valid_end=ve)
 
+# %% ../nbs/07b_env.ipynb #3423837d
 def load_run_data(cfg:TrainConfig, # the run's settings
                  )->tuple[Panel, slice, slice]: # panel with history, train day slice, valid day slice
     "Load the panel of a run and the day slices its train and valid metrics use."
@@ -87,6 +90,7 @@ def rank_label(panel:Panel, # the run's panel
     "The panel whose label is each day's CSRankNorm of the forward return (`reward/label` 'rank')."
     return replace(panel, target=cs_rank_norm(panel.target, panel.valid))
 
+# %% ../nbs/07b_env.ipynb #5cd9a15d
 def labelled(panel:Panel, # the run's panel, its label the forward return
              label:str, # `reward/label`: 'return' or 'rank'
             )->Panel: # the panel whose `target` rewards and pool weights read
@@ -111,6 +115,7 @@ def base_prediction(panel:Panel, # the run's panel
     model, _ = fit_linear(fm.X[rows][ok], y[ok], alphas=(alpha,))
     return fm.to_panel(model.predict(fm.X))
 
+# %% ../nbs/07b_env.ipynb #d124247d
 def residual_by_day(y:Tensor, # [day, stock] the label
                     p:Tensor, # [day, stock] a prediction
                    )->Tensor: # [day, stock] float32: `y − a − b·p` by day where both exist, `y` where only `y` does
@@ -122,6 +127,7 @@ def residual_by_day(y:Tensor, # [day, stock] the label
     b = (pc * yc).sum(1, keepdim=True) / (pc * pc).sum(1, keepdim=True).clamp_min(1e-30)   # [day, 1] the day's slope
     return torch.where(has, yc - b * pc, y.double()).float()
 
+# %% ../nbs/07b_env.ipynb #2ad8e3b6
 def base_residual(panel:Panel, # the run's panel
                   train_days:slice, # the days whose labels fit the base model
                   base:str='alpha158', # a library of `alphanb.library.LIBRARIES`
@@ -137,6 +143,7 @@ def pool_state(pool:FactorPool)->dict:
             'weights': torch.from_numpy(np.asarray(pool.weights, dtype=np.float64).copy()), 'ic': float(pool.ic),
             'value': float(pool.value), 'best_ic': float(pool.best_ic), 'n_offered': int(pool.n_offered)}
 
+# %% ../nbs/07b_env.ipynb #43666ef7
 def load_pool_state(pool:FactorPool, # an empty pool on the same train span
                     s:dict, # from `pool_state`
                     factor, # Formula -> [day, stock] values (the environment's evaluator)
@@ -250,6 +257,7 @@ class FormulaEnv:
         ok = [s for s in self.scores.values() if s['valid'] and math.isfinite(s['rank_ic'])]
         return max(ok, key=lambda s: s['rank_ic']) if ok else None
 
+# %% ../nbs/07b_env.ipynb #fedd7540
 def _nanmean(x:Tensor|None)->float:
     "Mean of the finite values of `x`; NaN when there is none."
 

@@ -53,6 +53,7 @@ class FormulaCache:
         return (f"FormulaCache({len(self)} tensors, {self.nbytes / 2**20:.1f} MiB of {self.max_bytes / 2**20:.0f} MiB, "
                 f"{self.hits} hits, {self.misses} misses)")
 
+# %% ../nbs/03b_evaluate.ipynb #0e059625
 def _kernel(spec:Op):
     k = getattr(ops, spec.kernel, None)
     if k is None: raise FormulaError(f"the operator {spec.name} has no kernel: alphanb.ops has no '{spec.kernel}'")
@@ -66,6 +67,7 @@ def _shifted(x:Tensor, # [day, stock]
     k = x.gather(0, first[None]).nan_to_num(0.)              # [1, stock] known from that day on: no look-ahead
     return x - k
 
+# %% ../nbs/03b_evaluate.ipynb #a68740a1
 def data_span(panel, # a `Panel`
              )->tuple[Tensor, Tensor]: # [stock] row of each stock's first day of data, [day, stock] bool within its data
     "Where each stock's data runs, as a Qlib series: `panel.listed`, else from its first to its last day with a close."
@@ -85,6 +87,7 @@ def data_span(panel, # a `Panel`
     object.__setattr__(panel, '_data_span', got)
     return got
 
+# %% ../nbs/03b_evaluate.ipynb #5252e53c
 def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, shared:set=frozenset())->Tensor:
     if f.op == 'Const':
         return torch.full((panel.n_days, panel.n_stocks), f.value, dtype=dtype, device=panel.device)
@@ -114,6 +117,7 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, share
     if cache is not None: cache.put(key, out)
     return out
 
+# %% ../nbs/03b_evaluate.ipynb #a4d85a55
 def _repeated(f:Formula)->set[str]:
     "The sub-expressions that occur more than once in `f`: kept while it is evaluated (the others are dropped once used)."
     seen, twice = set(), set()
@@ -124,10 +128,12 @@ def _repeated(f:Formula)->set[str]:
         for k in keys: (twice if k in seen else seen).add(k)
     return twice
 
+# %% ../nbs/03b_evaluate.ipynb #f4e61a64
 def eval_dtype(panel)->torch.dtype:
     "The dtype formulas are computed in on `panel`: float64 on the CPU, float32 on accelerators."
     return torch.float64 if panel.device.type == 'cpu' else torch.float32
 
+# %% ../nbs/03b_evaluate.ipynb #296578bb
 def evaluate_formula(panel, # a `Panel` (alphanb.data)
                      formula:Formula|str, # the formula or its text
                      cache:FormulaCache|None=None, # sub-expression cache shared between calls; none when None
@@ -140,6 +146,7 @@ def evaluate_formula(panel, # a `Panel` (alphanb.data)
     with torch.no_grad():
         return ops.finite_float32(_evaluate(panel, f, cache, {}, dtype, _repeated(f)))   # a fresh tensor: callers may modify it
 
+# %% ../nbs/03b_evaluate.ipynb #2e21e1da
 def evaluate_formulas(panel, # a `Panel`
                       formulas:Iterable[Formula|str], # formulas or their text
                       cache:FormulaCache|None=None, # shared sub-expression cache; a fresh one (2 GB budget) when None

@@ -28,6 +28,7 @@ def _qlib_of(formula)->str|None:
 class FactorsFileError(AlphanbError, ValueError):
     "A factors file that is missing, not JSON, or has a malformed entry."
 
+# %% ../nbs/05a_factors.ipynb #86bc37b1
 FACTOR_KEYS = ['factor_name', 'expression', 'qlib_expression', 'weight', 'interpretation', 'performance', 'combination']
 _REQUIRED = ['factor_name', 'expression', 'weight']
 

@@ -168,6 +168,7 @@ def _tokenize(text:str)->list[tuple[str, str, int]]:
     out.append(('end', '', len(text) + 1))
     return out
 
+# %% ../nbs/03_formula.ipynb #a8bc56ff
 # the names each dialect reads: name -> (our operator, parameter kind of the last argument or None)
 def _our_names():
     d = {}
@@ -176,6 +177,7 @@ def _our_names():
     for a, t in ALIASES.items(): d[a] = d[t]
     return d
 
+# %% ../nbs/03_formula.ipynb #f985dc41
 class _Parser:
     def __init__(self, text:str, names:dict, dialect:str):
         if not isinstance(text, str): raise FormulaError(f"a formula must be text, got {type(text).__name__}")
@@ -322,6 +324,7 @@ class _Parser:
         except FormulaError as e:
             raise FormulaError(f"{e}" + (f" at column {col} in '{self.text}'" if col else f" in '{self.text}'")) from None
 
+# %% ../nbs/03_formula.ipynb #91ccdc8f
 _OUR_NAMES = _our_names()
 
 @patch(cls_method=True)
@@ -347,6 +350,7 @@ def _fold(op:str, vals:list[float])->float|None:
     r = np.float64(r)                                # a condition folds to 1 or 0
     return float(r) if np.isfinite(r) else None
 
+# %% ../nbs/03_formula.ipynb #c26ff304
 def _canon(f:Formula)->Formula:
     if not f.args: return f
     args = [_canon(a) for a in f.args]
@@ -394,6 +398,7 @@ def _canon(f:Formula)->Formula:
         return Formula(op, args, window=f.window, offset=off, value=f.value)
     return Formula(op, args)
 
+# %% ../nbs/03_formula.ipynb #c6ec2b69
 @patch
 def canonical(self:Formula)->Formula:
     "The canonical representative of this formula (same values, sorted commutative operands, constants folded)."
@@ -403,6 +408,7 @@ def key(self:Formula)->str:
     "Cache key: the text of the canonical form."
     return str(_canon(self))
 
+# %% ../nbs/03_formula.ipynb #ae0f0a42
 @patch(as_prop=True)
 def lookback(self:Formula)->int:
     "Trading days before day *t* that the value at *t* reads: windows and delays added along the deepest path."
@@ -423,6 +429,7 @@ def _qlib_table()->dict[str, str]:
     "alphanb operator -> Qlib template (the records' `qlib`)."
     return {s.name: s.qlib for s in OPERATORS.values() if s.qlib is not None}
 
+# %% ../nbs/03_formula.ipynb #42cf741c
 class _QlibParser(_Parser):
     def unsupported(self, name):
         if name in QLIB_ELSEWHERE: return f"; {QLIB_ELSEWHERE[name]}"
@@ -440,6 +447,7 @@ class _QlibParser(_Parser):
                       args[1][2])
         return super().make(name, args, col)
 
+# %% ../nbs/03_formula.ipynb #6bca96da
 @patch(cls_method=True)
 def from_qlib(cls:Formula, text:str, # a Qlib expression, e.g. 'Max($high, 5)/Ref($close, 1)'
               )->Formula:
@@ -449,6 +457,7 @@ def from_qlib(cls:Formula, text:str, # a Qlib expression, e.g. 'Max($high, 5)/Re
         raise FormulaError(f"{QLIB_ELSEWHERE[m.group(1) or 'PFeature']} (column {m.start() + 1} in '{text}')")
     return _QlibParser(text, QLIB_NAMES, 'qlib').parse()
 
+# %% ../nbs/03_formula.ipynb #d1ec81af
 @patch
 def to_qlib(self:Formula,
              has_float_mktcap:bool=True, # how the data defines `Liquidity` (see alphanb.data.feature_qlib_expressions)

@@ -37,12 +37,14 @@ class Token:
     offset: int = 0        # days of a delay token
     value: float = 0.      # a constant's value, or the quantile of a Quantile token
 
+# %% ../nbs/03b_grammar.ipynb #285e5bcc
 DEFAULT_WINDOWS = (5, 10, 20, 40)
 DEFAULT_OFFSETS = (1, 5, 10, 20)
 DEFAULT_CONSTANTS = (-1., -0.5, -0.1, 0.1, 0.3, 0.5, 1., 2., 5.)
 DEFAULT_QUANTILES = (0.2, 0.8)   # Alpha158's
 DEFAULT_FEATURES = tuple(RAW_FIELDS + FEATURES)
 
+# %% ../nbs/03b_grammar.ipynb #a2a75704
 class Grammar:
     "Token vocabulary of RPN formulas, with batched action masks, stacks of partial subtrees and repair."
     def __init__(self,
@@ -233,6 +235,7 @@ def stack(self:Grammar, tokens, # token ids of an RPN prefix (`<bos>`/`<pad>` sk
         _apply(self, self.tokens[t], stack)
     return stack
 
+# %% ../nbs/03b_grammar.ipynb #48e21a84
 @patch
 def from_tokens(self:Grammar, tokens, # token ids of a complete RPN formula
                 )->Formula:
@@ -243,6 +246,7 @@ def from_tokens(self:Grammar, tokens, # token ids of a complete RPN formula
                            f"entries on the stack, a formula needs exactly 1 (use Grammar.repair on imported lists)")
     return stack[0]
 
+# %% ../nbs/03b_grammar.ipynb #97b9139d
 @patch
 def to_tokens(self:Grammar, f:Formula|str, # a formula or its text
                bos:bool=False, # start with <bos>
@@ -277,6 +281,7 @@ def to_tokens(self:Grammar, f:Formula|str, # a formula or its text
     if sep: out.append(SEP)
     return out
 
+# %% ../nbs/03b_grammar.ipynb #5111c9ed
 @patch
 def repair(self:Grammar, tokens, # raw token ids, possibly invalid
            )->list[int]: # token ids of a valid formula (no <bos>/<sep>)
@@ -299,6 +304,7 @@ def repair(self:Grammar, tokens, # raw token ids, possibly invalid
         raise FormulaError(f"cannot repair the tokens {torch.as_tensor(tokens).reshape(-1).tolist()}: no feature to build a formula from")
     return out
 
+# %% ../nbs/03b_grammar.ipynb #f26ed0fa
 _DEFAULT_GRAMMAR = None
 def default_grammar()->Grammar:
     "The default `Grammar()` (built once)."
@@ -327,6 +333,7 @@ def profile(f:Formula, # a formula
             'value': torch.tensor([n.value or 0. for n, *_ in rows] + [0.] * pad, dtype=torch.float32),
             'mask': L([True] * len(rows), False)}
 
+# %% ../nbs/03b_grammar.ipynb #2795ed8e
 def profiles(formulas:Iterable[Formula|str], # formulas or their text
              max_nodes:int=32, # padded length
             )->dict[str, Tensor]: # name -> [batch, max_nodes] tensor
@@ -340,6 +347,7 @@ def qlib_operators()->list[str]:
     table = _qlib_table()
     return [o for o, s in OPERATORS.items() if o in table and s.family != 'cross_section']
 
+# %% ../nbs/03b_grammar.ipynb #d476977b
 def random_formula(rng:np.random.Generator, # the random source
                    max_depth:int=4, # deepest root-to-leaf path (a leaf has depth 1)
                    grammar:Grammar|None=None, # windows, offsets, constants and features to draw from
@@ -368,6 +376,7 @@ def random_formula(rng:np.random.Generator, # the random source
         return Formula(spec.name, args, **kw)
     return go(max_depth, root=True)
 
+# %% ../nbs/03b_grammar.ipynb #a74fca75
 def random_formulas(n:int, # how many
                     seed:int=0, # random seed
                     max_depth:int=4, # deepest root-to-leaf path

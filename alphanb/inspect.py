@@ -57,6 +57,7 @@ def cached_panel(provider_uri:str|Path, # a Qlib data directory
     while len(_PANELS) > PANEL_CACHE_SIZE: _PANELS.popitem(last=False)
     return p
 
+# %% ../nbs/08_inspect.ipynb #0013651a
 def default_benchmark(provider_uri, # a Qlib data directory, or None
                       universe:str, # instrument file
                      )->str|None: # the index code, or None when the data has no index for `universe`
@@ -66,6 +67,7 @@ def default_benchmark(provider_uri, # a Qlib data directory, or None
     try: return code if code in benchmarks(provider_uri) else None
     except (AlphanbError, OSError): return None
 
+# %% ../nbs/08_inspect.ipynb #6c511faf
 def forward_return(close:Tensor, # [day, stock] prices
                    horizon:int, # days ahead
                   )->Tensor: # [day, stock] close[t+horizon] / close[t] - 1, NaN for the last `horizon` days
@@ -96,6 +98,7 @@ def _png(fig:Figure)->bytes:
     fig.savefig(buf, format='png', dpi=DPI)
     return buf.getvalue()
 
+# %% ../nbs/08_inspect.ipynb #5410eac7
 def ic_figure(ic:pd.Series, # [day] daily IC
               rank_ic:pd.Series, # [day] daily RankIC
               window:int=20, # days in the rolling mean
@@ -113,6 +116,7 @@ def ic_figure(ic:pd.Series, # [day] daily IC
     fig.subplots_adjust(left=0.1, right=0.98, top=0.9, bottom=0.18)
     return fig
 
+# %% ../nbs/08_inspect.ipynb #ff9064f6
 def decile_figure(deciles:pd.Series, # [group] mean forward return, group 1 = lowest factor values
                   horizon:int, # days of the forward return
                  )->Figure:
@@ -127,6 +131,7 @@ def decile_figure(deciles:pd.Series, # [group] mean forward return, group 1 = lo
     fig.subplots_adjust(left=0.16, right=0.97, top=0.9, bottom=0.16)
     return fig
 
+# %% ../nbs/08_inspect.ipynb #92a91706
 def nav_figure(nav:pd.Series, # [day] portfolio NAV, starting near 1
                reference:pd.Series|None, # [day] benchmark NAV, or None
                label:str, # the reference's name
@@ -172,6 +177,7 @@ def _image(size:tuple, dpi:int=DPI)->widgets.Image:
     w, h = (int(round(x * dpi)) for x in size)
     return widgets.Image(format='png', layout=widgets.Layout(width=f'{w}px', height=f'{h}px', flex='0 0 auto', object_fit='contain'))
 
+# %% ../nbs/08_inspect.ipynb #eb819490
 class FactorInspector(widgets.VBox):
     "An interactive view of factor formulas on a panel (see `inspect_factors`)."
     def __init__(self,
@@ -283,6 +289,7 @@ def _current_panel(self:FactorInspector)->tuple[Panel, slice]:
         self.panel = p
     return p, p.day_slice(s, e)
 
+# %% ../nbs/08_inspect.ipynb #22b97c14
 @patch
 def _benchmark(self:FactorInspector, p:Panel)->tuple[str|None, pd.Series|None]:
     code = default_benchmark(p.provider_uri, p.universe)
@@ -291,6 +298,7 @@ def _benchmark(self:FactorInspector, p:Panel)->tuple[str|None, pd.Series|None]:
     if key not in self._bench_cache: self._bench_cache = {key: load_benchmark(p.provider_uri, code, p.dates[0], p.dates[-1])}
     return code, self._bench_cache[key]
 
+# %% ../nbs/08_inspect.ipynb #9f3c313e
 @patch
 def refresh(self:FactorInspector)->None:
     "Recompute and redraw everything for the current formula and controls; errors go to `error_html`."
@@ -303,6 +311,7 @@ def refresh(self:FactorInspector)->None:
         self.error_html.value = error_html(e, self.formula_text.value if isinstance(e, FormulaError) else None)
         self.status_html.value = '<i>showing the last result that worked</i>' if self.figures else ''
 
+# %% ../nbs/08_inspect.ipynb #1f7630e6
 @patch
 def _refresh(self:FactorInspector)->None:
     text = self.formula_text.value

@@ -35,6 +35,7 @@ FEATURE_TEXT = {
     'LogVolume': ('log volume', 'log(volume + 1)', 'activity'),
 }
 
+# %% ../nbs/09a_interpret.ipynb #556e24fe
 # theme -> (label, meaning when the factor favours high values, meaning when it favours low values)
 THEMES = {
     'price': ('price level', 'higher-priced stocks do better',
@@ -64,6 +65,7 @@ THEMES = {
                    'stocks with fewer splits and dividends do better'),
 }
 
+# %% ../nbs/09a_interpret.ipynb #7f610d06
 OP_TEXT = {o: s.gloss for o, s in OPERATORS.items()}   # operator -> short gloss for the tree drawing (its record's)
 
 # %% ../nbs/09a_interpret.ipynb #04d3bdd3
@@ -79,6 +81,7 @@ _STAT = {o: s.stat for o, s in OPERATORS.items() if s.stat}   # a rolling statis
 
 def _quantile(q:float)->str: return 'median' if q == 0.5 else f"{round(q * 100):d}th percentile"
 
+# %% ../nbs/09a_interpret.ipynb #68e8263d
 def describe(formula:Formula|str, # a formula or its text
             )->str: # a noun phrase, e.g. 'the average log volume over 5 days'
     "What `formula` computes, as a phrase read off its tree."
@@ -128,6 +131,7 @@ def describe(formula:Formula|str, # a formula or its text
 _POSITIVE = {'price', 'activity', 'liquidity', 'size', 'adjustment'}   # themes of leaves that are never negative
 _KEEP = {o for o, s in OPERATORS.items() if s.monotone}   # rise with their operands: a driver's sign passes through
 
+# %% ../nbs/09a_interpret.ipynb #8f429c2d
 def drivers(formula:Formula|str, # a formula or its text
             sign:int=1, # +1: the factor as written; -1: its opposite
            )->list[tuple[str, int]]: # (theme, +1 rises with it / -1 falls with it / 0 unknown), in reading order
@@ -183,6 +187,7 @@ def _join(xs:list[str])->str: return xs[0] if len(xs) == 1 else ', '.join(xs[:-1
 
 def _cap(s:str)->str: return s[:1].upper() + s[1:]
 
+# %% ../nbs/09a_interpret.ipynb #cfd9c2a1
 def interpret(formula:Formula|str, # a formula or its text
               weight:float|None=None, # its weight in a pool: a negative one flips the direction of the meaning
              )->str: # 'Core logic: …\nParts: …\nMarket meaning: …'

@@ -39,6 +39,7 @@ def _operator_tables(ns:dict, # the strategy's namespace, where its numpy kernel
     return (table, {o for o, s in OPERATORS.items() if s.shifted}, {o for o, s in OPERATORS.items() if s.span},
             {o for o, s in OPERATORS.items() if s.start})
 
+# %% ../nbs/10_joinquant.ipynb #ed3a7b12
 def operator_table_source()->str:
     "The strategy file's operator tables as Python text (literals naming its numpy kernels), from the records."
     names = lambda pred: '{' + ', '.join(repr(o) for o, s in OPERATORS.items() if pred(s)) + '}'
@@ -48,6 +49,7 @@ def operator_table_source()->str:
                       f"SPAN = {names(lambda s: s.span)}   # kept within each stock's data",
                       f"START = {names(lambda s: s.start)}   # count from each stock's first day of data"])
 
+# %% ../nbs/10_joinquant.ipynb #d982697e
 def parity_error(a, # values to check, e.g. the strategy's `[day, stock]`
                  b, # the reference, e.g. `evaluate_formula`'s
                 )->float: # max |a − b| / max(1, |b|) over finite cells; inf when NaN or infinity patterns differ
@@ -73,6 +75,7 @@ def formula_tree(f:Formula|str, # a formula or its text
         return node
     return go(f)
 
+# %% ../nbs/10_joinquant.ipynb #20d124dd
 def check_exportable(name:str, # the factor's name, for the message
                      f:Formula|str, # its formula
                     )->dict: # the tree the exporter writes for it
@@ -118,6 +121,7 @@ def strategy_source()->str:
     "The text of `strategy.py`: the module `alphanb.jq_strategy`, byte for byte."
     return Path(jq_strategy.__file__).read_text(encoding='utf-8')
 
+# %% ../nbs/10_joinquant.ipynb #4194070f
 def export_joinquant(factors_path:str|Path, # a factors.json
                      out_dir:str|Path, # directory for the three files
                      config=None, # trading-rule overrides (dict or backtest config); see `trading_rules`
@@ -156,6 +160,7 @@ def write_template(path:str|Path, # where to write the strategy file, e.g. the r
     atomic_write_text(path, strategy_source())
     return path
 
+# %% ../nbs/10_joinquant.ipynb #9b76489b
 def template_is_current(path:str|Path, # the repository's copy, e.g. joinquant/strategy.py
                        )->bool: # True when it is exactly what the exporter writes
     "Whether the strategy file at `path` is the one the exporter writes now."
@@ -199,6 +204,7 @@ class _Obj:
     def __init__(self, **kw): self.__dict__.update(kw)
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
 
+# %% ../nbs/10_joinquant.ipynb #e5477a95
 class Position:
     "A holding as JoinQuant shows it: shares, shares sellable today, average cost and last price."
     def __init__(self, security): self.security, self.total_amount, self.closeable_amount, self.avg_cost, self.price = security, 0, 0, 0., 0.
@@ -206,6 +212,7 @@ class Position:
     def value(self)->float: return self.total_amount * self.price
     def __repr__(self): return f"Position({self.security}, {self.total_amount} shares @ {self.price:.2f}, cost {self.avg_cost:.2f})"
 
+# %% ../nbs/10_joinquant.ipynb #652883cc
 class Portfolio:
     "Cash and positions; `total_value` at the last prices."
     def __init__(self, cash:float): self.available_cash, self.positions, self.starting_cash = float(cash), {}, float(cash)
@@ -215,6 +222,7 @@ class Portfolio:
     def total_value(self)->float: return self.available_cash + self.positions_value
 
 
+# %% ../nbs/10_joinquant.ipynb #bd9c4034
 def raw_volume_money(P:dict, # Qlib fields name -> [day, stock] float64: '$volume', '$amount', and '$vwap' if stored
                      fac:np.ndarray, # [day, stock] the adjustment factor
                     )->tuple[np.ndarray, np.ndarray]: # [day, stock] raw shares traded, [day, stock] CNY traded
@@ -324,6 +332,7 @@ class _Log:
     def error(self, *a): self.sink.append(('error', ' '.join(map(str, a))))
     def debug(self, *a): pass
 
+# %% ../nbs/10_joinquant.ipynb #d0e734cb
 @patch
 def _rows(self:LocalJoinQuant, start_date, end_date, count)->np.ndarray:
     "Calendar rows served: up to `end_date`, from `start_date` or the last `count`; never after the previous day."
@@ -334,6 +343,7 @@ def _rows(self:LocalJoinQuant, start_date, end_date, count)->np.ndarray:
     lo = int(self.days.searchsorted(_day(start_date), 'left')) if start_date is not None else max(0, hi - int(count))
     return np.arange(lo, hi)
 
+# %% ../nbs/10_joinquant.ipynb #79f8c16c
 @patch
 def get_price(self:LocalJoinQuant, security, start_date=None, end_date=None, frequency='daily', fields=None,
               skip_paused=False, fq='pre', count=None, panel=True, fill_paused=True):
@@ -351,6 +361,7 @@ def get_price(self:LocalJoinQuant, security, start_date=None, end_date=None, fre
         out[f] = a[np.ix_(rows, cols)].reshape(-1)
     return pd.DataFrame(out)
 
+# %% ../nbs/10_joinquant.ipynb #8526a9ef
 @patch
 def get_valuation(self:LocalJoinQuant, security_list, start_date=None, end_date=None, fields=None, count=None):
     "JoinQuant's `get_valuation`: market caps in 1e8 CNY, one row per code and day."
@@ -360,6 +371,7 @@ def get_valuation(self:LocalJoinQuant, security_list, start_date=None, end_date=
     for f in fields: out[f] = self.raw[f][np.ix_(rows, cols)].reshape(-1)
     return pd.DataFrame(out)
 
+# %% ../nbs/10_joinquant.ipynb #1b25867f
 @patch
 def get_index_stocks(self:LocalJoinQuant, index_symbol, date=None):
     "Members of the panel's universe on `date` (the panel is one index)."
@@ -367,11 +379,13 @@ def get_index_stocks(self:LocalJoinQuant, index_symbol, date=None):
     if self.now is not None and _day(date) >= _day(self.now): raise AlphanbError(f"look-ahead: members on {date} asked on {self.now:%Y-%m-%d}")
     return [] if i < 0 else [c for c, m in zip(self.codes, self.member[i]) if m]
 
+# %% ../nbs/10_joinquant.ipynb #6be62b50
 @patch
 def get_trade_days(self:LocalJoinQuant, start_date=None, end_date=None, count=None):
     "Trading days up to `end_date`."
     return [d.date() for d in self.days[self._rows(start_date, end_date, count)]]
 
+# %% ../nbs/10_joinquant.ipynb #ae4a0b1d
 @patch
 def read_file(self:LocalJoinQuant, path):
     "A file of the research root, as bytes."
@@ -415,11 +429,13 @@ def _fill(self:LocalJoinQuant, security, shares):
     self.trades.append({'date': self.now, 'code': security, 'side': side, 'shares': float(np.round(n)), 'price': fill, 'cost': cost})
     return _Obj(security=security, amount=n, filled=n, price=fill, is_buy=shares > 0)
 
+# %% ../nbs/10_joinquant.ipynb #b8f380f6
 @patch
 def order(self:LocalJoinQuant, security, amount):
     "JoinQuant's `order`: buy (`amount` > 0) or sell shares; buys in whole lots of 100."
     return self._fill(security, amount)
 
+# %% ../nbs/10_joinquant.ipynb #1a1d60f4
 @patch
 def order_target_value(self:LocalJoinQuant, security, value):
     "JoinQuant's `order_target_value`: trade toward holding `value` CNY at today's price (0 sells the whole holding)."
@@ -429,6 +445,7 @@ def order_target_value(self:LocalJoinQuant, security, value):
     want = 0 if value <= 0 else int(value / price // 100) * 100
     return self._fill(security, want - have) if want != have else None
 
+# %% ../nbs/10_joinquant.ipynb #57b1beb2
 @patch
 def get_current_data(self:LocalJoinQuant):
     "JoinQuant's `get_current_data()`: today's quote of each stock (suspension, open, last price, limit prices)."
@@ -443,6 +460,7 @@ def get_current_data(self:LocalJoinQuant):
             return q
     return Quotes()
 
+# %% ../nbs/10_joinquant.ipynb #2d008727
 @patch
 def api(self:LocalJoinQuant):
     "A `jqdata` module serving this stand-in (what `from jqdata import *` brings into the strategy)."

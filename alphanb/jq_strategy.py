@@ -24,10 +24,12 @@ import pandas as pd
 DTYPE = np.float32   # alphanb stores fields and factor values in float32 and computes formulas in float64 in between
 LOOP_MAX_WINDOW = 64  # alphanb.ops: windows up to this long are added in loops (sums, Var/Std/Cov/Corr deviations)
 
+# %% ../nbs/10a_jq_strategy.ipynb #78f6a3f5
 def as_f32(x):
     "`x` as float64 holding float32 values (alphanb's storage precision); beyond float32's range it is ±inf."
     with np.errstate(over='ignore'): return np.asarray(x, dtype=np.float64).astype(DTYPE).astype(np.float64)
 
+# %% ../nbs/10a_jq_strategy.ipynb #9ea7429a
 def _quiet(fn):
     "`fn` with numpy's warnings about empty windows and 0/0 silenced: they are NaN by design."
     def run(*a):
@@ -37,6 +39,7 @@ def _quiet(fn):
     run.__name__, run.__doc__ = fn.__name__, fn.__doc__
     return run
 
+# %% ../nbs/10a_jq_strategy.ipynb #4bddc885
 def np_delay(x, d, fill=np.nan):
     "Value of `x` (`[day, stock]`) `d` days earlier, `fill` in the first `d` rows (Qlib `Ref`)."
     if d == 0: return x
@@ -44,6 +47,7 @@ def np_delay(x, d, fill=np.nan):
     if d < x.shape[0]: out[d:] = x[:-d]
     return out
 
+# %% ../nbs/10a_jq_strategy.ipynb #070e613a
 def _lags(x, w):
     "The `w` days of each window as `[day, stock]` arrays, oldest first (NaN before the first day)."
     return (np_delay(x, w - 1 - j) for j in range(w))
@@ -72,6 +76,7 @@ def _window_sum(x, w):
     out[1:, :w] += cs[:-1, -1:] - cs[:-1, B - w:]
     return out.reshape((nb * B,) + x.shape[1:])[:days]
 
+# %% ../nbs/10a_jq_strategy.ipynb #d390c9e3
 def _moments(x, w, k=1):
     "Count of present values and the window sums of x**1 .. x**k (float64)."
     n = _window_sum((~np.isnan(x)).astype(np.float64), w)
@@ -123,12 +128,14 @@ def np_ts_sum(x, w):
     n, (s,) = _moments(x, w)
     return np.where(n > 0, s, np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #09e87ad0
 @_quiet
 def np_ts_mean(x, w):
     "Rolling mean of the last `w` days, NaN skipped (Qlib `Mean`)."
     n, (s,) = _moments(x, w)
     return s / n
 
+# %% ../nbs/10a_jq_strategy.ipynb #aad9ff94
 @_quiet
 def np_ts_var(x, w):
     "Rolling sample variance (ddof 1), NaN skipped, exactly 0 over equal values (Qlib `Var`)."
@@ -139,11 +146,13 @@ def np_ts_var(x, w):
     var = _flat_to_zero(np.maximum((s2 - s * s / n) / (n - 1), 0.), x, w, s2 / n)
     return np.where(n > 1, var, np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #5e3409cb
 @_quiet
 def np_ts_std(x, w):
     "Rolling sample standard deviation (ddof 1), NaN skipped (Qlib `Std`)."
     return np.sqrt(np_ts_var(x, w))
 
+# %% ../nbs/10a_jq_strategy.ipynb #adb2a25c
 def _central(x, w, k):
     "Count, and window sums of (x - window mean)**2 .. **k over present values, added oldest first."
     n, (s,) = _moments(x, w)
@@ -157,6 +166,7 @@ def _central(x, w, k):
         if k >= 4: acc[2] = acc[2] + np.where(ok, d2 * d2, 0.)
     return n, acc
 
+# %% ../nbs/10a_jq_strategy.ipynb #339249cc
 @_quiet
 def np_ts_skew(x, w):
     "Rolling sample skewness, pandas' bias-corrected estimator, NaN skipped; NaN below 3 values (Qlib `Skew`)."
@@ -164,6 +174,7 @@ def np_ts_skew(x, w):
     B, C = c2 / n, c3 / n
     return np.where((n >= 3) & (B > 1e-14), np.sqrt(n * (n - 1)) * C / ((n - 2) * B ** 1.5), np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #398fa9c0
 @_quiet
 def np_ts_kurt(x, w):
     "Rolling sample excess kurtosis, pandas' bias-corrected estimator, NaN skipped; NaN below 4 values (Qlib `Kurt`)."
@@ -171,6 +182,7 @@ def np_ts_kurt(x, w):
     B, D = c2 / n, c4 / n
     return np.where((n >= 4) & (B > 1e-14), ((n * n - 1) * D / (B * B) - 3 * (n - 1) ** 2) / ((n - 2) * (n - 3)), np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #41d9e0f2
 @_quiet
 def np_ts_mad(x, w):
     "Rolling mean absolute deviation about the window mean, NaN skipped (Qlib `Mad`)."
@@ -179,6 +191,7 @@ def np_ts_mad(x, w):
     for v in _lags(x, w): acc = acc + np.where(np.isnan(v), 0., np.abs(v - m))
     return acc / n
 
+# %% ../nbs/10a_jq_strategy.ipynb #b5fce207
 @_quiet
 def np_ts_med(x, w):
     "Rolling median, the mean of the middle two for an even count, NaN skipped (Qlib `Med`)."
@@ -188,18 +201,21 @@ def np_ts_med(x, w):
     mid = (np.take_along_axis(srt, lo, -1) + np.take_along_axis(srt, hi, -1))[..., 0] / 2
     return np.where(n > 0, mid, np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #e0ba6acb
 @_quiet
 def np_ts_max(x, w):
     "Rolling maximum, NaN skipped (Qlib `Max(x, w)`)."
     m = _extreme(x, w, True)
     return np.where(m == -np.inf, np.nan, m)
 
+# %% ../nbs/10a_jq_strategy.ipynb #3e588d10
 @_quiet
 def np_ts_min(x, w):
     "Rolling minimum, NaN skipped (Qlib `Min(x, w)`)."
     m = _extreme(x, w, False)
     return np.where(m == np.inf, np.nan, m)
 
+# %% ../nbs/10a_jq_strategy.ipynb #9cd4e427
 @_quiet
 def np_ts_rank(x, w):
     "Percentile of today's value among the last `w` days: average rank of ties / count, NaN skipped (Qlib `Rank(x, w)`)."
@@ -210,10 +226,12 @@ def np_ts_rank(x, w):
         sgn = sgn + (d > 0) - (d < 0)
     return np.where(np.isnan(x), np.nan, (n + 1 - sgn) / 2 / n)
 
+# %% ../nbs/10a_jq_strategy.ipynb #4357db2e
 def np_ts_delta(x, w):
     "Change over `w` days, x_t - x_{t-w} (Qlib `Delta`)."
     return x - np_delay(x, w)
 
+# %% ../nbs/10a_jq_strategy.ipynb #cbbf766f
 def _weighted_window(x, wt):
     "Over each window: the sum of wt * x and of wt over its present days, oldest first, as alphanb's loop adds them."
     xz, ok, w = _zeroed(x), (~np.isnan(x)).astype(np.float64), len(wt)
@@ -222,6 +240,7 @@ def _weighted_window(x, wt):
         num = num + wt[j] * np_delay(xz, w - 1 - j, 0.); den = den + wt[j] * np_delay(ok, w - 1 - j, 0.)
     return num, den
 
+# %% ../nbs/10a_jq_strategy.ipynb #69701c8c
 @_quiet
 def np_ts_wma(x, w):
     "Linearly weighted moving average of the last `w` days (weight `w` today .. 1 oldest), NaN skipped."
@@ -234,6 +253,7 @@ def np_ts_wma(x, w):
     den = _window_sum(t * v, w) - (t - w) * _window_sum(v, w)
     return np.where(den > 0, num / den, np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #f6c11c67
 def _decayed_sum(x, w, a):
     "Sum over k < w of a**k * x[t-k], by doubling spans as alphanb adds them (zeros for missing days)."
     out, off, span, p = None, 0, 1, x
@@ -245,6 +265,7 @@ def _decayed_sum(x, w, a):
         if 2 * span > w: return out
         p = p + np_delay(p, span, 0.) * a ** span; span *= 2
 
+# %% ../nbs/10a_jq_strategy.ipynb #5734e789
 @_quiet
 def np_ts_ema(x, w):
     "Exponential moving average of the last `w` days, weights (1-2/(w+1))**k for k days back, NaN skipped."
@@ -255,6 +276,7 @@ def np_ts_ema(x, w):
     num, den = _decayed_sum(_zeroed(x), w, a), _decayed_sum((~np.isnan(x)).astype(np.float64), w, a)
     return np.where(den > 0, num / den, np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #16ae64d8
 def _pair_window(x, y, w):
     "Over each window's days where both are present: count and the sums of products of deviations (xy, x², y²)."
     n, sx, sy = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
@@ -278,6 +300,7 @@ def _pair_sums(x, y, w):
     xz, yz = np.where(ok, x, 0.), np.where(ok, y, 0.)
     return ok, [_window_sum(v, w) for v in (ok.astype(np.float64), xz, yz, xz * yz, xz * xz, yz * yz)]
 
+# %% ../nbs/10a_jq_strategy.ipynb #6b8d3c99
 @_quiet
 def np_ts_cov(x, y, w):
     "Rolling sample covariance (ddof 1) over the days where both are present (Qlib `Cov`)."
@@ -287,6 +310,7 @@ def np_ts_cov(x, y, w):
     _, (n, sx, sy, sxy, _, _) = _pair_sums(x, y, w)
     return np.where(n > 1, (sxy - sx * sy / n) / (n - 1), np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #f196b26e
 @_quiet
 def np_ts_corr(x, y, w):
     "Rolling Pearson correlation over the days where both are present; NaN where either barely moves (Qlib `Corr`)."
@@ -322,18 +346,22 @@ def _time_fit(x, w):
     r2 = np.where((n >= 2) & (syy > 0), sxy * sxy / (sxx * syy), np.nan)
     return b, r2, np.where(n >= 2, x - my + b * mi, np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #5988aad0
 def np_ts_slope(x, w):
     "Slope of the least-squares line through the window's values against their day index (Qlib `Slope`)."
     return _time_fit(x, w)[0]
 
+# %% ../nbs/10a_jq_strategy.ipynb #77bdc092
 def np_ts_rsquare(x, w):
     "R² of that line, NaN where the window's standard deviation is <= 2e-5 (Qlib `Rsquare`)."
     return np.where(np_ts_std(x, w) <= 2e-5, np.nan, _time_fit(x, w)[1])
 
+# %% ../nbs/10a_jq_strategy.ipynb #34d6da68
 def np_ts_resi(x, w):
     "Today's value minus that line's value today (Qlib `Resi`)."
     return _time_fit(x, w)[2]
 
+# %% ../nbs/10a_jq_strategy.ipynb #1cb49a4e
 @_quiet
 def np_ts_quantile(x, w, q):
     "Rolling `q`-quantile of the present values, linear between order statistics (Qlib `Quantile`)."
@@ -346,10 +374,12 @@ def np_ts_quantile(x, w, q):
     vh = np.take_along_axis(srt, np.minimum(lo + 1, w - 1)[..., None], -1)[..., 0]
     return np.where(n > 0, np.where(frac > 0, vl + (vh - vl) * frac, vl), np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #1f99d48f
 def np_ts_count(x, w):
     "Present values in the last `w` days (Qlib `Count`)."
     return _moments(x, w, 0)[0]
 
+# %% ../nbs/10a_jq_strategy.ipynb #60c05e02
 def _arg_extreme(x, w, start, largest):
     "1-based position of the window's extreme (numpy's argmax: a missing day is the extreme), from each stock's first day."
     days = x.shape[0]
@@ -364,14 +394,17 @@ def _arg_extreme(x, w, start, largest):
     pos = np.where(first_nan < w, first_nan, ext) - (~inside).sum(-1) + 1
     return np.where((inside & ~nan).any(-1), pos.astype(np.float64), out)
 
+# %% ../nbs/10a_jq_strategy.ipynb #c026a9b0
 def np_ts_argmax(x, w, start):
     "Position of the window's maximum, 1 = oldest day (Qlib `IdxMax`)."
     return _arg_extreme(x, w, start, True)
 
+# %% ../nbs/10a_jq_strategy.ipynb #e52204ad
 def np_ts_argmin(x, w, start):
     "Position of the window's minimum, 1 = oldest day (Qlib `IdxMin`)."
     return _arg_extreme(x, w, start, False)
 
+# %% ../nbs/10a_jq_strategy.ipynb #6a03aec9
 @_quiet
 def np_qlib_wma(x, w, start):
     "Qlib's `WMA`: the mean over the present days of (weight / sum of weights) × x, weights 1 .. m over the window's m rows."
@@ -386,6 +419,7 @@ def np_qlib_wma(x, w, start):
         total = total + np.where(ok, (i - lo + 1) / (m * (m + 1) / 2) * np.where(ok, v, 0.), 0.); n = n + ok
     return np.where((n > 0) & (m > 0), total / n, np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #5e9b34cc
 def np_qlib_ema(x, w):
     "Qlib's `EMA`: pandas' `ewm(span=w).mean()` from the first row."
     a = 1 - 2 / (w + 1)
@@ -402,10 +436,12 @@ def np_qlib_ema(x, w):
         out[t] = avg
     return out
 
+# %% ../nbs/10a_jq_strategy.ipynb #a61ff019
 def ema_memory(w):
     "Days of history after which Qlib's EMA of span `w` keeps less than 1e-9 of its weight: how much the strategy loads."
     return int(math.ceil(math.log(1e-9) / math.log(1 - 2 / (w + 1)))) if w > 1 else 0
 
+# %% ../nbs/10a_jq_strategy.ipynb #f8039597
 def _condition(fn):
     def k(x, y): return fn(x, y).astype(np.float64)
     k.__name__ = 'np_' + fn.__name__
@@ -413,16 +449,19 @@ def _condition(fn):
 
 np_gt, np_ge, np_lt, np_le, np_eq, np_ne = map(_condition, [np.greater, np.greater_equal, np.less, np.less_equal, np.equal, np.not_equal])
 
+# %% ../nbs/10a_jq_strategy.ipynb #5cd5a043
 def _truth(x): return x != 0   # numpy's truth: NaN holds
 
 def np_and(x, y):
     "1 where both conditions hold (Qlib `And`)."
     return (_truth(x) & _truth(y)).astype(np.float64)
 
+# %% ../nbs/10a_jq_strategy.ipynb #ded06a39
 def np_or(x, y):
     "1 where either condition holds (Qlib `Or`)."
     return (_truth(x) | _truth(y)).astype(np.float64)
 
+# %% ../nbs/10a_jq_strategy.ipynb #f18fcb74
 def np_not(x):
     "1 where the condition does not hold (Qlib `Not`)."
     return (~_truth(x)).astype(np.float64)
@@ -443,6 +482,7 @@ def np_cs_rank(x):
     np.put_along_axis(rank, order, (first + last) / 2. + 1, 1)
     with np.errstate(all='ignore'): return np.where(ok, rank / ok.sum(1, keepdims=True), np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #5e0013f6
 @_quiet
 def np_cs_zscore(x):
     "Cross-sectional z-score per day, (x - mean) / std with ddof 1, NaN excluded."
@@ -452,44 +492,54 @@ def np_cs_zscore(x):
     sd = np.sqrt((np.where(ok, x - m, 0.) ** 2).sum(1, keepdims=True) / (n - 1))
     return np.where(ok & (n > 1) & (sd > 0), (x - m) / sd, np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #08b0b721
 def _finite(v): return np.where(np.isinf(v), np.nan, v)
 
+# %% ../nbs/10a_jq_strategy.ipynb #02fd7434
 @_quiet
 def np_div(x, y):
     "x / y, NaN where `y` is 0 or the result is infinite."
     return _finite(np.where(y == 0, np.nan, x / y))
 
+# %% ../nbs/10a_jq_strategy.ipynb #9a80d0a0
 @_quiet
 def np_log(x):
     "Natural log, NaN where `x` <= 0."
     return np.log(np.where(x > 0, x, np.nan))
 
+# %% ../nbs/10a_jq_strategy.ipynb #8dfcc202
 @_quiet
 def np_pow(x, y):
     "x ** y (Qlib `Power`), NaN where it is infinite (beyond float64's range) or complex."
     return _finite(np.power(x, y))
 
+# %% ../nbs/10a_jq_strategy.ipynb #d47e1107
 def np_gate(c, x, y):
     "`x` where `c` > 0, else `y` (also where `c` is NaN)."
     return np.where(c > 0, x, y)
 
+# %% ../nbs/10a_jq_strategy.ipynb #c786023e
 @_quiet
 def np_jump(x):
     "Size of a jump: the 20-day z-score above 3, as z - 3, else 0."
     return np.maximum(np_div(x - np_ts_mean(x, 20), np_ts_std(x, 20)) - 3, 0.)
 
+# %% ../nbs/10a_jq_strategy.ipynb #4a8ecc69
 def np_decay(x):
     "x + 0.8 x_{t-1} + 0.6 x_{t-2}."
     return x + 0.8 * np_delay(x, 1) + 0.6 * np_delay(x, 2)
 
+# %% ../nbs/10a_jq_strategy.ipynb #90778a39
 def np_max3(x):
     "Maximum of the last 3 days."
     return np_ts_max(x, 3)
 
+# %% ../nbs/10a_jq_strategy.ipynb #df2e0e1a
 def np_tsum20(x):
     "Sum of the last 20 days."
     return np_ts_sum(x, 20)
 
+# %% ../nbs/10a_jq_strategy.ipynb #9e578899
 @_quiet
 def np_ts_zscore(x, w):
     "(x − rolling mean) / rolling standard deviation of the last `w` days; NaN where the deviation is 0."
@@ -559,6 +609,7 @@ START = {'IdxMax', 'IdxMin', 'QlibWMA'}   # count from each stock's first day of
 # <<< operator table
 FEATURE_LOOKBACK = {'Returns': 1, 'Liquidity': 59, 'Pressure': 0, 'FOMO': 19, 'Deviation': 19, 'LogVolume': 0}
 
+# %% ../nbs/10a_jq_strategy.ipynb #6a03fb27
 def tree_lookback(tree):
     "Days before today that the value of formula `tree` today reads (0: today only)."
     op = tree['op']
@@ -571,11 +622,13 @@ def tree_lookback(tree):
     if fam in ('rolling', 'pair_rolling'): return inner + tree['offset'] + tree['window'] - (0 if op == 'Delta' else 1)
     return inner + extra
 
+# %% ../nbs/10a_jq_strategy.ipynb #7b9c9015
 def data_span(bars):
     "Each stock's first row with a close, and `[day, stock]` True from it to its last row with one (alphanb's `data_span`)."
     present = ~np.isnan(bars['$close'])
     return present.argmax(0), np.maximum.accumulate(present, 0) & np.maximum.accumulate(present[::-1], 0)[::-1]
 
+# %% ../nbs/10a_jq_strategy.ipynb #dd3a4829
 def _shifted(x):
     "`x` minus each stock's first non-NaN value (0 when it has none), known from that day on."
     first = (~np.isnan(x)).argmax(0)
@@ -605,6 +658,7 @@ def _node(tree, bars, member, cache):
     cache[key] = out
     return out
 
+# %% ../nbs/10a_jq_strategy.ipynb #ae866003
 def np_evaluate(tree, bars, member=None, cache=None):
     "Value `[day, stock]` of formula `tree` on `bars` as `evaluate_formula` gives it: float32, NaN beyond its range."
     out = as_f32(_node(tree, bars, member, {} if cache is None else cache))
@@ -631,15 +685,18 @@ RAW_BAR_FIELDS = ['open', 'close', 'high', 'low', 'volume', 'money', 'pre_close'
 RECORD = None   # a list the local stand-in sets to collect each rebalance's numbers; None on JoinQuant
 SELLS = None    # a list the local stand-in sets to collect each sale as (day, code, reason); None on JoinQuant
 
+# %% ../nbs/10a_jq_strategy.ipynb #69d4da28
 def jq_code(symbol):
     "JoinQuant's code of a Qlib symbol: 'SH600000' -> '600000.XSHG', 'SZ000001' -> '000001.XSHE'."
     return symbol[2:] + ('.XSHG' if symbol[:2].upper() == 'SH' else '.XSHE')
 
+# %% ../nbs/10a_jq_strategy.ipynb #639e981a
 def qlib_symbol(code):
     "The Qlib symbol of a JoinQuant code: '600000.XSHG' -> 'SH600000'."
     num, ex = code.split('.')
     return ('SH' if ex == 'XSHG' else 'SZ') + num
 
+# %% ../nbs/10a_jq_strategy.ipynb #b58f6359
 def _wide(df, fields, dates, codes):
     "[day, stock] float64 arrays of `fields` from a long get_price / get_valuation frame."
     day = 'time' if 'time' in df.columns else 'day'   # get_price names it 'time', get_valuation 'day'
@@ -653,6 +710,7 @@ def _wide(df, fields, dates, codes):
         out[f] = a
     return out
 
+# %% ../nbs/10a_jq_strategy.ipynb #400b065a
 def anchor_factors(codes, anchor, end_date, chunk=50):
     "JoinQuant's back-adjustment factor of each code on its first trading day on or after `anchor` (years of rows: asked in chunks)."
     out = {}
@@ -663,6 +721,7 @@ def anchor_factors(codes, anchor, end_date, chunk=50):
         out.update(df.groupby('code')['factor'].first().to_dict())
     return {c: float(out[c]) for c in codes if c in out}
 
+# %% ../nbs/10a_jq_strategy.ipynb #89952ce3
 def load_bars(codes, end_date, count, anchor, need_cap=False):
     "The dates, and Qlib-style fields (name -> `[day, stock]`) of `codes` over the `count` trading days up to `end_date`."
     df = get_price(codes, end_date=end_date, count=count, frequency='daily', fields=RAW_BAR_FIELDS, fq=None,
@@ -701,6 +760,7 @@ def needed_rows(tree, rows=1, out=None):
         for a in tree['args']: needed_rows(a, inner, out)
     return out
 
+# %% ../nbs/10a_jq_strategy.ipynb #f16637f0
 def member_mask(dates, codes, members):
     "[day, stock] bool: index membership of `codes` on `dates`, from `members` (date -> set of codes)."
     return np.array([[c in members.get(d, ()) for c in codes] for d in dates], dtype=bool)
@@ -719,6 +779,7 @@ def zscore_day(x, valid):
     if not sd > 1e-10 * math.sqrt(np.cumsum(x0 * x0)[-1] / n): return out   # a constant day has no z-score
     with np.errstate(all='ignore'): return as_f32(np.where(m, d / sd, np.nan))
 
+# %% ../nbs/10a_jq_strategy.ipynb #90f0c51b
 def combine_signal(values, weights, valid):
     "The traded signal `[stock]`: the sum of weight × z-score of each factor, a missing z-score counted as 0 (as alphanb.pool)."
     zs = [zscore_day(v, valid) for v in values]
@@ -727,6 +788,7 @@ def combine_signal(values, weights, valid):
     for z, w in zip(zs, weights): total = total + DTYPE(w) * np.where(np.isfinite(z), z, 0.).astype(DTYPE)
     return np.where(fin & valid, total.astype(np.float64), np.nan)
 
+# %% ../nbs/10a_jq_strategy.ipynb #1cc487e8
 def top_k(signal, k):
     "Indices of the `k` largest finite values of `signal`, best first (ties by position)."
     idx = np.flatnonzero(~np.isnan(signal))
@@ -741,6 +803,7 @@ def load_export():
         spec['history'] = int(z['history'])
     return spec
 
+# %% ../nbs/10a_jq_strategy.ipynb #607f1916
 def stamp_tax_on(cfg, day):
     "The stamp-tax rate in force on `day` (the rate changed on 2023-08-28)."
     rate = cfg['stamp_tax']
@@ -748,6 +811,7 @@ def stamp_tax_on(cfg, day):
         if pd.Timestamp(day) >= pd.Timestamp(first): rate = r
     return rate
 
+# %% ../nbs/10a_jq_strategy.ipynb #626d168a
 def _set_costs(cfg, tax):
     set_order_cost(OrderCost(open_tax=0, close_tax=tax, open_commission=cfg['commission'], close_commission=cfg['commission'],
                              close_today_commission=0, min_commission=cfg['min_commission']), type='stock')
@@ -766,6 +830,7 @@ def initialize(context):
     g.entry, g.raw_bought, g.adj_shares, g.bought_on, g.pending, g.shares = {}, {}, {}, {}, {}, {}
     run_daily(trade, time='open' if cfg['trade_price'] == 'open' else 'close')
 
+# %% ../nbs/10a_jq_strategy.ipynb #bb023a7d
 def _is_rebalance_day(cfg, day):
     "Every `rebalance` trading days from the first, or the first trading day of each week ('W') or month ('M')."
     r = cfg['rebalance']
@@ -788,10 +853,12 @@ def _marks(codes, prev):
 def _deal_price(cfg, quote):
     return quote.day_open if cfg['trade_price'] == 'open' else quote.last_price
 
+# %% ../nbs/10a_jq_strategy.ipynb #d85edf64
 def fen(price):
     "`price` in whole fen (0.01 CNY): limit tests compare prices on the exchange's grid, as alphanb's backtester does."
     return np.rint(np.float64(price) * 100)
 
+# %% ../nbs/10a_jq_strategy.ipynb #ce231515
 def _sellable(cfg, c, quote, today):
     "Held before today (T+1), trading, and not at the limit-down price."
     px = _deal_price(cfg, quote)
@@ -812,6 +879,7 @@ def _sell(c, reason, today, log_rows):
     if SELLS is not None: SELLS.append((str(today.date()), c, reason))
     return True
 
+# %% ../nbs/10a_jq_strategy.ipynb #18041b59
 def buy_sizes(cfg, prices, budget, cash):
     "Raw shares to buy at raw `prices` `[stock]` with `budget` CNY each and `cash` in all, as alphanb's backtester sizes them."
     unit = max(int(cfg['lot'] or 1), 1)
@@ -830,6 +898,7 @@ def buy_sizes(cfg, prices, budget, cash):
             left -= amount[i] + cost[i]
     return n, amount
 
+# %% ../nbs/10a_jq_strategy.ipynb #03d0a1a6
 def _members(cfg, day):
     "Index members on `day` (cached: each day's constituents are fetched once over the whole backtest)."
     key = pd.Timestamp(day).normalize()
@@ -859,12 +928,14 @@ def factor_values(context, held):
     valid = member[-1] & (bars['$volume'][-1] > 0)                       # members that traded at the previous close
     return codes, values, combine_signal(values, spec['weights'], valid), valid
 
+# %% ../nbs/10a_jq_strategy.ipynb #b3e02355
 def trade(context):
     "The daily handler: exits decided at the previous close, then on rebalance days sell what left the top-k and buy what entered."
     _trade(context)
     # the shares held tonight: tomorrow's holdings are valued at tonight's close in these, not in shares split overnight
     g.shares = {c: p.total_amount for c, p in context.portfolio.positions.items() if p.total_amount > 0}
 
+# %% ../nbs/10a_jq_strategy.ipynb #fa9baac3
 def _trade(context):
     cfg = g.export['config']
     pf = context.portfolio

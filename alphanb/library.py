@@ -44,16 +44,19 @@ def alpha158()->list[tuple[str, str]]: # (name, Qlib expression), in Qlib's orde
     fields, names = Alpha158DL.get_feature_config()   # its default config is the one the Alpha158 handler passes
     return list(zip(names, fields))
 
+# %% ../nbs/03c_library.ipynb #d36b6707
 def alpha360()->list[tuple[str, str]]: # (name, Qlib expression), in Qlib's order
     "Qlib's Alpha360 features: 60 days of prices divided by today's close and volumes divided by today's volume."
     from qlib.contrib.data.loader import Alpha360DL
     fields, names = Alpha360DL.get_feature_config()
     return list(zip(names, fields))
 
+# %% ../nbs/03c_library.ipynb #9f830d2d
 def alpha158_formulas()->list[tuple[str, Formula]]: # (name, formula)
     "Alpha158 read with `Formula.from_qlib`."
     return [(n, Formula.from_qlib(e)) for n, e in alpha158()]
 
+# %% ../nbs/03c_library.ipynb #8f770ff7
 def alpha360_formulas()->list[tuple[str, Formula]]: # (name, formula)
     "Alpha360 read with `Formula.from_qlib`."
     return [(n, Formula.from_qlib(e)) for n, e in alpha360()]
@@ -86,6 +89,7 @@ def library(name:str, # 'alpha158', 'alpha360' or 'classic'
         raise ConfigError(f"unknown factor library '{name}'{did_you_mean(name, LIBRARIES)}: choose one of {', '.join(LIBRARIES)}")
     return LIBRARIES[name]()
 
+# %% ../nbs/03c_library.ipynb #d193fc49
 def _available(factors:list[LibraryFactor], fields, where:str)->list[LibraryFactor]:
     "The factors whose fields are all in `fields` (all when None); the others are named on stderr."
     if fields is None: return factors
@@ -113,6 +117,7 @@ def library_factors(name:str, # 'alpha158', 'alpha360' or 'classic'
              'weight': 1.0, 'interpretation': f.note, 'performance': {}}
             for f in _available(library(name), fields, where)]
 
+# %% ../nbs/03c_library.ipynb #afacd40e
 def save_library(name:str, # 'alpha158', 'alpha360' or 'classic'
                  path:str|Path, # where the factors file goes (written atomically)
                  fields:list[str]|None=None, # the fields the data has; factors needing others are left out

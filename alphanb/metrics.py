@@ -64,6 +64,7 @@ def daily_corr(x:Tensor, # [day, stock]
     ok = (n >= max(min_stocks, 2)) & _spread(sxx, x0) & _spread(syy, y0)
     return torch.where(ok, r, float('nan'))
 
+# %% ../nbs/04_metrics.ipynb #3943d83b
 def daily_ic(factor:Tensor, # [day, stock] factor values, NaN where absent
              target:Tensor, # [day, stock] forward returns
              mask:Tensor|None=None, # [day, stock] bool, e.g. `panel.valid`
@@ -95,6 +96,7 @@ def _rank2(x:Tensor, # [day, stock]
         k[tied] = lo + hi - 1
     return k
 
+# %% ../nbs/04_metrics.ipynb #680c7ff6
 def rank_by_day(x:Tensor, # [day, stock]
                 mask:Tensor|None=None, # [day, stock] bool cells to rank; all finite cells when None
                )->Tensor: # [day, stock] float64 ranks 1..n with ties averaged, NaN off the mask
@@ -102,6 +104,7 @@ def rank_by_day(x:Tensor, # [day, stock]
     m = _usable(x, mask)
     return torch.where(m, (_rank2(x, m) + 2).double() / 2, float('nan'))
 
+# %% ../nbs/04_metrics.ipynb #f4870930
 def daily_rank_ic(factor:Tensor, # [day, stock] factor values
                   target:Tensor, # [day, stock] forward returns
                   mask:Tensor|None=None, # [day, stock] bool, e.g. `panel.valid`
@@ -135,6 +138,7 @@ def quantile_groups(factor:Tensor, # [day, stock]
     g = torch.div(_rank2(factor, m) * n_groups, 2 * n.clamp_min(1), rounding_mode='floor')   # exact integer arithmetic
     return torch.where(m & (n >= min_stocks), g, -1)
 
+# %% ../nbs/04_metrics.ipynb #48b16bbb
 def quantile_returns(factor:Tensor, # [day, stock]
                      target:Tensor, # [day, stock] forward returns
                      mask:Tensor|None=None, # [day, stock] bool, e.g. `panel.valid`
@@ -160,6 +164,7 @@ def next_returns(close:Tensor, # [day, stock] prices
     if n > 0: out[:n] = close[1+lag:] / close[lag:lag+n] - 1
     return out
 
+# %% ../nbs/04_metrics.ipynb #67f79b64
 def top_mask(factor:Tensor, # [day, stock]
              mask:Tensor|None=None, # [day, stock] bool stocks that may be chosen, e.g. `panel.valid`
              k:int=50, # stocks chosen per day
@@ -172,6 +177,7 @@ def top_mask(factor:Tensor, # [day, stock]
     sel = torch.zeros_like(m).scatter_(1, idx, torch.isfinite(vals))
     return sel & (m.sum(1, keepdim=True) >= min_stocks)
 
+# %% ../nbs/04_metrics.ipynb #2cbe230c
 def hold_book(chosen:Tensor, # [day, stock] bool book chosen on each day
               rebalance:int=1, # days between rebalances
              )->Tensor: # [day, stock] bool book held after each day's close
@@ -179,6 +185,7 @@ def hold_book(chosen:Tensor, # [day, stock] bool book chosen on each day
     if rebalance <= 1: return chosen
     return chosen[(torch.arange(chosen.shape[0]) // rebalance) * rebalance]
 
+# %% ../nbs/04_metrics.ipynb #7dff4bc4
 def book_returns(held:Tensor, # [day, stock] bool equally weighted book
                  returns:Tensor, # [day, stock] the 1-day return each cell earns (`next_returns`)
                 )->Tensor: # [day] float64 mean return of the held stocks that have one, NaN for an empty book
@@ -186,6 +193,7 @@ def book_returns(held:Tensor, # [day, stock] bool equally weighted book
     use = held & torch.isfinite(returns)
     return torch.where(use, returns.double(), 0.).sum(1) / use.sum(1).double()
 
+# %% ../nbs/04_metrics.ipynb #13447f6c
 def turnover_series(chosen:Tensor, # [day, stock] bool book chosen on each day
                     rebalance:int=1, # days between rebalances
                    )->Tensor: # [rebalance] float64 fraction of the book replaced, NaN where a book is empty
@@ -200,6 +208,7 @@ def turnover_series(chosen:Tensor, # [day, stock] bool book chosen on each day
 # %% ../nbs/04_metrics.ipynb #f79e62c9
 MIN_RETURN_STD = 1e-12   # a daily return series with less spread than this is flat (rounding), and has no Sharpe
 
+# %% ../nbs/04_metrics.ipynb #69856cc5
 def ann_return(r:Tensor, # [day] daily returns, NaN on days without one
               )->float: # annualised geometric return
     "Annualised compounded return of a daily series."
@@ -208,12 +217,14 @@ def ann_return(r:Tensor, # [day] daily returns, NaN on days without one
     growth = torch.log1p(r).sum().item()
     return math.expm1(growth * TRADING_DAYS / len(r))
 
+# %% ../nbs/04_metrics.ipynb #230dd2fe
 def sharpe(r:Tensor, # [day] daily returns
           )->float: # annualised Sharpe ratio
     "Annualised Sharpe ratio (risk-free 0, ddof 1) of a daily series."
     m, s, _ = mean_std_ir(r)
     return m / s * math.sqrt(TRADING_DAYS) if s > MIN_RETURN_STD else math.nan
 
+# %% ../nbs/04_metrics.ipynb #ca1011eb
 def sortino(r:Tensor, # [day] daily returns
            )->float: # annualised Sortino ratio
     "Annualised Sortino ratio of a daily series (downside deviation about 0)."
@@ -222,6 +233,7 @@ def sortino(r:Tensor, # [day] daily returns
     down = torch.sqrt((r.clamp(max=0) ** 2).mean()).item()
     return r.mean().item() / down * math.sqrt(TRADING_DAYS) if down > MIN_RETURN_STD else math.nan
 
+# %% ../nbs/04_metrics.ipynb #d90ef925
 def max_drawdown(r:Tensor, # [day] daily returns
                 )->float: # worst peak-to-trough fall of the compounded NAV, <= 0
     "Maximum drawdown of the NAV compounded from a daily series."
@@ -247,6 +259,7 @@ def complexity(formula=None, # a `Formula`, or None when `size` and `depth` are 
 INVALID_REWARD = -1.0        # seed reward of a factor that cannot be scored: the floor of the scaled reward
 POOL_INVALID_REWARD = 0.0    # pool reward of a candidate the pool cannot use (AlphaGen's choice)
 
+# %% ../nbs/04_metrics.ipynb #248e6a9d
 def _clip(v:float)->float: return max(-1.0, min(1.0, v))
 
 @dataclass(frozen=True)
@@ -259,6 +272,7 @@ class RewardTerm:
                               # series), 'turnover' (per rebalance), 'size' and 'depth' of the formula
     scale: Callable           # (raw, config) -> the value that is weighted, about [-1, 1]
 
+# %% ../nbs/04_metrics.ipynb #95eb4e92
 # the seed reward is the sum of sign x weight x scaled term, in this order
 REWARD = [
     RewardTerm('sharpe', 0.4, +1, lambda x, c: sharpe(x['returns']), lambda v, c: _clip(v / c.sharpe_scale)),
@@ -269,6 +283,7 @@ REWARD = [
                lambda v, c: v)]
 REWARD_TERMS = [t.name for t in REWARD]
 
+# %% ../nbs/04_metrics.ipynb #e00ad85f
 @dataclass
 class RewardConfig:
     "Weights and scales of the seed reward, and when a factor counts as degenerate."
@@ -300,6 +315,7 @@ def _centre(x0:Tensor, # [day, stock] float64, 0 off the mask
            )->Tensor: # [day, stock] x minus its day mean over the mask, 0 off the mask
     return (x0 - x0.sum(1, keepdim=True) / n.clamp_min(1).unsqueeze(1)) * mf
 
+# %% ../nbs/04_metrics.ipynb #ce9a57e2
 class RewardContext:
     "A panel's day span with its masks, target ranks and book returns precomputed, for scoring many factors quickly."
     def __init__(self,
@@ -389,6 +405,7 @@ def _nb_inf_keys(f, valid): # the factor where it is usable (masked, finite), +i
             n_book[t] += ok
     return keys, n_book
 
+# %% ../nbs/04_metrics.ipynb #50fbd8ed
 @_jit(reassociate=True)
 def _nb_day_scores(f, order, low, n_book, has, y, tc, stt, n_target, tord, yspread, min_n, k): # daily IC, RankIC, books
     # `order & low`: each day's usable cells (masked, finite) by ascending factor value, `n_book` of them; `tc`, `stt`,
@@ -443,6 +460,7 @@ def _nb_day_scores(f, order, low, n_book, has, y, tc, stt, n_target, tord, yspre
             if scc > 0 and stt_t > 0: ric[t] = sct / math.sqrt(scc * stt_t)
     return ic, ric, top, bottom
 
+# %% ../nbs/04_metrics.ipynb #07f6dd47
 @_jit
 def _nb_day_ic(f, has, y, yspread, min_n): # [day] Pearson IC over the cells with a target where f is finite
     days, stocks = f.shape
@@ -461,6 +479,7 @@ def _nb_day_ic(f, has, y, yspread, min_n): # [day] Pearson IC over the cells wit
         if yspread[t] and syy > 0 and sxx > 1e-20 * x2: ic[t] = sxy / math.sqrt(sxx * syy)
     return ic
 
+# %% ../nbs/04_metrics.ipynb #98d10322
 @_jit
 def _nb_books(top, bottom, n_book, day_ok, hold_day, r0, rfin, rebalance): # daily long and short book returns, turnover
     days, k = top.shape
@@ -490,6 +509,7 @@ def _nb_books(top, bottom, n_book, day_ok, hold_day, r0, rfin, rebalance): # dai
         if na > 0 and nb > 0: turnover[i - 1] = 1 - kept / nb
     return long, short, turnover
 
+# %% ../nbs/04_metrics.ipynb #36b5049a
 @patch
 def _scores(self:RewardContext,
             f:Tensor, # [day, stock] on the span
@@ -521,6 +541,7 @@ def _target_rank_on(self:RewardContext,
     tc = (k - (n - 1).unsqueeze(1)).double() * m.gather(1, order)       # in the target's sorted order
     return torch.zeros_like(tc).scatter_(1, order, tc)                  # back to stock order
 
+# %% ../nbs/04_metrics.ipynb #76079bd6
 @patch
 def ic_series(self:RewardContext,
               factor:Tensor, # [day, stock] on the panel or the span
@@ -568,6 +589,7 @@ def ic_series(self:RewardContext,
     ric = torch.where(ok & (scc > 0) & (stt > 0), sct / torch.sqrt(scc * stt), float('nan'))
     return ic, ric
 
+# %% ../nbs/04_metrics.ipynb #8105ea67
 @patch
 def books(self:RewardContext,
           factor:Tensor, # [day, stock] on the panel or the span
@@ -597,6 +619,7 @@ def books(self:RewardContext,
                universe=self.universe_returns, turnover=turnover_series(chosen, self.rebalance))
     return out
 
+# %% ../nbs/04_metrics.ipynb #f28033a6
 @patch
 def _prepared(self:RewardContext,
               f:Tensor, # [day, stock] on the span
@@ -615,6 +638,7 @@ def metrics(self:RewardContext,
     sc, fin, coverage = self._prepared(f)
     return series_metrics(*self.ic_series(f, fin, _scored=sc), self.books(f, fin, _scored=sc), self.n_days, coverage)
 
+# %% ../nbs/04_metrics.ipynb #402b2572
 def series_metrics(ic:Tensor, # [day] daily IC
                    ric:Tensor, # [day] daily RankIC
                    b:dict, # the daily series of `RewardContext.books`
@@ -633,6 +657,7 @@ def series_metrics(ic:Tensor, # [day] daily IC
             'long_short_sortino': sortino(b['long_short']),
             'ic_days': int(torch.isfinite(ic).sum()), 'n_days': n_days, 'coverage': coverage}
 
+# %% ../nbs/04_metrics.ipynb #53305301
 @patch
 def deciles(self:RewardContext,
             factor:Tensor, # [day, stock] on the panel or the span
@@ -668,6 +693,7 @@ def reward_terms(self:RewardContext,
     return series_reward(self.config, coverage, lambda: self.ic_series(f, fin, _scored=sc), lambda: self.books(f, fin, _scored=sc),
                          formula, size, depth)
 
+# %% ../nbs/04_metrics.ipynb #4f2a619f
 def series_reward(c:RewardConfig, # the reward's settings
                   coverage:float|None, # share of the span's valid cells where the factor is finite; None: it could not be evaluated
                   series, # () -> ([day] IC, [day] RankIC), called once the coverage passes
@@ -696,6 +722,7 @@ def series_reward(c:RewardConfig, # the reward's settings
     return {'reward': total, 'valid': True, **{f'raw_{k}': v for k, v in raw.items()}, **scaled,
             'ic_daily': ic, 'rank_ic_daily': ric}
 
+# %% ../nbs/04_metrics.ipynb #7cd29dce
 @patch
 def reward(self:RewardContext,
            factor:Tensor|None, # [day, stock] on the panel or the span; None for a formula that failed to evaluate
@@ -721,12 +748,14 @@ class RewardMode:
         ok = [s for s in env.scores.values() if s['valid'] and math.isfinite(s['ic'])]
         return [Formula.parse(s['formula']) for s in heapq.nlargest(k, ok, key=lambda s: self.key(env, s))]
 
+# %% ../nbs/04_metrics.ipynb #862ee87a
 class SeedReward(RewardMode):
     "The multi-objective seed reward (`RewardContext.reward`); the pool only collects factors."
     name = 'seed'
     def value(self, env, s, f, canon, fresh): return s['reward']
     def key(self, env, s): return s['reward']
 
+# %% ../nbs/04_metrics.ipynb #32edd5ba
 class ICReward(RewardMode):
     "|train IC| less `env.size_penalty` per node of the formula as written (its canonical size ranks the elites)."
     name = 'ic'
@@ -737,6 +766,7 @@ class ICReward(RewardMode):
         size = s['size'] if 'size' in s else Formula.parse(s['formula']).size   # checkpoints before 'size'
         return abs(s['ic']) - env.size_penalty * size
 
+# %% ../nbs/04_metrics.ipynb #2322bcca
 class PoolReward(RewardMode):
     "AlphaGen's: the pool's combined train IC after the formula is offered to it; the elites are the pool's members."
     name = 'pool'
@@ -746,4 +776,5 @@ class PoolReward(RewardMode):
         return s['pool_reward'] if fresh else env.offer(canon, env.factor(f))
     def elites(self, env, k): return list(env.pool.formulas)
 
+# %% ../nbs/04_metrics.ipynb #e9885a83
 REWARD_MODES = {m.name: m for m in (SeedReward(), PoolReward(), ICReward())}

@@ -45,6 +45,7 @@ def library_ranks(panel:Panel, # the data
     _RANKS.clear(); _RANKS.update(data=weakref.ref(panel.data), key=key, ranks=ranks)
     return ranks
 
+# %% ../nbs/03d_novelty.ipynb #757b83dc
 def library_correlations(panel:Panel, # the data
                          factors:Tensor|list[Tensor], # [day, stock] values of one factor, or a list of them, on `panel`
                          days:slice|None=None, # the days compared; all of the panel's when None
@@ -60,6 +61,7 @@ def library_correlations(panel:Panel, # the data
             for name, b in library_ranks(panel, days, library, history).items()}
     return pd.DataFrame.from_dict(rows, orient='index', columns=range(len(fs)))
 
+# %% ../nbs/03d_novelty.ipynb #bdeaba32
 def novelty(panel:Panel, # the data
             factors:Tensor|list[Tensor], # [day, stock] values of one factor, or a list of them
             days:slice|None=None, # the days compared; all when None

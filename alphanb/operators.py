@@ -18,6 +18,7 @@ FAMILY_ARITY = {'unary': 1, 'binary': 2, 'ternary': 3, 'rolling': 1, 'pair_rolli
 FAMILIES = list(FAMILY_ARITY)
 VOCABULARY_NAMES = ('classic', 'qlib')   # each includes the ones before it
 
+# %% ../nbs/02_operators.ipynb #291eb141
 @dataclass(frozen=True)
 class Op:
     "One operator: formula text, kernels, Qlib spelling, grammar and wording."
@@ -58,12 +59,14 @@ class QlibExpansion:
     def format(self, *args, x=None, w=None, **kw): return self.fn(args[0] if args else x, w)
     def __repr__(self): return f'QlibExpansion({self.fn.__name__})'
 
+# %% ../nbs/02_operators.ipynb #b32eb25b
 def _balanced(op:str, terms:list[str])->str:
     "`op(op(a,b),op(c,d))` rather than a deep chain, so long sums stay shallow for Qlib's parser."
     while len(terms) > 1:
         terms = [f'{op}({terms[i]},{terms[i+1]})' if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
     return terms[0]
 
+# %% ../nbs/02_operators.ipynb #d52e25ca
 def _qlib_weighted_mean(x:str, # Qlib expression of the series
                         weights:list[float], # weight of the value k days back, k = 0..w-1
                        )->str: # Qlib expression of the NaN-skipping weighted mean
@@ -72,9 +75,11 @@ def _qlib_weighted_mean(x:str, # Qlib expression of the series
     den = [f'Mul(If(Eq({r},{r}),1,0),{wk!r})' for r, wk in zip(refs, weights)]
     return f'Div({_balanced("Add", num)},{_balanced("Add", den)})'
 
+# %% ../nbs/02_operators.ipynb #d9b90f3d
 def _qlib_wma(x, w): return _qlib_weighted_mean(x, [w - k for k in range(w)])
 def _qlib_ema(x, w): return _qlib_weighted_mean(x, [(1 - 2 / (w + 1)) ** k for k in range(w)])
 
+# %% ../nbs/02_operators.ipynb #180664e5
 _QDIV = 'Mul(Div({0},{1}),Div({1},{1}))'
 _QJUMP = ('Greater(Sub(' + _QDIV.format(f'Sub({{x}},Mean({{x}},{ops.JUMP_WINDOW}))', f'Std({{x}},{ops.JUMP_WINDOW})')
           + ',3),0)')
@@ -131,6 +136,7 @@ def _rolling(name, kernel, qlib_name, gloss, phrase, stat, qlib=None, family='ro
     return Op(name, family, kernel, f'np_{kernel}', qlib or (f'{qlib_name}({{x}},{{w}})' if qlib_name else None), qlib_name,
               gloss, phrase, stat, **kw)
 
+# %% ../nbs/02_operators.ipynb #dc77d650
 _ROLLING = [
     _rolling('Mean', 'ts_mean', 'Mean', 'rolling average', 'the average {x}', 'average', monotone=True),
     _rolling('Sum', 'ts_sum', 'Sum', 'rolling sum', 'the total {x}', 'total', monotone=True),
@@ -209,6 +215,7 @@ def _check(records:list[Op])->dict[str, Op]:
         out[o.name] = o
     return out
 
+# %% ../nbs/02_operators.ipynb #978242c4
 OPERATORS: dict[str, Op] = _check(_ELEMENTWISE + _CONDITIONS + _ROLLING + _OTHERS)
 VOCABULARIES = {v: [o for o, s in OPERATORS.items() if s.vocabulary in VOCABULARY_NAMES[:i + 1]]
                 for i, v in enumerate(VOCABULARY_NAMES)}
@@ -219,6 +226,7 @@ INFIX = {s.infix: s.name for s in OPERATORS.values() if s.infix}
 QLIB_NAMES = {s.qlib_name: (s.name, 'offset' if s.family == 'delay' else 'window' if s.windowed else None)
               for s in OPERATORS.values() if s.qlib_name}
 
+# %% ../nbs/02_operators.ipynb #cdddc6e5
 def qlib_writer(op:Op)->Callable|None:
     "`write(*operand_texts, window=, q=)` -> Qlib text (None below the minimum window); None when Qlib cannot write `op`."
     if op.qlib is None: return None
@@ -229,4 +237,5 @@ def qlib_writer(op:Op)->Callable|None:
     write.__name__ = f'qlib_{op.kernel}'
     return write
 
+# %% ../nbs/02_operators.ipynb #c7087ef9
 QLIB_OPS: dict[str, Callable|None] = {s.kernel: qlib_writer(s) for s in OPERATORS.values()}   # kernel name -> writer

@@ -61,6 +61,7 @@ def _compiled(x:Tensor)->bool:
     "Whether `x` goes through the compiled CPU loops: numba installed, `KERNELS == 'numba'` and `x` on the CPU."
     return numba is not None and KERNELS == 'numba' and x.device.type == 'cpu'
 
+# %% ../nbs/01_ops.ipynb #c98b3099
 _LOOPS = []   # every compiled loop, so that the first-use message can count them
 
 class _Loop:
@@ -85,6 +86,7 @@ class _Loop:
         print(f" {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
         return out
 
+# %% ../nbs/01_ops.ipynb #4b7ba7da
 def _jit(fn=None, *, reassociate:bool=False):
     # numba caches machine code beside a module's file; a function defined in a notebook cell has no file to cache beside.
     # `reassociate` lets a float reduction be vectorised (summed in a different order); NaN and inf keep their meaning.
@@ -92,9 +94,11 @@ def _jit(fn=None, *, reassociate:bool=False):
     if numba is None: return fn
     return _Loop(numba.njit(parallel=True, nogil=True, cache='__file__' in globals(), fastmath={'reassoc'} if reassociate else False)(fn))
 
+# %% ../nbs/01_ops.ipynb #5e6c13fd
 def _np(x:Tensor, dtype=None): # a contiguous numpy view (or copy) of a CPU tensor
     return (x if dtype is None else x.to(dtype)).contiguous().numpy()
 
+# %% ../nbs/01_ops.ipynb #39195c4f
 @_jit
 def _nb_window_sum(x, w): # [day, stock] float64 sum of the last w rows (fewer at the start)
     days, stocks = x.shape
@@ -123,6 +127,7 @@ def _nb_window_sum(x, w): # [day, stock] float64 sum of the last w rows (fewer a
             for s in range(stocks): out[t, s] = cs[t, s]
     return out
 
+# %% ../nbs/01_ops.ipynb #28cb7f12
 @_jit
 def _nb_window_extreme(x, w, largest): # [day, stock] float64 extreme of the last w rows (NaN skipped; ∓inf where none)
     # van Herk / Gil-Werman: within blocks of w rows, running extremes forward (g) and backward (h); the window ending
@@ -149,6 +154,7 @@ def _nb_window_extreme(x, w, largest): # [day, stock] float64 extreme of the las
             else: out[t, s] = max(h[t - w + 1, s], g[t, s]) if largest else min(h[t - w + 1, s], g[t, s])
     return out
 
+# %% ../nbs/01_ops.ipynb #b1eac8de
 @_jit
 def _nb_central_sums(x, m, w, k): # [k-1, day, stock] window sums of (x - m_t)**2 .. **k over the present values
     days, stocks = x.shape
@@ -164,6 +170,7 @@ def _nb_central_sums(x, m, w, k): # [k-1, day, stock] window sums of (x - m_t)**
                     if k >= 4: out[2, t, s] += d2 * d2
     return out
 
+# %% ../nbs/01_ops.ipynb #138f7fbe
 @_jit
 def _nb_window_var(x, w): # count, mean and sum of squared deviations about it of each window's present values
     days, stocks = x.shape
@@ -184,6 +191,7 @@ def _nb_window_var(x, w): # count, mean and sum of squared deviations about it o
                     d = v - m[t, s]; m2[t, s] += d * d
     return n, m, m2
 
+# %% ../nbs/01_ops.ipynb #5839b0e8
 @_jit
 def _nb_pair_sums(x, y, w): # over each window's days where both are present: count, and the sums of the products of
     # deviations about the window means (xy, x², y²); a series flat in the window has deviations of exactly 0
@@ -211,6 +219,7 @@ def _nb_pair_sums(x, y, w): # over each window's days where both are present: co
                     cxy[t, s] += da * db; cxx[t, s] += da * da; cyy[t, s] += db * db
     return n, cxy, cxx, cyy
 
+# %% ../nbs/01_ops.ipynb #c995149a
 @_jit
 def _nb_abs_dev(x, m, w): # [day, stock] window sums of |x - m_t| over the present values
     days, stocks = x.shape
@@ -222,6 +231,7 @@ def _nb_abs_dev(x, m, w): # [day, stock] window sums of |x - m_t| over the prese
                 if v == v: out[t, s] += math.fabs(v - m[t, s])   # the builtin `abs` is shadowed by the kernel below
     return out
 
+# %% ../nbs/01_ops.ipynb #d36ccf4b
 @_jit
 def _nb_rank_signs(x, w): # [day, stock] sum over the window's earlier days of sign(x_past - x_t); NaN counts 0
     days, stocks = x.shape
@@ -234,6 +244,7 @@ def _nb_rank_signs(x, w): # [day, stock] sum over the window's earlier days of s
                 elif d < 0: out[t, s] -= 1
     return out
 
+# %% ../nbs/01_ops.ipynb #0e8edfa1
 @_jit
 def _nb_order_stat(xt, w, q): # xt [stock, day] -> [stock, day] rolling median (q < 0) or q-quantile of the present values
     stocks, days = xt.shape
@@ -275,6 +286,7 @@ def _thread_setting(v)->str|int:
         raise ConfigError(f"threads must be 'auto' or a whole number >= 1, got {v!r} (ALPHANB_THREADS or set_threads)")
     return n
 
+# %% ../nbs/01_ops.ipynb #1aa2e63f
 class ThreadPolicy:
     "Threads of the compiled loops: a fixed number, or 'auto': the cores other processes leave free, looked at every `every` s."
     def __init__(self, setting='auto', every:float=0.5):
@@ -310,6 +322,7 @@ class ThreadPolicy:
         self._n = max(1, min(self._top, math.floor(free + 0.3)))   # a core more than 30 % busy elsewhere counts as busy
         return self._n
 
+# %% ../nbs/01_ops.ipynb #d41a16c9
 def _policy_from_environment()->ThreadPolicy:
     "The policy `ALPHANB_THREADS` asks for; a bad value is an error at the first loop (where the CLI reports it), not at import."
     try: return ThreadPolicy(THREADS)
@@ -319,6 +332,7 @@ def _policy_from_environment()->ThreadPolicy:
 
 POLICY = _policy_from_environment()
 
+# %% ../nbs/01_ops.ipynb #05574a68
 def set_threads(setting='auto', # 'auto': the cores other processes leave free; or a number of threads
                )->None:
     "Threads of the compiled CPU loops from now on (also `ALPHANB_THREADS` in the environment)."
@@ -344,6 +358,7 @@ def _window_extreme(x:Tensor, # [day, stock]
         if 2 * span > w: return out
         p = op(p, _shift(p, span, fill)); span *= 2
 
+# %% ../nbs/01_ops.ipynb #48a3282e
 def ts_max(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
@@ -351,6 +366,7 @@ def ts_max(x:Tensor, # [day, stock]
     m = _window_extreme(x, _check_window(w), True)
     return torch.where(m == -math.inf, NAN, m)
 
+# %% ../nbs/01_ops.ipynb #89c5cecf
 def ts_min(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
@@ -379,6 +395,7 @@ def _window_sum(x:Tensor, # [day, stock] float64 (float32 for counts) with zeros
     out[1:, :w] += cs[:-1, -1:] - cs[:-1, B - w:]                     # the part of the window in the previous block
     return out.reshape(nb * B, stocks)[:days]
 
+# %% ../nbs/01_ops.ipynb #53ae182e
 def _zeroed(x:Tensor)->Tensor: # [day, stock] float64 copy of `x` with 0 for NaN
     xd = x.double()
     return torch.nan_to_num(xd, nan=0.) if xd is x else xd.nan_to_num_(0.)
@@ -395,6 +412,7 @@ def _moments(x:Tensor, # [day, stock]
         p = p * xz; sums.append(_window_sum(p, w))
     return n, sums
 
+# %% ../nbs/01_ops.ipynb #18d24768
 @_jit
 def _nb_window_mean(x, w, mean): # [day, stock] float64 NaN-skipping mean (or sum) of the last w rows, w <= LOOP_MAX_WINDOW
     # one pass instead of a count, a zeroed copy and two window sums: the same additions in the same order (oldest first,
@@ -413,24 +431,28 @@ def _nb_window_mean(x, w, mean): # [day, stock] float64 NaN-skipping mean (or su
             out[t, s] = np.nan if n[s] == 0 else acc[s] / n[s] if mean else acc[s]
     return out
 
+# %% ../nbs/01_ops.ipynb #71291f5c
 def _sum_or_mean(x:Tensor, w:int, mean:bool)->Tensor:
     w = _check_window(w)
     if _compiled(x) and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_window_mean(_np(x), w, mean)).to(x.dtype)
     n, (s,) = _moments(x, w)
     return ((s / n) if mean else torch.where(n > 0, s, NAN)).to(x.dtype)   # 0/0 -> NaN where the window holds no value
 
+# %% ../nbs/01_ops.ipynb #d48655a5
 def ts_sum(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
     "Rolling sum of the last `w` days, NaN skipped (Qlib `Sum`)."
     return _sum_or_mean(x, w, False)
 
+# %% ../nbs/01_ops.ipynb #d6084987
 def ts_mean(x:Tensor, # [day, stock]
             w:int, # window length
            )->Tensor: # [day, stock]
     "Rolling mean of the last `w` days, NaN skipped (Qlib `Mean`)."
     return _sum_or_mean(x, w, True)
 
+# %% ../nbs/01_ops.ipynb #52a482e8
 def _flat_to_zero(var:Tensor, # [day, stock] float64 variance from window sums
                   x:Tensor, # [day, stock] the values
                   w:int, # window length
@@ -443,6 +465,7 @@ def _flat_to_zero(var:Tensor, # [day, stock] float64 variance from window sums
         var[:, cols] = torch.where(flat, 0., var[:, cols])
     return var
 
+# %% ../nbs/01_ops.ipynb #f1b8b03a
 def ts_var(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
@@ -456,6 +479,7 @@ def ts_var(x:Tensor, # [day, stock]
     var = _flat_to_zero(var, x, w, s2 / n)
     return torch.where(n > 1, var, NAN).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #13a2b720
 def ts_std(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
@@ -481,6 +505,7 @@ def _central_sums(x:Tensor, # [day, stock]
             p.mul_(d); acc[j][o:] += p
     return n, m, acc
 
+# %% ../nbs/01_ops.ipynb #40c2de54
 def ts_skew(x:Tensor, # [day, stock]
             w:int, # window length (Qlib needs >= 3)
            )->Tensor: # [day, stock]
@@ -490,6 +515,7 @@ def ts_skew(x:Tensor, # [day, stock]
     skew = (n * (n - 1)).sqrt() * C / ((n - 2) * B.pow(1.5))
     return torch.where((n >= 3) & (B > 1e-14), skew, NAN).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #cebb56b9
 def ts_kurt(x:Tensor, # [day, stock]
             w:int, # window length (Qlib needs >= 4)
            )->Tensor: # [day, stock]
@@ -499,6 +525,7 @@ def ts_kurt(x:Tensor, # [day, stock]
     kurt = ((n * n - 1) * D / (B * B) - 3 * (n - 1) ** 2) / ((n - 2) * (n - 3))
     return torch.where((n >= 4) & (B > 1e-14), kurt, NAN).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #07935c2a
 def ts_mad(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
@@ -513,6 +540,7 @@ def ts_mad(x:Tensor, # [day, stock]
         acc[o:] += torch.sub(xd[:days - o], m[o:], out=buf[o:]).abs_().nan_to_num_(0.)
     return (acc / n).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #0d44bc7a
 def ts_rank(x:Tensor, # [day, stock]
             w:int, # window length
            )->Tensor: # [day, stock] in (0, 1]
@@ -530,12 +558,14 @@ def ts_rank(x:Tensor, # [day, stock]
     r = (n.to(x.dtype) + 1 - sgn) / 2 / n.to(x.dtype)
     return torch.where(torch.isnan(x), NAN, r)
 
+# %% ../nbs/01_ops.ipynb #1764f619
 def _sort_last(v:Tensor, # [..., w] windows (a strided view)
               )->Tensor: # [..., w] sorted ascending, NaN last
     # On CPU numpy sorts many short rows about 6x faster than torch.sort (measured on [384000, 20] float32)
     if v.device.type == 'cpu': return torch.from_numpy(np.sort(v.contiguous().numpy(), axis=-1))
     return v.sort(-1).values
 
+# %% ../nbs/01_ops.ipynb #74617873
 def ts_med(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
@@ -561,6 +591,7 @@ def ts_delta(x:Tensor, # [day, stock]
     "Change over `d` days, x_t - x_{t-d} (Qlib `Delta(x, d)`)."
     return x - delay(x, _check_window(d, 'd'))
 
+# %% ../nbs/01_ops.ipynb #5e555677
 @_jit
 def _nb_weighted_mean(x, wt): # [day, stock] float64 sum of wt * x over each window's present days / sum of their wt
     # wt: [w] weights, oldest first. A window's own values, oldest first: no difference of running sums (±inf read as
@@ -579,6 +610,7 @@ def _nb_weighted_mean(x, wt): # [day, stock] float64 sum of wt * x over each win
         for s in range(stocks): out[t, s] = num[s] / den[s] if den[s] > 0 else np.nan
     return out
 
+# %% ../nbs/01_ops.ipynb #9b129759
 def ts_wma(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
@@ -593,6 +625,7 @@ def ts_wma(x:Tensor, # [day, stock]
     den = _window_sum(t * v, w) - (t - w) * _window_sum(v, w)
     return torch.where(den > 0, num / den, NAN).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #40414533
 def _decayed_sum(x:Tensor, # [day, stock] float64, zeros where missing
                  w:int, # window length
                  a:float, # decay per day
@@ -606,6 +639,7 @@ def _decayed_sum(x:Tensor, # [day, stock] float64, zeros where missing
         if 2 * span > w: return out
         p = p + _shift(p, span, 0.) * a**span; span *= 2
 
+# %% ../nbs/01_ops.ipynb #e8ac146b
 def ts_ema(x:Tensor, # [day, stock]
            w:int, # window length (pandas span)
           )->Tensor: # [day, stock]
@@ -630,6 +664,7 @@ def _pair_sums(x:Tensor, # [day, stock]
     if squares: sums += [_window_sum(xz * xz, w), _window_sum(yz * yz, w)]
     return ok, sums
 
+# %% ../nbs/01_ops.ipynb #a76a9ae5
 def ts_cov(x:Tensor, # [day, stock]
            y:Tensor, # [day, stock]
            w:int, # window length
@@ -642,6 +677,7 @@ def ts_cov(x:Tensor, # [day, stock]
     _, (n, sx, sy, sxy) = _pair_sums(x, y, w, False)
     return torch.where(n > 1, (sxy - sx * sy / n) / (n - 1), NAN).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #afa4b97a
 def ts_corr(x:Tensor, # [day, stock]
             y:Tensor, # [day, stock]
             w:int, # window length
@@ -683,6 +719,7 @@ def cs_rank(x:Tensor, # [day, stock]
     rank = torch.empty_like(x).scatter_(1, order, avg)
     return torch.where(ok, rank / ok.sum(1, keepdim=True).to(x.dtype), NAN)
 
+# %% ../nbs/01_ops.ipynb #f13f7820
 def cs_zscore(x:Tensor, # [day, stock]
              )->Tensor: # [day, stock]
     "Cross-sectional z-score per day, (x - mean) / std with ddof 1, NaN excluded."
@@ -702,6 +739,7 @@ def _pair(x, y, c=None): # both operands as tensors of one floating dtype (that 
 
 def _finite(v:Tensor)->Tensor: return torch.where(torch.isinf(v), NAN, v)
 
+# %% ../nbs/01_ops.ipynb #9ae54acd
 @_jit
 def _nb_div(x, y): # [n] x / y, NaN where y == 0 or the quotient is ±inf: one pass instead of five
     out = np.empty_like(x)
@@ -710,6 +748,7 @@ def _nb_div(x, y): # [n] x / y, NaN where y == 0 or the quotient is ±inf: one p
         out[i] = np.nan if np.isinf(q) else q
     return out
 
+# %% ../nbs/01_ops.ipynb #2e6f7985
 @_jit
 def _nb_float32(x): # [n] float64 -> float32, NaN where beyond float32's range: one pass instead of three
     out = np.empty(x.size, np.float32)
@@ -718,6 +757,7 @@ def _nb_float32(x): # [n] float64 -> float32, NaN where beyond float32's range: 
         out[i] = np.nan if np.isinf(v) else v
     return out
 
+# %% ../nbs/01_ops.ipynb #d1eb6a2e
 def finite_float32(x:Tensor, # [day, stock] any float dtype
                   )->Tensor: # [day, stock] float32, a new tensor, NaN where `x` is ±inf or beyond float32's range
     "`x` as a fresh float32 tensor with no infinity: how formula values leave the evaluator."
@@ -725,24 +765,28 @@ def finite_float32(x:Tensor, # [day, stock] any float dtype
     out = x.to(torch.float32, copy=True)
     return torch.where(torch.isinf(out), NAN, out)
 
+# %% ../nbs/01_ops.ipynb #c1d8e15d
 def add(x, # [day, stock] or a number
         y, # [day, stock] or a number
        )->Tensor: # [day, stock]
     "x + y."
     x, y = _pair(x, y); return x + y
 
+# %% ../nbs/01_ops.ipynb #b5009747
 def sub(x, # [day, stock] or a number
         y, # [day, stock] or a number
        )->Tensor: # [day, stock]
     "x - y."
     x, y = _pair(x, y); return x - y
 
+# %% ../nbs/01_ops.ipynb #d2c9f1e3
 def mul(x, # [day, stock] or a number
         y, # [day, stock] or a number
        )->Tensor: # [day, stock]
     "x * y."
     x, y = _pair(x, y); return x * y
 
+# %% ../nbs/01_ops.ipynb #fc772a6b
 def div(x, # [day, stock] or a number
         y, # [day, stock] or a number
        )->Tensor: # [day, stock] NaN where y == 0
@@ -752,44 +796,52 @@ def div(x, # [day, stock] or a number
         return torch.from_numpy(_nb_div(_np(x).reshape(-1), _np(y).reshape(-1))).view(x.shape)
     return _finite(torch.where(y == 0, NAN, x / y))
 
+# %% ../nbs/01_ops.ipynb #4a36eadb
 def neg(x:Tensor, # [day, stock]
        )->Tensor: # [day, stock]
     "-x."
     return -x
 
+# %% ../nbs/01_ops.ipynb #9a0f626e
 def abs(x:Tensor, # [day, stock]
        )->Tensor: # [day, stock]
     "|x|."
     return torch.abs(x)
 
+# %% ../nbs/01_ops.ipynb #e9711876
 def log(x:Tensor, # [day, stock]
        )->Tensor: # [day, stock] NaN where x <= 0
     "Natural log, NaN where `x` <= 0."
     return torch.log(torch.where(x > 0, x, NAN))
 
+# %% ../nbs/01_ops.ipynb #7593183c
 def sign(x:Tensor, # [day, stock]
         )->Tensor: # [day, stock] -1, 0, 1 or NaN
     "Sign of `x`, NaN where `x` is NaN."
     return torch.where(torch.isnan(x), NAN, torch.sign(x))
 
+# %% ../nbs/01_ops.ipynb #52ab23e8
 def pow(x, # [day, stock] or a number: the base
         y, # [day, stock] or a number: the exponent
        )->Tensor: # [day, stock] NaN where the result would be ±inf or complex
     "x ** y (Qlib `Power`), NaN where numpy would give ±inf."
     x, y = _pair(x, y); return _finite(torch.pow(x, y))
 
+# %% ../nbs/01_ops.ipynb #d5606b1f
 def greater(x, # [day, stock] or a number
             y, # [day, stock] or a number
            )->Tensor: # [day, stock]
     "Elementwise maximum, NaN if either is NaN (Qlib `Greater`)."
     x, y = _pair(x, y); return torch.maximum(x, y)
 
+# %% ../nbs/01_ops.ipynb #fb4701c7
 def less(x, # [day, stock] or a number
          y, # [day, stock] or a number
         )->Tensor: # [day, stock]
     "Elementwise minimum, NaN if either is NaN (Qlib `Less`)."
     x, y = _pair(x, y); return torch.minimum(x, y)
 
+# %% ../nbs/01_ops.ipynb #b1407e36
 def gate(c, # [day, stock] condition
          x, # [day, stock] or a number: value where c > 0
          y, # [day, stock] or a number: value elsewhere (also where c is NaN)
@@ -808,16 +860,19 @@ def jump(x:Tensor, # [day, stock]
     z = div(xd - ts_mean(xd, JUMP_WINDOW), ts_std(xd, JUMP_WINDOW))
     return greater(z - 3, 0.).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #633b689a
 def decay(x:Tensor, # [day, stock]
          )->Tensor: # [day, stock]
     "x + 0.8 x_{t-1} + 0.6 x_{t-2}."
     return x + 0.8 * delay(x, 1) + 0.6 * delay(x, 2)
 
+# %% ../nbs/01_ops.ipynb #21407874
 def max3(x:Tensor, # [day, stock]
         )->Tensor: # [day, stock]
     "Maximum of the last 3 days."
     return ts_max(x, 3)
 
+# %% ../nbs/01_ops.ipynb #f992c1ae
 def tsum20(x:Tensor, # [day, stock]
           )->Tensor: # [day, stock]
     "Sum of the last 20 days."
@@ -850,6 +905,7 @@ def _nb_time_fit(x, w): # [3, day, stock] slope, R² and residual of today's val
             if v == v: out[2, t, s] = v - my + b * mi       # today's value minus the line at today (offset 0)
     return out
 
+# %% ../nbs/01_ops.ipynb #3f88211c
 def _time_fit(x:Tensor, # [day, stock]
               w:int, # window length
              )->tuple[Tensor, Tensor, Tensor]: # slope, R², residual [day, stock] float64
@@ -873,12 +929,14 @@ def _time_fit(x:Tensor, # [day, stock]
     resi = x.double() - first - sy / n + b * (sr / n)
     return b, r2, torch.where(n >= 2, resi, NAN)
 
+# %% ../nbs/01_ops.ipynb #97f9a512
 def ts_slope(x:Tensor, # [day, stock]
              w:int, # window length
             )->Tensor: # [day, stock]
     "Slope of the least-squares line through the window's present values against their day index (Qlib `Slope`)."
     return _time_fit(x, _check_window(w))[0].to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #795b6c4d
 def ts_rsquare(x:Tensor, # [day, stock]
                w:int, # window length
               )->Tensor: # [day, stock] in [0, 1]
@@ -887,6 +945,7 @@ def ts_rsquare(x:Tensor, # [day, stock]
     r2 = _time_fit(x, w)[1]
     return torch.where(ts_std(x.double(), w) <= 2e-5, NAN, r2).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #3ab0ec27
 def ts_resi(x:Tensor, # [day, stock]
             w:int, # window length
            )->Tensor: # [day, stock]
@@ -918,6 +977,7 @@ def ts_quantile(x:Tensor, # [day, stock]
         out[a:b] = torch.where(frac[a:b] > 0, vl + (vh - vl) * frac[a:b], vl)
     return torch.where(n > 0, out, NAN).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #02e58320
 def ts_count(x:Tensor, # [day, stock]
              w:int, # window length
             )->Tensor: # [day, stock] 0 .. w
@@ -943,6 +1003,7 @@ def _nb_arg_extreme(x, w, start, largest): # [day, stock] 1-based position of th
             if n > 0: out[t, s] = (first_nan if first_nan >= 0 else at) - lo + 1
     return out
 
+# %% ../nbs/01_ops.ipynb #a75697e0
 def _arg_extreme(x:Tensor, w:int, start:Tensor|None, largest:bool)->Tensor:
     days, stocks = x.shape
     start = torch.zeros(stocks, dtype=torch.long) if start is None else start.long().cpu()
@@ -968,6 +1029,7 @@ def _arg_extreme(x:Tensor, w:int, start:Tensor|None, largest:bool)->Tensor:
         out[a:b] = torch.where((inside & ~nan).any(-1), pos.double(), NAN)
     return out.to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #a4ff117c
 def ts_argmax(x:Tensor, # [day, stock]
               w:int, # window length
               start:Tensor|None=None, # [stock] first row of each stock's data: the window starts there at the latest
@@ -975,6 +1037,7 @@ def ts_argmax(x:Tensor, # [day, stock]
     "Position of the window's maximum, 1 = oldest day (Qlib `IdxMax`: numpy's argmax, so a missing day counts as the maximum)."
     return _arg_extreme(x, _check_window(w), start, True)
 
+# %% ../nbs/01_ops.ipynb #e2027942
 def ts_argmin(x:Tensor, # [day, stock]
               w:int, # window length
               start:Tensor|None=None, # [stock] first row of each stock's data
@@ -994,6 +1057,7 @@ def _comparison(op:Callable, # a torch comparison, e.g. torch.gt
     kernel.__name__ = kernel.__qualname__ = name; kernel.__doc__ = doc
     return kernel
 
+# %% ../nbs/01_ops.ipynb #b9fabec5
 gt = _comparison(torch.gt, 'gt', "1 where x > y, else 0; a comparison with NaN is false (Qlib `Gt`, `>`).")
 ge = _comparison(torch.ge, 'ge', "1 where x >= y, else 0 (Qlib `Ge`, `>=`).")
 lt = _comparison(torch.lt, 'lt', "1 where x < y, else 0 (Qlib `Lt`, `<`).")
@@ -1001,20 +1065,24 @@ le = _comparison(torch.le, 'le', "1 where x <= y, else 0 (Qlib `Le`, `<=`).")
 eq = _comparison(torch.eq, 'eq', "1 where x == y, else 0 (Qlib `Eq`, `==`).")
 ne = _comparison(torch.ne, 'ne', "1 where x != y, else 0; NaN differs from everything (Qlib `Ne`, `!=`).")
 
+# %% ../nbs/01_ops.ipynb #9aaf2e23
 def _truth(x:Tensor)->Tensor: return x != 0   # numpy's truth, as Qlib's: any number but 0 holds, NaN included
 
+# %% ../nbs/01_ops.ipynb #3ec6dcb9
 def and_(x, # [day, stock] a condition (1 or 0)
          y, # [day, stock] a condition
         )->Tensor: # [day, stock] 1 or 0
     "1 where both conditions hold (Qlib `And`, `&`)."
     x, y = _pair(x, y); return (_truth(x) & _truth(y)).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #63078745
 def or_(x, # [day, stock] a condition (1 or 0)
         y, # [day, stock] a condition
        )->Tensor: # [day, stock] 1 or 0
     "1 where either condition holds (Qlib `Or`, `|`)."
     x, y = _pair(x, y); return (_truth(x) | _truth(y)).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #e952f4e9
 def not_(x:Tensor, # [day, stock] a condition (1 or 0)
         )->Tensor: # [day, stock] 1 or 0
     "1 where the condition does not hold (Qlib `Not`)."
@@ -1037,6 +1105,7 @@ def _nb_qlib_wma(x, w, start): # [day, stock] Qlib's WMA: nanmean of (linear wei
             if n > 0: out[t, s] = total / n
     return out
 
+# %% ../nbs/01_ops.ipynb #14dbaf49
 def qlib_wma(x:Tensor, # [day, stock]
              w:int, # window length
              start:Tensor|None=None, # [stock] first row of each stock's data: the window starts there at the latest
@@ -1057,6 +1126,7 @@ def qlib_wma(x:Tensor, # [day, stock]
     n = _window_sum(ok.double(), w)
     return torch.where((n > 0) & (m > 0), num / (m * (m + 1) / 2) / n, NAN).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #7a398cc2
 @_jit
 def _nb_qlib_ema(x, a): # [day, stock] pandas' ewm(adjust=True, ignore_na=False).mean(), decay a per day, from the first row
     days, stocks = x.shape
@@ -1075,6 +1145,7 @@ def _nb_qlib_ema(x, a): # [day, stock] pandas' ewm(adjust=True, ignore_na=False)
             if avg == avg: out[t, s] = avg
     return out
 
+# %% ../nbs/01_ops.ipynb #b43bd3f4
 def qlib_ema(x:Tensor, # [day, stock]
              w:int, # span: decay 1 - 2 / (w + 1) per day
             )->Tensor: # [day, stock]

@@ -35,6 +35,7 @@ class GrammarSpec(NamedTuple):
     offset: list[int]|None = None   # delay of each token, 0 where none
     specials: tuple[int, ...] = ()  # ids that never appear inside a prefix (padding, `<bos>`, `<sep>`)
 
+# %% ../nbs/06_policies.ipynb #7d87bb39
 def _first_attr(obj, names):
     "The first of the attributes `names` that `obj` has and is not None."
     for n in names:
@@ -178,12 +179,14 @@ class TokenEmbedding(nn.Module):
     def forward(self, ids:Tensor)->Tensor:
         return self.token(ids) + self.arity(self.token_arity[ids]) + self.kind(self.token_kind[ids]) + self.span(self.token_span[ids])
 
+# %% ../nbs/06_policies.ipynb #5cb49627
 class RMSNorm(nn.Module):
     "Root-mean-square normalisation with a learned gain."
     def __init__(self, dim:int, eps:float=1e-6):
         super().__init__(); self.eps = eps; self.weight = nn.Parameter(torch.ones(dim))
     def forward(self, x:Tensor)->Tensor: return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
+# %% ../nbs/06_policies.ipynb #2be45616
 def _small_linear(i:int, o:int, std:float=0.01)->nn.Linear:
     lin = nn.Linear(i, o); nn.init.normal_(lin.weight, std=std); nn.init.zeros_(lin.bias); return lin
 
@@ -301,6 +304,7 @@ class QKNormAttention(nn.Module):
             y = F.scaled_dot_product_attention(self.q_norm(split(self.q(_last(x, last)))), k, v, attn_mask=seen, dropout_p=p)
         return self.o(y.transpose(1, 2).reshape(B, -1, H))
 
+# %% ../nbs/06_policies.ipynb #88d555c0
 class SwiGLU(nn.Module):
     "Gated feed-forward: `w2(silu(w1 x) * w3 x)`."
     def __init__(self, hidden:int, dropout:float=0.0):
@@ -310,6 +314,7 @@ class SwiGLU(nn.Module):
         self.drop = nn.Dropout(dropout)
     def forward(self, x:Tensor)->Tensor: return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
+# %% ../nbs/06_policies.ipynb #2df3d9e1
 class DecoderBlock(nn.Module):
     "Pre-norm block: `x + attn(norm(x))`, then `x + swiglu(norm(x))`."
     def __init__(self, hidden:int, heads:int, dropout:float=0.0):
@@ -322,6 +327,7 @@ class DecoderBlock(nn.Module):
         x = (x if last is None else _last(x, last).unsqueeze(1)) + self.attn(self.norm1(x), last)
         return x + self.ffn(self.norm2(x))
 
+# %% ../nbs/06_policies.ipynb #1070fd0d
 class MultiTaskHead(nn.Module):
     "Several policy heads mixed by a learned softmax router, plus a value head."
     def __init__(self, hidden:int, n_tokens:int, tasks:int=3):
@@ -334,6 +340,7 @@ class MultiTaskHead(nn.Module):
         logits = torch.stack([t(h) for t in self.tasks], 1)                     # [B, tasks, n_tokens]
         return (w.unsqueeze(-1) * logits).sum(1), self.value(h).squeeze(-1)
 
+# %% ../nbs/06_policies.ipynb #d2db8345
 class TransformerPolicy(Policy):
     "AlphaGPT's generator: causal decoder with RMSNorm, QK-norm attention, SwiGLU and a multi-task head."
     def __init__(self, grammar, hidden:int=64, layers:int=2, heads:int=4, dropout:float=0.0):
@@ -386,6 +393,7 @@ class TreeLSTMCell(nn.Module):
         c = torch.sigmoid(wi + ui) * torch.tanh(wu + uu) + (f * c).sum(1)
         return torch.sigmoid(wo + uo) * torch.tanh(c), c
 
+# %% ../nbs/06_policies.ipynb #585e98de
 class TreeLSTMPolicy(Policy):
     "LSTM_ag: tree LSTM over the partial subtrees, long/short factor memories, attention over input positions."
     def __init__(self, grammar, hidden:int=64, layers:int=2, heads:int=4, dropout:float=0.0):
@@ -438,6 +446,7 @@ def stack_roots(tree:RPNTree)->tuple[Tensor, Tensor]:
     roots = F.pad(roots, (0, R - roots.shape[1]), value=t)
     return torch.where(roots < t, roots, 0), n
 
+# %% ../nbs/06_policies.ipynb #c4a9bfc9
 class ParallelLSTMPolicy(Policy):
     "LSTM_p_ag: every stack subtree encoded in parallel by one LSTM, then a bidirectional LSTM over the stack."
     def __init__(self, grammar, hidden:int=64, layers:int=2, heads:int=4, dropout:float=0.0):
@@ -538,6 +547,7 @@ def make_policy(name:str, # one of `POLICIES`
     pol.prior = TokenPrior(grammar, prior)
     return pol
 
+# %% ../nbs/06_policies.ipynb #f4c94d73
 def attention_weights(policy:Policy, # a policy
                      )->list[nn.Parameter]: # 2-D weight matrices, possibly empty
     "The attention (query/key) weight matrices of `policy` that Low-Rank Decay regularises."

@@ -47,6 +47,7 @@ def _nb_zscore(x, mask): # [day, stock] float32 z-scores (ddof 0) over the maske
             if mask[t, j] and abs(x[t, j]) < np.inf: out[t, j] = (x[t, j] - mu) / sd
     return out
 
+# %% ../nbs/05_pool.ipynb #933cbdad
 @_jit(reassociate=True)
 def _nb_member_dots(Z, k, z): # [k, day] float32: each of the first k members' daily dot product with z
     days, stocks = z.shape
@@ -69,6 +70,7 @@ def _nb_weighted_sum(Z, w, cover): # [day, stock] float32 Σ w_i Z_i over the fi
             if cover[t, j] == 0: out[t, j] = np.nan
     return out
 
+# %% ../nbs/05_pool.ipynb #c9d7f850
 def zscore_by_day(x:Tensor, # [day, stock]
                   mask:Tensor|None=None, # [day, stock] bool, e.g. `panel.valid`; all cells when None
                  )->Tensor: # [day, stock] float32, NaN off the mask, where x is not finite, and on constant days
@@ -83,6 +85,7 @@ def zscore_by_day(x:Tensor, # [day, stock]
     ok = m & (std > 1e-10 * torch.sqrt((x0 * x0).sum(1, keepdim=True) / n))   # a constant day has no z-score
     return torch.where(ok, xc / std, float('nan')).float()
 
+# %% ../nbs/05_pool.ipynb #50d58fbe
 def combine_zscores(zs:Tensor, # [factor, day, stock] z-scores, NaN where a factor has none
                     weights, # [factor] weights
                     mask:Tensor|None=None, # [day, stock] bool stocks that get a value, e.g. `panel.valid`
@@ -210,6 +213,7 @@ def _refusal(self:FactorPool,
     if days < c.min_days: return f'a z-score on {days} days: constant or too sparse'
     return None
 
+# %% ../nbs/05_pool.ipynb #71850e82
 @patch
 def try_add(self:FactorPool,
             factor:Tensor|None, # [day, stock] values on the panel (or the train span); None if the formula failed
@@ -225,6 +229,7 @@ def try_add(self:FactorPool,
     if reason: self.last_reason = reason; return POOL_INVALID_REWARD
     return self.join(st, formula, factor)
 
+# %% ../nbs/05_pool.ipynb #5e740dcf
 @patch
 def _candidate(self:FactorPool,
                factor:Tensor, # [day, stock] on the panel or the train span
@@ -235,6 +240,7 @@ def _candidate(self:FactorPool,
     self._staged = z, has
     return daily_stats(self._z, self.size, z, self._y), None
 
+# %% ../nbs/05_pool.ipynb #7a85f400
 def daily_stats(Z:Tensor, # [slot, day, stock] the members' z-scores (0 where none)
                 k:int, # members: the first k slots
                 z:Tensor, # [day, stock] the candidate's z-scores (0 where none)
@@ -245,6 +251,7 @@ def daily_stats(Z:Tensor, # [slot, day, stock] the members' z-scores (0 where no
             else torch.einsum('kds,ds->kd', Z[:k], z))                      # [member, day]
     return {'zz': (z * z).sum(1), 'dots': dots, 'zy': (z * y).sum(1)}
 
+# %% ../nbs/05_pool.ipynb #36297781
 @patch
 def join(self:FactorPool,
          st:dict, # the candidate's `daily_stats` (on one panel, or joined from blocks of days)
@@ -273,6 +280,7 @@ def join(self:FactorPool,
     if self.size > self.capacity: self._evict(int(np.argmin(np.abs(self.weights))))
     return self.value
 
+# %% ../nbs/05_pool.ipynb #baf48fba
 @patch
 def _place(self:FactorPool, k:int)->None:
     "Move the staged candidate's z-scores into slot `k`."
@@ -319,6 +327,7 @@ def _drop(self:FactorPool, j:int, last:int)->None:
     if j != last:
         for name in ['_z', '_has']: getattr(self, name)[j] = getattr(self, name)[last]
 
+# %% ../nbs/05_pool.ipynb #4f93b621
 @patch
 def combined_train(self:FactorPool)->Tensor:
     "[day, stock] the combined factor on the train span (NaN on cells without a target or without any member)."
@@ -327,6 +336,7 @@ def combined_train(self:FactorPool)->Tensor:
         self._cover = self._has[:k].sum(0, dtype=torch.int16); self._covered = k
     return combine_slots(self._z, self.weights, self._cover)
 
+# %% ../nbs/05_pool.ipynb #311ef6a1
 def combine_slots(Z:Tensor, # [slot, day, stock] z-scores, 0 where none
                   weights, # [k] weights of the first k slots
                   cover:Tensor, # [day, stock] int16: members with a z-score
@@ -350,6 +360,7 @@ def context(self:FactorPool, span)->RewardContext:
     if days == c.days: return c                                   # the train span: the context the pool already holds
     return RewardContext(c.panel, days, c.topk, c.rebalance, c.lag, c.min_stocks, c.n_groups, c.config)
 
+# %% ../nbs/05_pool.ipynb #e264c38c
 @patch
 def combined(self:FactorPool,
              days:slice|None=None, # the panel's days to combine on; all when None
@@ -364,6 +375,7 @@ def combined(self:FactorPool,
         zs.append(zscore_by_day(f[days], valid))
     return combine_zscores(torch.stack(zs), self.weights, valid)
 
+# %% ../nbs/05_pool.ipynb #b1c897b1
 @patch
 def performance(self:FactorPool,
                 splits:dict, # split name -> slice, (start, end) dates, or None for the whole panel
@@ -375,6 +387,7 @@ def performance(self:FactorPool,
     comb = self.combined() if combined and self.size else None
     return {'members': members, 'combined': {k: c.metrics(comb) for k, c in ctxs.items()} if comb is not None else {}}
 
+# %% ../nbs/05_pool.ipynb #3575f330
 @patch
 def records(self:FactorPool,
             splits:dict, # split name -> slice, (start, end) dates, or None
@@ -389,6 +402,7 @@ def records(self:FactorPool,
              'interpretation': interpret(self.formulas[j], float(self.weights[j])),
              'performance': to_jsonable(perf[j]), 'combination': how} for i, j in enumerate(order)]
 
+# %% ../nbs/05_pool.ipynb #e90637f4
 @patch
 def save(self:FactorPool,
          path:str|Path, # where `factors.json` goes (written atomically)

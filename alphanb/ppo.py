@@ -34,6 +34,7 @@ def newton_schulz(W:Tensor, # [rows, cols] a weight matrix
         Y = 1.5 * Y - 0.5 * (Y @ Y.T) @ Y        # s -> 1.5 s - 0.5 s^3 on every singular value
     return (Y if wide else Y.T).to(W.dtype)
 
+# %% ../nbs/07a_ppo.ipynb #b72c7157
 @torch.no_grad()
 def lord_step(params:list, # 2-D weight matrices to decay (others are skipped)
               step:float, # eta * lambda: what is taken off every singular value
@@ -44,6 +45,7 @@ def lord_step(params:list, # 2-D weight matrices to decay (others are skipped)
     for W in params:
         if W.ndim == 2: W.sub_(step * newton_schulz(W, iterations))
 
+# %% ../nbs/07a_ppo.ipynb #72a899ac
 @torch.no_grad()
 def stable_rank(W:Tensor, # [rows, cols]
                )->float: # ||W||_F^2 / ||W||_2^2, between 1 and min(rows, cols)
@@ -51,6 +53,7 @@ def stable_rank(W:Tensor, # [rows, cols]
     s = torch.linalg.svdvals(W.detach().float())
     return float((s.square().sum() / s[0].square().clamp_min(1e-12)).item())
 
+# %% ../nbs/07a_ppo.ipynb #83c154d5
 def mean_stable_rank(params:list)->float:
     "Average stable rank of the 2-D matrices in `params`; NaN when there is none."
     r = [stable_rank(W) for W in params if W.ndim == 2]
@@ -102,6 +105,7 @@ class Rollout:
                        self.pad, None if self.entropy is None else self.entropy[idx], None if self.forced is None else self.forced[idx],
                        None if self.group is None else self.group[idx])
 
+# %% ../nbs/07a_ppo.ipynb #49ca0535
 def flat_states(r:Rollout, # episodes
                )->dict[str, Tensor]: # per state: 'prefix' [state, width], 'length', 'mask', 'action', 'episode', 'step'
     "Every (prefix, action) state of the episodes in `r`, flattened into one batch."
@@ -114,6 +118,7 @@ def flat_states(r:Rollout, # episodes
     prefix = torch.where(pos < t[:, None], r.tokens[e, :width], r.pad)   # [state, width]
     return dict(prefix=prefix, length=t, mask=r.masks[e, t], action=r.tokens[e, t], episode=e, step=t)
 
+# %% ../nbs/07a_ppo.ipynb #1177384f
 def action_stats(logits:Tensor, # [state, token] masked logits (-inf or very negative where not allowed)
                  mask:Tensor, # [state, token] bool allowed actions
                  action:Tensor, # [state] the action taken
@@ -146,6 +151,7 @@ def ppo_loss(policy:nn.Module, # Policy: forward(tokens, lengths, mask) -> (mask
     return loss, dict(loss=float(loss.detach()), policy_loss=float(pg.detach()), value_loss=float(vl.detach()), entropy=float(h.detach()),
                       approx_kl=float(kl), clip_frac=float(clip))
 
+# %% ../nbs/07a_ppo.ipynb #e7ccf756
 def prepare_states(r:Rollout, # episodes
                    gamma:float=1.0, # discount
                    lam:float=0.95, # GAE lambda
@@ -171,6 +177,7 @@ def prepare_states(r:Rollout, # episodes
     s.update(old_logp=r.logp[e, t], adv=(a - a.mean()) / (a.std() + 1e-8) if len(a) > 1 else a, ret=ret[e, t])
     return s
 
+# %% ../nbs/07a_ppo.ipynb #1f0bd2d1
 def ppo_update(policy:nn.Module, # the policy being trained
                optimizer:torch.optim.Optimizer, # its optimiser
                r:Rollout, # a batch of episodes sampled from `policy`
@@ -221,6 +228,7 @@ class UniformPolicy(nn.Module):
         return logits, torch.zeros(mask.shape[0], device=mask.device)
     def attention_weights(self)->list: return []
 
+# %% ../nbs/07a_ppo.ipynb #979cf1db
 @torch.no_grad()
 def sample_rollout(policy:nn.Module, # forward(tokens, lengths, mask) -> (masked logits, value)
                    grammar, # `alphanb.grammar.Grammar`
@@ -268,6 +276,7 @@ def sample_rollout(policy:nn.Module, # forward(tokens, lengths, mask) -> (masked
     return Rollout(tokens, lengths, masks, logp, values, torch.zeros(n), pad, ent, forced if prefixes else None,
                    torch.as_tensor(groups, dtype=torch.long) if groups else None)
 
+# %% ../nbs/07a_ppo.ipynb #1e73b891
 def rollout_formulas(r:Rollout, # episodes
                      grammar, # the grammar they were written in
                     )->list: # one `Formula` per episode

@@ -30,6 +30,7 @@ UNBOUNDED = {'QlibEMA': "Qlib's EMA weighs every day since the first one loaded"
 class ClusterError(AlphanbError, ConnectionError):
     "A Ray cluster cannot be used: not installed, or not reachable at the address given."
 
+# %% ../nbs/16_scoring.ipynb #09a02407
 @dataclass(frozen=True)
 class Block:
     "One block of the scored days: what it loads and what it scores."
@@ -41,6 +42,7 @@ class Block:
     ext: int             # days scored before `start` only to carry the books over; their pieces are dropped
     days: int            # the block's own days
 
+# %% ../nbs/16_scoring.ipynb #ee1ccc24
 def plan_blocks(cal:pd.DatetimeIndex, # the data's trading calendar
                 days:pd.DatetimeIndex, # the scored days, consecutive in `cal`
                 block_days:int, # own days per block (the last may be shorter)
@@ -101,6 +103,7 @@ def block_pieces(panel, # the block's data, loaded from `Block.load` to `Block.u
     if weights is not None: out.append(pieces(combine_zscores(torch.stack(zs), list(weights), panel.valid)))
     return out
 
+# %% ../nbs/16_scoring.ipynb #69d977a0
 def join_pieces(parts:list[dict], # one factor's pieces from each block, in day order
                )->dict: # the figures of `RewardContext.metrics` over all the blocks' days
     "One factor's figures from its blocks' daily pieces."
@@ -184,6 +187,7 @@ def _scored_days(data, start, end)->pd.DatetimeIndex:
                              f"{cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}; choose --start/--end inside it")
     return days
 
+# %% ../nbs/16_scoring.ipynb #7d77b935
 class ShardedEvaluator:
     "Factors' figures over a period scored in blocks of days, here one block at a time or on Ray workers."
     def __init__(self,

@@ -49,6 +49,7 @@ def run_symbols(data, # Qlib data directory
     return sorted(D.list_instruments(D.instruments(universe), start_time=pd.Timestamp(start), end_time=pd.Timestamp(end),
                                      freq=freq, as_list=False))
 
+# %% ../nbs/17_sharded.ipynb #115a10cd
 def on_symbols(panel:Panel, # a block's panel
                symbols:list[str], # the run's instruments (a superset of `panel.symbols`)
               )->Panel: # `panel` with one column per symbol, empty (NaN, False) where it had none
@@ -78,6 +79,7 @@ def _busy(fn):
         finally: self.seconds += time.perf_counter() - t
     return run
 
+# %% ../nbs/17_sharded.ipynb #f0fa1e2e
 class TrainBlocks:
     "Blocks of a training run's days on one worker: formulas scored there, the pool's members held as daily z-scores."
     def __init__(self,
@@ -263,6 +265,7 @@ class Workers:
         for a in self.actors: self.ray.kill(a, no_restart=True)
         self.actors = []
 
+# %% ../nbs/17_sharded.ipynb #cb270f59
 class ShardedPool(FactorPool):
     "A `FactorPool` whose members' z-scores live on Ray workers; its decisions are `FactorPool`'s own."
     def __init__(self,
@@ -335,6 +338,7 @@ class _Days(SimpleNamespace):
     "The dates of a panel not loaded, enough for `run_slices`."
     day_slice = Panel.day_slice
 
+# %% ../nbs/17_sharded.ipynb #28c31693
 class ShardedEnv(FormulaEnv):
     "`FormulaEnv` on a Ray cluster: the workers hold the train days in blocks and score formulas; the reward and the pool decide here."
     def __init__(self, cfg:TrainConfig):

@@ -85,6 +85,7 @@ class Fold:
         return {k: [f'{d:%Y-%m-%d}' for d in getattr(self, k)] for k in ['train', 'fit', 'selection', 'select', 'test']
                 if getattr(self, k) is not None}
 
+# %% ../nbs/14_study.ipynb #4c106704
 def _fold(cal:pd.DatetimeIndex, year:int, warmup_days:int, horizon:int, final:bool=False)->Fold|str:
     "The fold of test year `year` on `cal` (the final fold: `year` is the one after the data), or why there is none."
     test, sel = np.flatnonzero(cal.year == year), np.flatnonzero(cal.year == year - 1)
@@ -120,6 +121,7 @@ def fold_spans(cal:pd.DatetimeIndex, # the data's trading days
         out.append(f)
     return out
 
+# %% ../nbs/14_study.ipynb #37a4a4fd
 def final_fold(cal:pd.DatetimeIndex, # the data's trading days
                warmup_days:int=60, # trading days at the data's start kept for history
                horizon:int=20, # trading days until a label is realised
@@ -208,10 +210,12 @@ class Choice:
     select: dict        # {'pruned': metrics, 'unpruned': metrics} on the select days
     diversity: dict     # {'pruned': x, 'unpruned': x} on the selection year (`pool_diversity`)
 
+# %% ../nbs/14_study.ipynb #bd88be6c
 def member_values(panel:Panel, entries:list[dict], cache:FormulaCache|None=None)->list[Tensor]:
     "[member] [day, stock] values of the entries of a factors file on `panel`."
     return [evaluate_formula(panel, e['expression'], cache) for e in entries]
 
+# %% ../nbs/14_study.ipynb #ca4800aa
 def _combined(panel:Panel, values:list[Tensor], weights, days:slice)->Tensor:
     "[day, stock] on `days`: the members' daily z-scores there, weighted and summed (`combine_zscores`)."
     valid = panel.valid[days]
@@ -274,6 +278,7 @@ def score_test(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, to
     return {'pruned': _pick(ctx.metrics(_combined(panel, final, choice.weights, splits.test))) if final else NO_METRICS,
             'unpruned': _pick(ctx.metrics(_combined(panel, values, [e['weight'] for e in entries], splits.test)))}
 
+# %% ../nbs/14_study.ipynb #5505e9d1
 def _days(panel:Panel, s:slice)->str: return f'{panel.dates[s.start]:%Y-%m-%d}..{panel.dates[s.stop - 1]:%Y-%m-%d}'
 
 def _spans(splits:Splits, keys:list[str])->list[str]: return [k for k in keys if getattr(splits, k).stop > getattr(splits, k).start]
@@ -292,6 +297,7 @@ def pool_records(panel:Panel, splits:Splits, entries:list[dict], # the pool: fac
                     'performance': to_jsonable({k: _pick(c.metrics(v)) for k, c in ctxs.items()}), 'combination': how})
     return out
 
+# %% ../nbs/14_study.ipynb #5947eccb
 def final_factors(panel:Panel, splits:Splits, entries:list[dict], choice:Choice, topk:int=30,
                   cache:FormulaCache|None=None)->list[dict]: # factors.json entries
     "The final pool of a run's choice as `factors.json` entries (`pool_records`)."
@@ -319,6 +325,7 @@ def classic_baselines(panel:Panel, splits:Splits, topk:int=30, cache:FormulaCach
             'classic_combined': {'weights': dict(zip(pool.formulas, map(float, w))), 'dropped': dropped,
                                  'select': _pick(sel.metrics(comb)), 'test': _pick(test.metrics(comb))}}
 
+# %% ../nbs/14_study.ipynb #216a1136
 def fit_models(panel:Panel, splits:Splits, features:list, fm:FeatureMatrix, topk:int=30, rounds:int=500)->dict:
     "Per model of `MODELS`, the `fit_baseline` result on `features` (seed 0, one thread): its prediction and figures."
     return {m: fit_baseline(panel, splits, features, m, seed=0, threads=1, topk=topk, fm=fm, progress=False,
@@ -329,6 +336,7 @@ def model_figures(r:BaselineResult)->dict:
     return {'choice': r.choice, 'select': {'rank_ic': r.choice['valid_rank_ic']}, 'test': _pick(r.metrics['test']),
             'features': len(r.features)}
 
+# %% ../nbs/14_study.ipynb #8c4dcc0c
 BLEND_GRID = tuple(i / 10 for i in range(11))   # weights of the pool tried in a blend
 
 def blend(panel:Panel, splits:Splits,
@@ -347,6 +355,7 @@ def blend(panel:Panel, splits:Splits,
     if splits.test.stop > splits.test.start: out['test'] = _pick(RewardContext(panel, splits.test, topk=topk).metrics(mix(lam)))
     return out
 
+# %% ../nbs/14_study.ipynb #e7470750
 def baseline_mask(panel:Panel, splits:Splits)->Tensor:
     "[day, stock] the cells a baseline's feature matrix holds: valid stocks from the train span to the end of test."
     m = panel.valid.clone(); m[:splits.train.start] = False; m[splits.test.stop:] = False
@@ -377,6 +386,7 @@ def study_config(data=None, # Qlib data directory; the config's (`data/demo` by 
     if settings: cfg = apply_overrides(cfg, settings, '--set')
     return apply_overrides(cfg, {'data/dir': str(data_dir(resolve_data(cfg.data.dir))), 'run/threads': 1}, 'the study')
 
+# %% ../nbs/14_study.ipynb #738a966d
 @dataclass(frozen=True)
 class Run:
     "One training run of a study and where its files go."
@@ -391,11 +401,13 @@ class Run:
     @property
     def scratch(self)->Path: return Path(self.config.run.out)
 
+# %% ../nbs/14_study.ipynb #555c69fd
 def default_scratch(out)->Path:
     "`~/.cache/alphanb/study/<name of out>-<hash of its absolute path>`: where the runs' checkpoints and models go."
     p = Path(out).resolve()
     return Path('~/.cache/alphanb/study').expanduser()/f"{p.name}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
 
+# %% ../nbs/14_study.ipynb #abad8d7a
 def study_runs(cfg:TrainConfig, universes:list[str], folds:list[Fold], seeds:list[int], out, scratch)->list[Run]:
     "Every (universe, fold, seed) run, in that order."
     day = lambda d: f'{d:%Y-%m-%d}'
@@ -434,6 +446,7 @@ def trained(run:Run)->bool:
     p = run.dir/'train.json'
     return p.exists() and json.loads(p.read_text()).get('steps') == run.config.ppo.steps and all((run.dir/f).exists() for f in KEEP_FILES)
 
+# %% ../nbs/14_study.ipynb #1a4f9c61
 def _train_process(cmd:list[str], env:dict, out:str, err:str)->int:
     "Run one training's process (where a Ray task placed it), stopping it with the task; its exit code."
     with open(out, 'w') as o, open(err, 'w') as e:
@@ -454,6 +467,7 @@ class RayJob:
         try: self.ray.get(self.ref)
         except Exception: pass
 
+# %% ../nbs/14_study.ipynb #efce8fa8
 def _launch(run:Run, env:dict, remote=None)->tuple:
     run.scratch.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.scratch/'study_config.json', config_dict(run.config))
@@ -481,6 +495,7 @@ def _steps_done(run:Run)->int:
     p = run.scratch/'log.csv'
     return max(len(p.read_text().splitlines()) - 1, 0) if p.exists() else 0
 
+# %% ../nbs/14_study.ipynb #7c736a12
 def train_runs(runs:list[Run], # the runs; those already trained are skipped
                jobs:int=1, # trainings at once, one process each (with `ray`: all, as the cluster's CPUs allow)
                progress:bool=True, # tqdm bar over the runs
@@ -532,6 +547,7 @@ def ensemble_entries(finals:list[list[dict]], # each seed's final pool (`final_f
     return [{'factor_name': f'ens_{i + 1:02d}', 'expression': k, 'qlib_expression': first[k].get('qlib_expression'),
              'weight': w[k]} for i, k in enumerate(order)]
 
+# %% ../nbs/14_study.ipynb #e20f4aba
 def _seeds_of(runs:list[Run])->list[int]: return sorted(r.seed for r in runs)
 
 def ensemble_done(fdir:Path, runs:list[Run], baselines:bool)->bool:
@@ -541,6 +557,7 @@ def ensemble_done(fdir:Path, runs:list[Run], baselines:bool)->bool:
     e = _read(p)
     return e.get('seeds') == _seeds_of(runs) and (not baselines or 'alpha158' in e and ('alpha158_blend' in e or not e['members']))
 
+# %% ../nbs/14_study.ipynb #84fb5898
 def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:int=30, cache:FormulaCache|None=None,
                    alpha158:tuple|None=None, # (features, feature matrix, mask, LightGBM rounds, `fit_models` result): also Alpha158 + the ensemble
                   )->dict: # what `ensemble.json` holds
@@ -588,6 +605,7 @@ def score_run(run:Run, panel:Panel, splits:Splits, cache:FormulaCache,
     atomic_write_json(run.dir/'result.json', res)
     return res
 
+# %% ../nbs/14_study.ipynb #81ab41f2
 def score_fold(data, # Qlib data directory
                universe:str, fold:Fold, runs:list[Run], # the fold's runs, trained
                out, # the study's directory
@@ -677,6 +695,7 @@ def _row(universe, year, seed, method, test:dict, select=None, label=None, **kw)
     return {'universe': universe, 'test_year': year, 'seed': seed, 'method': method, 'label': label or METHODS[method],
             **{k: test.get(k) for k in EVALUATE_KEYS}, 'select_rank_ic': (select or {}).get('rank_ic'), **kw}
 
+# %% ../nbs/14_study.ipynb #b2c7307f
 def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
     "One row per universe, test year, method and seed, read from the result files (the final fold has none)."
     rows, folds = [], {}
@@ -714,6 +733,7 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
     df = pd.DataFrame(rows)
     return pd.concat([df, best_single_classic(df)], ignore_index=True)
 
+# %% ../nbs/14_study.ipynb #06ee0c9e
 def best_single_classic(rows:pd.DataFrame)->pd.DataFrame:
     "Per universe, the rows of the one classic factor with the highest mean test RankIC over the test years (after the fact)."
     c = rows[rows.method.str.startswith('classic:')] if len(rows) else rows
@@ -726,6 +746,7 @@ def best_single_classic(rows:pd.DataFrame)->pd.DataFrame:
                                                factor=best.split(':', 1)[1]))
     return pd.concat(out, ignore_index=True) if out else rows.iloc[:0]
 
+# %% ../nbs/14_study.ipynb #40b11ba5
 def aggregate(rows:pd.DataFrame)->pd.DataFrame:
     "Mean ± std (sample) of the test IC, RankIC and ICIR per universe and method, and how many values each has."
     g = rows.groupby(['universe', 'method'], sort=False)
@@ -735,6 +756,7 @@ def aggregate(rows:pd.DataFrame)->pd.DataFrame:
     t['_o'] = t.method.map(lambda m: order.get(m, len(order)))
     return t.sort_values(['universe', '_o'], kind='stable').drop(columns='_o').reset_index(drop=True)
 
+# %% ../nbs/14_study.ipynb #1fe54a28
 def seed_spread(rows:pd.DataFrame)->pd.DataFrame:
     "Per universe, fold and seeded method: the mean and std over seeds of the test RankIC."
     d = rows[rows.seed.notna() & (rows.method != 'mined_seed_chosen')]
@@ -815,6 +837,7 @@ def format_table(table:pd.DataFrame)->str:
         out.append(df.to_string(index=False))
     return '\n'.join(out)
 
+# %% ../nbs/14_study.ipynb #7ea80871
 def final_summary(fdir:Path)->dict:
     "What the final fold of one universe made: its pool's file, members, selection-year metrics and diversity."
     e, f = _read(Path(fdir)/'ensemble.json'), Path(fdir)/'ensemble_factors.json'
@@ -822,6 +845,7 @@ def final_summary(fdir:Path)->dict:
     return {'factors': f, 'members': e['members'], 'seeds': e['seeds'], 'select': e['select'], 'diversity': e['diversity'],
             'weights_fitted_on': how.get('weights_fitted_on'), 'members_chosen_on': how.get('members_chosen_on')}
 
+# %% ../nbs/14_study.ipynb #fe5348e2
 def study(data=None, # Qlib data directory; the config's (`data/demo` by default) when None
           universes='csi300,csi500', # instrument files, comma-separated or a list
           test_years='2017,2018,2019', # e.g. '2017-2019' or [2017, 2018, 2019]; '' or None: none (with `final`)

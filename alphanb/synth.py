@@ -21,8 +21,8 @@ from .metrics import daily_ic, daily_rank_ic
 from .ops import ts_mean, delay
 
 # %% auto #0
-__all__ = ['EXOGENOUS', 'DEMO_PLANTED', 'DEMO_WEIGHTS', 'MarketSpec', 'demo_spec', 'simulate_market', 'write_qlib', 'make_market',
-           'planted_factors', 'synthetic_panel', 'demo_data']
+__all__ = ['EXOGENOUS', 'DEMO_PLANTED', 'DEMO_WEIGHTS', 'MARKET_MARK', 'MarketSpec', 'demo_spec', 'simulate_market', 'write_qlib',
+           'make_market', 'planted_factors', 'synthetic_panel', 'demo_data']
 
 # %% ../nbs/03a_synth.ipynb #ca2aa9d5
 EXOGENOUS = ['Pressure', 'LogVolume', 'FOMO', '$volume']
@@ -42,6 +42,7 @@ class MarketSpec:
     suspend_rate: float = 0.002  # daily chance a trading stock starts a suspension spell
     seed: int = 0
 
+# %% ../nbs/03a_synth.ipynb #47b1cb60
 def demo_spec(**kw)->MarketSpec:
     "The embedded demo market's spec (300 stocks, 1000 days, `DEMO_PLANTED` weighted by `DEMO_WEIGHTS`), with overrides."
     return MarketSpec(**{'weights': list(DEMO_WEIGHTS), **kw})
@@ -148,6 +149,8 @@ def _membership(mkt:dict)->dict[str, np.ndarray]:
     return out
 
 # %% ../nbs/03a_synth.ipynb #85427f2e
+MARKET_MARK = '.alphanb-market'   # the file that says a directory holds a market alphanb wrote
+
 def _intervals(mask:np.ndarray, dates:pd.DatetimeIndex)->list[tuple]:
     "The (start, end) date spans where `mask` [day] is True."
     m = np.concatenate([[False], mask, [False]]).astype(int)
@@ -157,10 +160,11 @@ def _intervals(mask:np.ndarray, dates:pd.DatetimeIndex)->list[tuple]:
 def write_qlib(mkt:dict, # from `simulate_market`
                out:str|Path, # directory to create (replaced if it holds a previous market)
               )->Path: # `out`
-    "Write a simulated market as a complete Qlib data directory, with its planted formulas in `planted.json`."
+    "Write a simulated market as a complete Qlib data directory, marked as alphanb's so that a later write may replace it."
     out = Path(out)
     if out.exists():
-        if not (out/'planted.json').exists() and any(out.iterdir()):
+        ours = (out/'planted.json').exists() or (out/MARKET_MARK).exists()   # `make_market`'s, or `write_qlib`'s alone
+        if not ours and any(out.iterdir()):
             raise ConfigError(f"{out} exists and is not a synthetic market made by alphanb; choose an empty or new directory")
         shutil.rmtree(out)
     (out/'calendars').mkdir(parents=True); (out/'instruments').mkdir(); (out/'features').mkdir()
@@ -189,6 +193,7 @@ def write_qlib(mkt:dict, # from `simulate_market`
         np.hstack([[0], level]).astype('<f4').tofile(d/'close.day.bin')
         np.hstack([[0], idx_ret]).astype('<f4').tofile(d/'change.day.bin')
     for k, r in rows.items(): (out/'instruments'/f'{k}.txt').write_text('\n'.join(r) + '\n')
+    (out/MARKET_MARK).write_text('a synthetic market written by alphanb.synth.write_qlib; alphanb may replace this directory\n')
     return out
 
 # %% ../nbs/03a_synth.ipynb #e7081682
@@ -217,6 +222,7 @@ def make_market(out:str|Path, # directory for the Qlib data
     atomic_write_json(Path(out)/'factors.json', planted_factors(info))
     return info
 
+# %% ../nbs/03a_synth.ipynb #89fd19f3
 def planted_factors(info:dict, # the content of `planted.json`
                    )->list[dict]: # entries in the `factors.json` schema
     "The planted formulas as a factors file, so the demo market's true alpha can be evaluated, backtested and exported."
@@ -228,6 +234,7 @@ def planted_factors(info:dict, # the content of `planted.json`
                     'interpretation': interpret(f), 'performance': {'all': {k: p[k] for k in ['ic', 'rank_ic'] if k in p}}})
     return out
 
+# %% ../nbs/03a_synth.ipynb #14b124e4
 def synthetic_panel(spec:MarketSpec|None=None, # what to make; the demo market when None
                     universe:str='all', # 'all', 'csi300' or 'csi500'
                    )->Panel: # the market as a Panel, without writing files

@@ -42,6 +42,7 @@ def rng_state()->dict:
             'numpy_has_gauss': int(has_gauss), 'numpy_gauss': float(gauss),
             'python': torch.tensor(mt, dtype=torch.int64), 'python_version': int(version), 'python_gauss': py_gauss}
 
+# %% ../nbs/07b_train.ipynb #74fa6bf2
 def set_rng_state(s:dict)->None:
     "Restore the generators from `rng_state()`."
     torch.set_rng_state(s['torch'])
@@ -55,6 +56,7 @@ LOG_COLUMNS = ['step', 'episodes', 'evaluations', 'reward_mean', 'reward_max', '
 RESUME_FREE = {'ppo/steps', 'run/out', 'run/checkpoint_every', 'run/threads', 'run/device', 'run/cache_mb',
                'run/ray', 'run/workers', 'run/block_days'}   # settings a resumed run may change (the results do not depend on them)
 
+# %% ../nbs/07b_train.ipynb #0f1ac0da
 def _action_entropy(r:Rollout)->float:
     "Mean entropy of the sampling distribution over the tokens the policy chose (not over given prefixes)."
     n = r.lengths.sum() - (0 if r.forced is None else r.forced.sum())
@@ -71,6 +73,7 @@ def build_policy(cfg:TrainConfig, grammar:Grammar)->nn.Module:
     return make_policy(cfg.policy.name, grammar, prior=cfg.policy.sampling_prior, hidden=cfg.policy.hidden, layers=cfg.policy.layers, heads=cfg.policy.heads,
                        dropout=cfg.policy.dropout, **cfg.policy.kwargs)
 
+# %% ../nbs/07b_train.ipynb #ce232da7
 class Trainer:
     "A training run: data, grammar, policy, optimiser, environment and log, advanced one PPO step at a time."
     def __init__(self,
@@ -180,6 +183,7 @@ def write_log(path:str|Path, rows:list[dict])->Path:
     for r in rows: w.writerow({k: ('' if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
     return atomic_write_text(path, buf.getvalue())
 
+# %% ../nbs/07b_train.ipynb #fd08b87a
 def save_model(trainer:Trainer, out:Path)->dict[str, Path]:
     "Write `model.pt` (state dict, settings, vocabulary) and `model.npz` (the same weights as plain arrays)."
     sd = {k: v.detach().cpu() for k, v in trainer.policy.state_dict().items()}
@@ -191,6 +195,7 @@ def save_model(trainer:Trainer, out:Path)->dict[str, Path]:
         with open(p, 'wb') as f: np.savez(f, **arrays)
     return {'model_pt': pt, 'model_npz': atomic_write(out/'model.npz', _npz)}
 
+# %% ../nbs/07b_train.ipynb #5be8f304
 def summarize(trainer:Trainer)->dict:
     "Valid-split metrics of the combined pool and of the best factor (by train RankIC)."
     valid = RewardContext(trainer.panel, trainer.valid_days, topk=trainer.cfg.data.topk)
@@ -204,6 +209,7 @@ def summarize(trainer:Trainer)->dict:
                               'valid': pick(valid.metrics(evaluate_formula(trainer.panel, f)))}
     return out
 
+# %% ../nbs/07b_train.ipynb #2ad71418
 def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides of the defaults (papermill parameters)
           resume:bool=False, # continue from OUT/checkpoint.pt when it exists
           data:tuple|None=None, # (panel, train slice, valid slice) instead of loading `config.data.dir`
@@ -248,6 +254,7 @@ def train(config:TrainConfig|dict|None=None, # settings, or a dict of overrides 
     if verbose: print_summary(res)
     return res
 
+# %% ../nbs/07b_train.ipynb #32551445
 def print_summary(res:dict)->None:
     "A readable summary of a training result."
     print(f"trained {res['steps']} steps: {res['episodes']} formulas written, {res['evaluations']} distinct evaluated "
@@ -258,6 +265,7 @@ def print_summary(res:dict)->None:
     if v: print(f"combined pool on valid: IC {v['ic']:.4f}  RankIC {v['rank_ic']:.4f}  ICIR {v['icir']:.3f}")
     print(f"wrote {res['paths']['factors']}, {res['paths']['model_pt']}, {res['paths']['model_npz']}, {res['paths']['log']}")
 
+# %% ../nbs/07b_train.ipynb #f646c927
 def result_json(res:dict)->dict:
     "The JSON-able part of a training result (what `alphanb train` prints last)."
     keep = ['steps', 'episodes', 'evaluations', 'seconds', 'valid', 'best_factor', 'paths']
@@ -283,6 +291,7 @@ PLANTED_SEARCH = {'search/elite_share': 0.25, 'search/mutate_share': 0.25, 'sear
                   'search/elite_from': 'best', 'search/elite_rank': True}
 PLANTED_UNIFORM = {'search/elite_share': 0.0, 'search/mutate_share': 0.0, 'search/elite_from': 'pool'}   # random search: uniform draws only
 
+# %% ../nbs/07b_train.ipynb #2e8b93f2
 def planted_market(formula:str=PLANTED_FORMULA, # the planted formula (over alphanb.synth.EXOGENOUS features)
                    seed:int=0, # market seed
                    n_stocks:int=60, # stocks
@@ -292,6 +301,7 @@ def planted_market(formula:str=PLANTED_FORMULA, # the planted formula (over alph
     "A synthetic market whose next-day returns carry `formula`, with a 1-day forward-return target."
     return synthetic_panel(MarketSpec(n_stocks=n_stocks, n_days=n_days, planted=[formula], horizon=1, alpha=alpha, seed=seed), 'all')
 
+# %% ../nbs/07b_train.ipynb #20871819
 def planted(policy:str='transformer', # a policy name or 'random'
             budget:int=20000, # formulas written at most
             seed:int=0, # seed of the market and of the agent
@@ -334,6 +344,7 @@ def planted(policy:str='transformer', # a policy name or 'random'
             'best_corr': abs(best[0]), 'best_formula': best[1], 'planted': formula, 'steps': tr.step,
             'seconds': time.perf_counter() - t0}
 
+# %% ../nbs/07b_train.ipynb #492a428f
 def _planted_args(p):
     p.add_argument('--policy', default='transformer', help='policy name or random')
     p.add_argument('--budget', type=int, default=20000, help='formulas written at most')
