@@ -85,10 +85,10 @@ def bench_eval(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when No
                start='2010-01-01', # first day
                end='2019-12-31', # last day
                n:int=200, # random formulas
-               max_depth:int=4, # their deepest path
-               seed:int=0, # their seed
-               qlib_n:int=10, # formulas also timed through pyqlib (slow)
-               device:str='cpu', # where alphanb computes
+               max_depth:int=4, # deepest root-to-leaf path of the formulas
+               seed:int=0, # seed of the formulas
+               qlib_n:int=10, # formulas also timed through pyqlib (slow; 0: none)
+               device:str='cpu', # where alphanb computes: 'cpu' or 'cuda'
                families:bool=True, # also time each formula family against the bandwidth bound (`bench_families`)
                verbose:bool=True, # print the summary
               )->dict: # the figures
@@ -159,28 +159,13 @@ def bench_eval(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when No
     return res
 
 # %% ../nbs/15_bench.ipynb #7fb1984f
-def _formula_set_args(p, n:int):
-    "The panel and the seeded random formulas a formula benchmark times."
-    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
-    p.add_argument('--universe', default='csi300', help='instrument file, e.g. csi300')
-    p.add_argument('--start', default='2010-01-01', help='first day')
-    p.add_argument('--end', default='2019-12-31', help='last day')
-    p.add_argument('--n', type=int, default=n, help='random formulas')
-    p.add_argument('--max-depth', type=int, default=4, help='deepest root-to-leaf path')
-    p.add_argument('--seed', type=int, default=0, help='seed of the formulas')
-
-def _bench_eval_args(p):
-    _formula_set_args(p, 200)
-    p.add_argument('--qlib-n', type=int, default=10, help='formulas also timed through pyqlib (0: none)')
-    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    p.add_argument('--families', action=argparse.BooleanOptionalAction, default=True,
-                   help='time each formula family against the bandwidth bound and numpy/pandas (CPU only)')
+_FORMULA_SET = ('provider_uri', 'universe', 'start', 'end', 'n', 'max_depth', 'seed')   # the panel and the random formulas
+_bench_eval_args = Options(bench_eval, *_FORMULA_SET, 'qlib_n', 'device', 'families', rename={'provider_uri': 'data'})
 
 @command('bench-eval', 'formulas/second of alphanb (cold and warm cache) vs pyqlib, and RankIC throughput', _bench_eval_args)
 def bench_eval_command(args)->dict:
     "`alphanb bench eval`: print the rates and the ratio to pyqlib."
-    return bench_eval(args.data, args.universe, args.start, args.end, args.n, args.max_depth, args.seed,
-                      args.qlib_n, args.device, args.families)
+    return _bench_eval_args.call(args)
 
 # %% ../nbs/15_bench.ipynb #c2c4dcd0
 FAMILY_FORMULAS = {   # the families of the speed issue's table, windows of 20 days
@@ -295,8 +280,8 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
                   start='2010-01-01', # first day
                   end='2019-12-31', # last day
                   n:int=30, # random formulas
-                  max_depth:int=4, # their deepest path
-                  seed:int=0, # their seed
+                  max_depth:int=4, # deepest root-to-leaf path of the formulas
+                  seed:int=0, # seed of the formulas
                   repeat:int=2, # passes per setting; the best is kept
                   verbose:bool=True, # print the table
                  )->dict: # seconds per pass for each setting, idle and busy, and the ratios to one thread
@@ -339,15 +324,13 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
     return res
 
 # %% ../nbs/15_bench.ipynb #0f630982
-def _bench_threads_args(p):
-    _formula_set_args(p, 30)
-    p.add_argument('--repeat', type=int, default=2, help='passes per setting (the best is kept)')
+_bench_threads_args = Options(bench_threads, *_FORMULA_SET, 'repeat', rename={'provider_uri': 'data'})
 
 @command('bench-threads', "evaluation time with one thread, the default 'auto' threads and all cores, idle and with a core busy elsewhere",
          _bench_threads_args)
 def bench_threads_command(args)->dict:
     "`alphanb bench threads`: the thread policy against one thread and every core."
-    return bench_threads(args.data, args.universe, args.start, args.end, args.n, args.max_depth, args.seed, args.repeat)
+    return _bench_threads_args.call(args)
 
 # %% ../nbs/15_bench.ipynb #deca3071
 ALPHA158_HISTORY = 70   # trading days loaded before the first day: Alpha158's longest look-back is 61
@@ -386,26 +369,21 @@ def bench_alpha158(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` whe
             f"{res['speedup_eval']:.1f}x faster evaluating, {res['speedup_total']:.1f}x counting its loading")
     return res
 
-def _bench_alpha158_args(p:argparse.ArgumentParser)->None:
-    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
-    p.add_argument('--universe', default='csi300', help='instrument file, e.g. csi300')
-    p.add_argument('--start', default='2019-01-01', help='first day computed')
-    p.add_argument('--end', default='2019-12-31', help='last day computed')
-    p.add_argument('--no-qlib', action='store_true', help='time alphanb only')
+_bench_alpha158_args = Options(bench_alpha158, 'provider_uri', 'universe', 'start', 'end', 'qlib', rename={'provider_uri': 'data'})
 
 @command('bench-alpha158', "seconds to compute all of Alpha158 through alphanb vs pyqlib's expression engine, same stocks and days",
          _bench_alpha158_args)
 def bench_alpha158_command(args:argparse.Namespace)->dict:
     "`alphanb bench alpha158`: print both times and the ratios."
-    return bench_alpha158(args.data, args.universe, args.start, args.end, not args.no_qlib)
+    return _bench_alpha158_args.call(args)
 
 # %% ../nbs/15_bench.ipynb #61b32e39
 def bench_backtest(data=None, # Qlib data directory (the real CSI500 data for the reference figure)
                    universe:str='csi500', # instrument file
-                   start='2010-01-01', # alphanb's span
-                   end='2019-12-31',
-                   qlib_start=None, # pyqlib's span (default: alphanb's); a shorter one keeps the run short
-                   qlib_end=None,
+                   start='2010-01-01', # alphanb's first day
+                   end='2019-12-31', # alphanb's last day
+                   qlib_start=None, # pyqlib's first day (default: alphanb's); a shorter span keeps the run short
+                   qlib_end=None, # pyqlib's last day (default: alphanb's)
                    topk:int=50, # stocks held, rebalanced daily
                   )->dict: # times in seconds and the speed-up per simulated day
     "Time alphanb's backtest and pyqlib's on the same signal (20-day reversal), daily rebalancing, in the same process."
@@ -435,18 +413,12 @@ def bench_backtest(data=None, # Qlib data directory (the real CSI500 data for th
     return res
 
 # %% ../nbs/15_bench.ipynb #da77420e
-def _bench_backtest_args(p:argparse.ArgumentParser):
-    p.add_argument('--data', default=None, help='Qlib data directory (the real cn_data for the reference figures)')
-    p.add_argument('--universe', default='csi500')
-    p.add_argument('--start', default='2010-01-01'); p.add_argument('--end', default='2019-12-31')
-    p.add_argument('--qlib-start', default=None, help="pyqlib's first day (default --start)")
-    p.add_argument('--qlib-end', default=None, help="pyqlib's last day (default --end)")
-    p.add_argument('--topk', type=int, default=50)
+_bench_backtest_args = Options(bench_backtest, 'data', 'universe', 'start', 'end', 'qlib_start', 'qlib_end', 'topk')
 
 @command('bench-backtest', "time alphanb's backtest against pyqlib's on the same signal (daily rebalancing)", _bench_backtest_args)
 def bench_backtest_command(args:argparse.Namespace)->dict:
     "`alphanb bench backtest`: print both times and the ratio."
-    r = bench_backtest(args.data, args.universe, args.start, args.end, args.qlib_start, args.qlib_end, args.topk)
+    r = _bench_backtest_args.call(args)
     print(f"alphanb: {r['alphanb_seconds']:.2f} s for {r['alphanb_days']} days ({r['alphanb_span']}, {r['stocks']} stocks, top {r['topk']})")
     print(f"pyqlib:  {r['qlib_seconds']:.2f} s for {r['qlib_days']} days ({r['qlib_span']}; + {r['qlib_exchange_load_seconds']:.1f} s loading its exchange)")
     print(f"speed-up per simulated day: {r['speedup']:.1f}x; counting each side's data loading "
@@ -573,7 +545,8 @@ def to_alphagen(f:Formula|str, expr_mod, feature_type):
 def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
                    data=None, # Qlib data directory; `$ALPHANB_DATA` when None
                    universe:str='csi300', # instrument file
-                   start='2010-01-01', end='2019-12-31', # the days evaluated
+                   start='2010-01-01', # first day evaluated
+                   end='2019-12-31', # last day evaluated
                    repeat:int=3, # timed runs of each family (the fastest is kept)
                    verbose:bool=True, # print the table
                   )->dict: # per family: ms per formula each side, the speed-up, the largest relative difference where compared
@@ -616,16 +589,12 @@ def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
     return {'universe': universe, 'days': len(days), 'stocks': panel.n_stocks, 'table': rows}
 
 # %% ../nbs/15_bench.ipynb #f09ea59f
-def _bench_alphagen_args(p):
-    p.add_argument('--alphagen', required=True, metavar='DIR', help='an AlphaGen checkout (git clone https://github.com/RL-MLDM/alphagen)')
-    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
-    p.add_argument('--universe', default='csi300', help='instrument file')
-    p.add_argument('--start', default='2010-01-01', help='first day evaluated')
-    p.add_argument('--end', default='2019-12-31', help='last day evaluated')
+_bench_alphagen_args = Options(bench_alphagen, 'alphagen', 'data', 'universe', 'start', 'end',
+                               alphagen={'metavar': 'DIR', 'help': 'an AlphaGen checkout (git clone https://github.com/RL-MLDM/alphagen)'})
 
 @command('bench-alphagen', "alphanb's evaluator against AlphaGen's on the same formulas and panel, by family, one thread each", _bench_alphagen_args)
 def bench_alphagen_command(args)->dict:
-    return bench_alphagen(args.alphagen, args.data, args.universe, args.start, args.end)
+    return _bench_alphagen_args.call(args)
 
 # %% ../nbs/15_bench.ipynb #44bd9ef9
 def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
@@ -697,17 +666,11 @@ def bench_scale(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
     return res
 
 # %% ../nbs/15_bench.ipynb #3803762b
-def _bench_scale_args(p):
-    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
-    p.add_argument('--universe', default='csi300', help='instrument file')
-    p.add_argument('--start', default='2016-01-01', help='first scored day')
-    p.add_argument('--end', default='2019-12-31', help='last scored day')
-    p.add_argument('--n', type=int, default=24, help='random formulas per timed call')
-    p.add_argument('--block-days', type=int, default=250, help='days per block')
+_bench_scale_args = Options(bench_scale, 'data', 'universe', 'start', 'end', 'n', 'block_days')
 
 @command('bench-scale', 'scoring in day blocks on 1 and 2 Ray workers against one pass here; bytes per call; a projection for more workers', _bench_scale_args)
 def bench_scale_command(args)->dict:
-    return bench_scale(args.data, args.universe, args.start, args.end, args.n, args.block_days)
+    return _bench_scale_args.call(args)
 
 # %% ../nbs/15_bench.ipynb #6d13278c
 def bench_blocks(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
@@ -757,16 +720,8 @@ def bench_blocks(data=None, # Qlib data directory; `$ALPHANB_DATA` when None
     return res
 
 # %% ../nbs/15_bench.ipynb #05232633
-def _bench_blocks_args(p):
-    p.add_argument('--data', default=None, help='Qlib data directory (default: $ALPHANB_DATA)')
-    p.add_argument('--universe', default='all', help='instrument file')
-    p.add_argument('--start', default=None, help='first scored day')
-    p.add_argument('--end', default=None, help='last scored day')
-    p.add_argument('--block-days', default='250,500,1000', help='block lengths measured, comma-separated')
-    p.add_argument('--n', type=int, default=8, help='random formulas each worker scores')
-    p.add_argument('--machine-gb', type=float, default=24.0, help='memory of the machine the projection is for')
+_bench_blocks_args = Options(bench_blocks, 'data', 'universe', 'start', 'end', 'block_days', 'n', 'machine_gb')
 
 @command('bench-blocks', 'peak memory of a Ray worker holding one block of days, for several lengths; the block size a machine fits', _bench_blocks_args)
 def bench_blocks_command(args)->dict:
-    return bench_blocks(args.data, args.universe, args.start, args.end, tuple(int(x) for x in args.block_days.split(',')),
-                        args.n, args.machine_gb)
+    return _bench_blocks_args.call(args)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #61a45d19
 from __future__ import annotations
-import argparse, ctypes, difflib, json, os, random, sys, tempfile
+import argparse, ctypes, difflib, inspect, json, os, random, sys, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -14,7 +14,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['PARENT_ENV', 'COMMANDS', 'AlphanbError', 'DataNotFoundError', 'UnknownUniverseError', 'DateRangeError',
            'UnknownFieldError', 'FormulaError', 'ConfigError', 'did_you_mean', 'atomic_write', 'atomic_write_text',
-           'atomic_write_json', 'seed_everything', 'release_memory', 'follow_parent', 'Command', 'command',
+           'atomic_write_json', 'seed_everything', 'release_memory', 'follow_parent', 'Command', 'command', 'Options',
            'to_jsonable']
 
 # %% ../nbs/00_core.ipynb #7d75ece2
@@ -142,6 +142,54 @@ def command(name:str, # the sub-command, e.g. 'evaluate'
         COMMANDS[name] = Command(name, help, add_args, fn)
         return fn
     return deco
+
+# %% ../nbs/00_core.ipynb #727e560f
+def _items(kind:type)->Callable[[str], tuple]:
+    "Parse 'a,b,c' into a tuple of `kind`."
+    def parse(text:str)->tuple: return tuple(kind(x) for x in text.split(',') if x.strip())
+    parse.__name__ = f'comma-separated {kind.__name__}s'      # what argparse names in an error
+    return parse
+
+class Options:
+    "A command's options made from the docments of the function it runs: one `--option` per parameter, its default and help."
+    def __init__(self,
+                 fn:Callable, # the function the command runs; each offered parameter has a docment
+                 *names:str, # its parameters offered as options, in order
+                 rename:dict|None=None, # parameter -> option name where they differ, e.g. {'provider_uri': 'data'}
+                 **given, # parameter -> `add_argument` keywords that override what the signature gives
+                ):
+        self.fn, self.names, self.rename, self.given = fn, names, dict(rename or {}), given
+        params = inspect.signature(fn).parameters
+        if missing := [n for n in names if n not in params]:
+            raise TypeError(f"{fn.__name__} has no parameter {', '.join(map(repr, missing))}; it has {', '.join(params)}")
+    def option(self, name:str)->str:
+        "The option's name (its `dest`) for the parameter `name`."
+        return self.rename.get(name, name)
+    def __call__(self, p:argparse.ArgumentParser)->None:
+        "Add the options to a command's parser: this is the `add_args` of `@command`."
+        from fastcore.docments import docments              # ~70 ms, paid only when a command's parser is built
+        docs, params = docments(self.fn), inspect.signature(self.fn).parameters
+        for name in self.names:
+            if not docs.get(name):
+                raise TypeError(f"{self.fn.__name__}'s parameter {name!r} has no docment (a comment after it) to be its --help")
+            d = params[name].default
+            text = docs[name].replace(' when None', ' when not given').replace('%', '%%')   # argparse formats help with %
+            kw = {'help': text}
+            if d is inspect.Parameter.empty: kw['required'] = True
+            else:
+                kw['default'] = d
+                if d is not None and not isinstance(d, bool):
+                    kw['help'] += f" (default {','.join(map(str, d)) if isinstance(d, (tuple, list)) else d})"
+            if isinstance(d, bool): kw['action'] = argparse.BooleanOptionalAction
+            elif isinstance(d, (tuple, list)): kw['type'] = _items(type(d[0]) if d else str)
+            elif isinstance(d, (int, float)): kw['type'] = type(d)
+            elif d is None:                                 # the annotation says what a value is: `steps:int|None=None`
+                kinds = [{'int': int, 'float': float}.get(a.strip()) for a in str(params[name].annotation).split('|')]
+                if any(kinds): kw['type'] = next(k for k in kinds if k)
+            p.add_argument('--' + self.option(name).replace('_', '-'), dest=self.option(name), **(kw | self.given.get(name, {})))
+    def call(self, args:argparse.Namespace, **fixed)->Any:
+        "Run the function with the parsed options (and the `fixed` arguments)."
+        return self.fn(**{n: getattr(args, self.option(n)) for n in self.names}, **fixed)
 
 # %% ../nbs/00_core.ipynb #9b4e8c3f
 def to_jsonable(obj:Any)->Any:

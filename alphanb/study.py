@@ -846,22 +846,22 @@ def final_summary(fdir:Path)->dict:
             'weights_fitted_on': how.get('weights_fitted_on'), 'members_chosen_on': how.get('members_chosen_on')}
 
 # %% ../nbs/14_study.ipynb #fe5348e2
-def study(data=None, # Qlib data directory; the config's (`data/demo` by default) when None
+def study(data=None, # Qlib data directory; the config's (else the embedded demo market data/demo) when None
           universes='csi300,csi500', # instrument files, comma-separated or a list
-          test_years='2017,2018,2019', # e.g. '2017-2019' or [2017, 2018, 2019]; '' or None: none (with `final`)
-          seeds='0-4', # e.g. '0-4', '0,1,2' or a list
-          out='runs/study', # the study's directory
+          test_years='2017,2018,2019', # e.g. 2017-2019, 2017,2018,2019 or a list: each fold mines up to Y-2, chooses on Y-1, scores on Y; none: only the final fold
+          seeds='0-4', # seeds of the runs, e.g. 0-4, 0,1,2 or a list
+          out='runs/study', # the study's directory (results, summary, figures)
           steps:int|None=None, # PPO steps per run; the config's when None
           jobs:int=1, # trainings at once, one process and one thread each
           baselines:bool=True, # classic factors and Alpha158 beside the mined pools
           settings:dict|None=None, # other training settings (like --set)
           config_file=None, # a JSON file of training settings (like --config)
-          scratch=None, # where trainings write checkpoints and models; `default_scratch(out)` when None
+          scratch=None, # where trainings write checkpoints and models; ~/.cache/alphanb/study/... (`default_scratch(out)`) when None
           rounds:int=500, # LightGBM baselines: most trees
-          progress:bool=True, # tqdm bars
+          progress:bool=True, # progress bars
           verbose:bool=True, # print the table
-          final:bool=False, # also the final fold: mine up to the data's last year - 1, choose on its last year, no test
-          ray:str|None=None, # train on a Ray cluster ('local', 'auto', host:port) instead of `jobs` local processes
+          final:bool=False, # also the final fold: mine up to the data's last year - 1, choose on its last year; OUT/<universe>/final/ensemble_factors.json is the pool to use on later data
+          ray:str|None=None, # trainings as tasks on a Ray cluster: 'local', 'auto' or host:port (--out, --scratch and --data on storage every node sees; pip install 'alphanb[ray]')
          )->dict: # the summary (also OUT/summary.json)
     "Walk-forward study: train, choose on the selection year, score on the test year, beside the baselines; resumable."
     t0 = time.perf_counter()
@@ -951,30 +951,16 @@ def compare_settings(studies:dict, # name -> a study's directory (`--out`); runs
               .agg(runs=('seed', 'count'), **{f'{c}_{s}': (c, s) for c in COMPARED for s in ['mean', 'std']}).reset_index())
 
 # %% ../nbs/14_study.ipynb #20aa4212
+_STUDY = Options(study, 'data', 'universes', 'test_years', 'final', 'seeds', 'out', 'scratch', 'steps', 'jobs', 'ray', 'baselines',
+                 'rounds', 'progress', ray={'metavar': 'ADDRESS'})
+
 def _study_args(p:argparse.ArgumentParser)->None:
-    p.add_argument('--data', help='Qlib data directory (default: the config\'s, else the embedded demo market data/demo)')
-    p.add_argument('--universes', default='csi300,csi500', help='instrument files, comma-separated')
-    p.add_argument('--test-years', default='2017,2018,2019', help='test years, e.g. 2017,2018,2019 or 2017-2019: each fold mines on the data up '
-                   'to Y-2, chooses on Y-1 and scores on Y; none: only the final fold')
-    p.add_argument('--final', action='store_true', help='also the final fold: mine up to the data\'s last year - 1, choose on its last year; '
-                   'OUT/<universe>/final/ensemble_factors.json is the pool to use on later data')
-    p.add_argument('--seeds', default='0-4', help='seeds of the runs, e.g. 0-4 or 0,1,2')
-    p.add_argument('--out', default='runs/study', help='the study\'s directory (results, summary, figures)')
-    p.add_argument('--scratch', default=None, help='where trainings write checkpoints and models (default: ~/.cache/alphanb/study/...)')
-    p.add_argument('--steps', type=int, help='PPO steps per run (default: the config\'s)')
-    p.add_argument('--jobs', type=int, default=1, help='trainings at once, one process and one thread each')
-    p.add_argument('--ray', default=None, metavar='ADDRESS', help="trainings as tasks on a Ray cluster: 'local', 'auto' or host:port "
-                   "(--out, --scratch and --data on storage every node sees); pip install 'alphanb[ray]'")
-    p.add_argument('--baselines', action=argparse.BooleanOptionalAction, default=True, help='classic factors and Alpha158 beside the mined pools')
-    p.add_argument('--rounds', type=int, default=500, help='LightGBM baselines: most trees')
+    _STUDY(p)
     p.add_argument('--config', metavar='F.json', help='JSON file of training settings')
     p.add_argument('--set', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[],
                    help='override one training setting, e.g. --set reward/mode ic (VALUE parsed as JSON when possible)')
-    p.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 @command('study', 'walk-forward study: per test year mine on the years before, choose on the year before it, score on it; '
          'seeds, universes and baselines', _study_args)
 def study_command(args:argparse.Namespace)->dict:
-    return study(args.data, args.universes, args.test_years, args.seeds, args.out, args.steps, args.jobs, args.baselines,
-                 {k: parse_value(v) for k, v in args.set}, args.config, args.scratch, args.rounds, progress=not args.no_progress,
-                 final=args.final, ray=args.ray)
+    return _STUDY.call(args, settings={k: parse_value(v) for k, v in args.set}, config_file=args.config)

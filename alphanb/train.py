@@ -306,7 +306,8 @@ def planted(policy:str='transformer', # a policy name or 'random'
             budget:int=20000, # formulas written at most
             seed:int=0, # seed of the market and of the agent
             formula:str=PLANTED_FORMULA, # the planted formula
-            n_stocks:int=60, n_days:int=300, # size of the synthetic market
+            n_stocks:int=60, # stocks of the synthetic market
+            n_days:int=300, # trading days of the synthetic market
             overrides:dict|None=None, # further settings by path (`ppo/batch_size`, `reward/mode`, ...)
             progress:bool=False, # tqdm bar
            )->dict: # policy, seed, budget, recovered, evaluations, distinct, best_corr, best_formula, seconds, ...
@@ -345,19 +346,15 @@ def planted(policy:str='transformer', # a policy name or 'random'
             'seconds': time.perf_counter() - t0}
 
 # %% ../nbs/07b_train.ipynb #492a428f
+_PLANTED = Options(planted, 'policy', 'budget', 'seed', 'formula', 'n_stocks', 'n_days', rename={'n_stocks': 'stocks', 'n_days': 'days'})
+
 def _planted_args(p):
-    p.add_argument('--policy', default='transformer', help='policy name or random')
-    p.add_argument('--budget', type=int, default=20000, help='formulas written at most')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--formula', default=PLANTED_FORMULA, help='the planted formula')
-    p.add_argument('--stocks', type=int, default=60, help='stocks of the synthetic market')
-    p.add_argument('--days', type=int, default=300, help='trading days of the synthetic market')
+    _PLANTED(p)
     p.add_argument('--set', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[], help='override a training setting by its path, e.g. --set ppo/lr 3e-4')
 
 @command('planted', 'can a policy recover a formula planted in a synthetic market? (AlphaMining experiment)', _planted_args)
 def planted_command(args)->dict:
-    res = planted(args.policy, args.budget, args.seed, args.formula, args.stocks, args.days,
-                  {k: parse_value(v) for k, v in args.set}, progress=True)
+    res = _PLANTED.call(args, overrides={k: parse_value(v) for k, v in args.set}, progress=True)
     print(f"{res['policy']} seed {res['seed']}: planted {res['planted']} "
           f"{'recovered after ' + str(res['evaluations']) + ' formulas' if res['recovered'] else 'not recovered in ' + str(res['evaluations']) + ' formulas'}; "
           f"best |corr| {res['best_corr']:.4f} ({res['best_formula']})")

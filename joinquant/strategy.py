@@ -16,7 +16,7 @@ __all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'np_gt', 'np_ge', 'np_lt', 'np_le', 'np_e
 
 # %% ../nbs/10a_jq_strategy.ipynb #c194c525
 try: from jqdata import *   # JoinQuant's API: get_price, order_target_value, run_daily, g, log, ...
-except ImportError: pass    # outside JoinQuant: alphanb.joinquant.LocalJoinQuant serves the same names
+except ImportError: pass    # outside JoinQuant: alphanb.jq_sim.LocalJoinQuant serves the same names
 import io, json, math, warnings
 import numpy as np
 import pandas as pd

@@ -9,7 +9,8 @@ import pytest
 from alphanb.backtest import BacktestConfig, backtest, rebalance_days
 from alphanb.core import AlphanbError
 from alphanb.evaluate import FormulaCache, evaluate_formula
-from alphanb.joinquant import LocalJoinQuant, export_joinquant, strategy_source
+from alphanb.joinquant import export_joinquant, strategy_source
+from alphanb.jq_sim import LocalJoinQuant
 from alphanb.jq_strategy import NP_OPERATORS, np_evaluate, np_features, qlib_symbol
 from alphanb.pool import combined_factor
 from alphanb.factors import load_factors
