@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_train.ipynb #e5b87627
 from __future__ import annotations
-import csv, io, math, random, time
+import copy, csv, io, math, random, time
 from pathlib import Path
 
 import numpy as np
@@ -145,11 +145,13 @@ class Trainer:
         return row
 
     def state_dict(self)->dict:
-        "Everything needed to continue this run, as plain tensors and values."
-        return {'format': 1, 'step': self.step, 'config': config_dict(self.cfg), 'model': self.policy.state_dict(),
-                'optimizer': self.optimizer.state_dict() if self.optimizer else {}, 'rng': rng_state(),
+        "Everything needed to continue this run, as plain tensors and values: a snapshot that later steps leave as it is."
+        return {'format': 1, 'step': self.step, 'config': config_dict(self.cfg),
+                'model': {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+                'optimizer': copy.deepcopy(self.optimizer.state_dict()) if self.optimizer else {}, 'rng': rng_state(),
                 'log': [dict(r) for r in self.log], 'pool': pool_state(self.env.pool),
-                'env': {'scores': self.env.scores, 'episodes': self.env.episodes, 'evaluations': self.env.evaluations}}
+                'env': {'scores': {k: dict(v) for k, v in self.env.scores.items()}, 'episodes': self.env.episodes,
+                        'evaluations': self.env.evaluations}}
 
     def load_state_dict(self, s:dict)->None:
         "Continue from a `state_dict()`; the settings must agree except for those in `RESUME_FREE`."
