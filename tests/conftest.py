@@ -25,6 +25,19 @@ def demo_data() -> Path:
 
 
 @pytest.fixture(scope='session')
+def synthetic_market(tmp_path_factory):
+    "Make a market with `alphanb demo-data` (the command itself, as a user would): `synthetic_market(stocks, days, seed)` -> its directory."
+    import subprocess, sys
+    def make(stocks:int, days:int, seed:int) -> Path:
+        out = tmp_path_factory.mktemp('market')/f'{stocks}x{days}_seed{seed}'
+        p = subprocess.run([sys.executable, '-m', 'alphanb', 'demo-data', '--out', str(out), '--stocks', str(stocks),
+                            '--days', str(days), '--seed', str(seed)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return out
+    return make
+
+
+@pytest.fixture(scope='session')
 def ray_cluster():
     "A local Ray cluster of two CPUs started by the tests (skipped without Ray), stopped at the end of the session."
     ray = pytest.importorskip('ray')

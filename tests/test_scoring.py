@@ -1,5 +1,5 @@
 "Day-sharded scoring on a Ray cluster the tests start themselves: the figures of one pass, a killed worker replaced."
-import json, math, os, signal, subprocess, sys, time
+import json, math, os, signal
 
 import pytest
 import torch
@@ -65,12 +65,9 @@ def test_killed_worker_is_replaced_with_the_same_figures(cluster, demo_data):
     finally: ev.close()
 
 
-def test_larger_synthetic_market(cluster, tmp_path):
+def test_larger_synthetic_market(cluster, synthetic_market):
     "A market the generator makes wider and longer than the demo: blocks on two workers equal one pass."
-    out = tmp_path/'market'
-    p = subprocess.run([sys.executable, '-m', 'alphanb', 'demo-data', '--out', str(out), '--stocks', '400', '--days', '900',
-                        '--seed', '3'], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    out = synthetic_market(400, 900, 3)
     cal = calendar(out)
     start, end = cal[200], cal[-1]
     ev = ShardedEvaluator(out, 'csi300', start, end, lookback=29, block_days=150, ray='local', workers=2)

@@ -109,13 +109,9 @@ def test_bench_train_scale(cluster, tmp_path):
     assert fs == sorted(fs) and fs[0] > 0
 
 
-def test_larger_synthetic_market(cluster, tmp_path):
+def test_larger_synthetic_market(cluster, tmp_path, synthetic_market):
     "A market the generator makes wider and longer than the demo (500 stocks x 1 200 days): two workers, the pool of one process."
-    import subprocess, sys
-    data = tmp_path/'market'
-    p = subprocess.run([sys.executable, '-m', 'alphanb', 'demo-data', '--out', str(data), '--stocks', '500', '--days', '1200',
-                        '--seed', '5'], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    data = synthetic_market(500, 1200, 5)
     kw = {'data/dir': str(data), 'ppo/steps': 2}
     one = train(settings(tmp_path/'one', **kw), progress=False, verbose=False)
     two = train(settings(tmp_path/'ray', **kw, **{'run/ray': 'local', 'run/workers': 2, 'run/block_days': 280}),
