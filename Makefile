@@ -5,7 +5,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install train test docs export clean-nbs bench
+.PHONY: install train train-30min test docs export clean-nbs bench
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): setup.py settings.ini
 # Train on the embedded demo market in data/demo; results go to runs/demo.
 train: install
 	$(BIN)/alphanb train --data data/demo --universe csi300 --out runs/demo
+
+# The same on intraday bars: a synthetic 30-minute market made in runs/demo30min/data, trained on with --freq 30min.
+train-30min: install
+	$(BIN)/alphanb demo-data --freq 30min --out runs/demo30min/data
+	$(BIN)/alphanb train --data runs/demo30min/data --freq 30min --universe csi300 --out runs/demo30min
 
 # nbdev_clean and nbdev_export must leave the tree as committed; then the notebooks, then pytest.
 test: install

@@ -16,7 +16,7 @@ from torch import Tensor
 from .core import *
 from .data import Panel, calendar, data_dir, init_qlib, load_panel, MARKET_CLOSURE
 from .pool import combined_factor
-from .factors import load_factors
+from .factors import load_factors, frequency_for
 
 # %% auto #0
 __all__ = ['CHINEXT_20PCT', 'ANNUAL_DAYS', 'EXITS', 'QLIB_NO_LIMITS', 'QLIB_LACKS', 'BacktestConfig', 'limit_rate', 'fen',
@@ -124,6 +124,15 @@ def _ffill(x:np.ndarray)->np.ndarray:
     out = x[idx, np.arange(x.shape[1])]
     return out
 
+# %% ../nbs/08_backtest.ipynb #d543514d
+def _previous_day_close(close:np.ndarray, # [bar, stock] forward-filled closes
+                        sessions:np.ndarray, # [bar] trading-day index of each bar (`Panel.sessions`)
+                       )->np.ndarray: # [bar, stock] the last close of the day before each bar's day (NaN on the first day)
+    "Each bar's reference price for the daily limits: the close of the previous trading day's last bar."
+    last = np.r_[np.flatnonzero(np.diff(sessions)), len(sessions) - 1]        # [day] the last bar of each day
+    day_close = np.vstack([np.full((1, close.shape[1]), np.nan), close[last]])  # [1 + day, stock]: NaN before the first
+    return day_close[sessions]
+
 # %% ../nbs/08_backtest.ipynb #99ffc8f4
 @dataclass
 class Market:
@@ -149,10 +158,11 @@ def market_arrays(panel:Panel, # needs $open and $close; uses $factor and $chang
     factor = np.where(np.isfinite(factor), factor, 1.0)
     raw_close, raw_price = close / factor, price / factor
     # the exchange's reference price: raw close / (1 + true daily return) handles ex-rights days and gaps;
-    # without $change, the last traded raw close
+    # without $change, the last traded raw close; on intraday bars, the last traded close of the previous day
     prev = np.full_like(close, np.nan)
-    prev[1:] = _ffill(raw_close)[:-1]
-    if '$change' in panel:
+    if panel.freq == 'day': prev[1:] = _ffill(raw_close)[:-1]
+    else: prev = _previous_day_close(_ffill(raw_close), panel.sessions)
+    if '$change' in panel and panel.freq == 'day':   # intraday, $change is bar over bar: not the exchange's reference
         chg = f64('$change')
         prev = np.where(np.isfinite(chg) & (chg > -1), raw_close / (1 + chg), prev)
     traded = panel.tradable.cpu().numpy() & np.isfinite(price) & (price > 0) & np.isfinite(close)
@@ -239,18 +249,21 @@ _TRADE_COLS = ['date', 'symbol', 'side', 'shares', 'price', 'cost', 'amount', 'r
 
 class _Book:
     "Cash and holdings of one account; `buy` and `sell` act on a vector of stocks at one day's prices."
-    def __init__(self, n_stocks:int, cfg:BacktestConfig):
+    def __init__(self, n_stocks:int, cfg:BacktestConfig, sessions:np.ndarray|None=None):
         self.cfg, self.cash = cfg, float(cfg.initial_capital)
+        self.sessions = sessions                  # [step] trading day of each step (intraday bars); None: each step a day
         self.shares = np.zeros(n_stocks)          # [stock] adjusted shares (raw shares / factor)
         self.entry = np.zeros(n_stocks)           # [stock] CNY paid for the holding, before costs (stop / take-profit base)
         self.basis = np.zeros(n_stocks)           # [stock] CNY paid including costs (realised P&L base)
-        self.bought_on = np.full(n_stocks, -1)    # [stock] day index of the last buy (T+1)
+        self.bought_on = np.full(n_stocks, -1)    # [stock] trading day of the last buy (T+1)
         self.log, self.cost_today, self.value_today = [], 0.0, 0.0
 
+    def _day(self, step:int)->int: return step if self.sessions is None else int(self.sessions[step])
+
     def sellable(self, day:int)->np.ndarray:
-        "[stock] bool: held, and not bought today when T+1 applies."
+        "[stock] bool: held, and not bought on the same trading day when T+1 applies (`day`: the step, a day or a bar)."
         ok = self.shares > 0
-        return ok & (self.bought_on < day) if self.cfg.t_plus_1 else ok
+        return ok & (self.bought_on < self._day(day)) if self.cfg.t_plus_1 else ok
 
     def sell(self, idx:np.ndarray, day:int, price:np.ndarray, factor:np.ndarray, tax:float, reason:str|np.ndarray)->np.ndarray:
         "Sell the whole holding of the stocks `idx` at adjusted `price` (`reason`: one label, or one per stock); returns the stocks actually sold."
@@ -296,7 +309,7 @@ class _Book:
         self.cash -= float((amount + cost).sum())
         self.shares[idx] += raw / factor[idx]
         self.entry[idx] += amount; self.basis[idx] += amount + cost
-        self.bought_on[idx] = day
+        self.bought_on[idx] = self._day(day)
         self.cost_today += float(cost.sum()); self.value_today += float(amount.sum())
         return idx
 
@@ -323,7 +336,7 @@ def backtest(panel:Panel, # market data, with history before `start` if the sign
              benchmark:pd.Series|None=None, # benchmark close by date (e.g. from `load_benchmark`), or None
              st=None, # [day, stock] bool ST flags (5 % limits), or None
             )->BacktestResult:
-    "Trade the top-k stocks of `signal` under A-share rules: the score at the close of *t* is traded at *t+1*."
+    "Trade the top-k stocks of `signal` under A-share rules: the score at the close of *t* is traded at *t+1* (a day, or on intraday panels the next bar)."
     cfg = config or BacktestConfig()
     sig = _as_numpy(signal)
     if sig.shape != (panel.n_days, panel.n_stocks):
@@ -341,7 +354,7 @@ def backtest(panel:Panel, # market data, with history before `start` if the sign
     n_days, n = len(dates), panel.n_stocks
     tax = cfg.stamp_tax_on(dates)
     rebal = rebalance_days(dates, cfg.rebalance)
-    book = _Book(n, cfg)
+    book = _Book(n, cfg, None if panel.freq == 'day' else panel.sessions[first:days.stop])
     nav, cash, costs, traded = np.zeros(n_days), np.zeros(n_days), np.zeros(n_days), np.zeros(n_days)
     positions = np.zeros((n_days, n), dtype=np.float32)
     pending = np.zeros(n, dtype=np.int8)            # [stock] an exit waiting for a tradable price: an index into EXITS
@@ -390,30 +403,36 @@ def backtest(panel:Panel, # market data, with history before `start` if the sign
     trades = book.trades(dates, panel.symbols)
     res = BacktestResult(nav_s, bench, pd.DataFrame(positions, index=dates, columns=panel.symbols), trades,
                          pd.Series(costs, index=dates, name='cost'), pd.Series(cash, index=dates, name='cash'), turnover, cfg)
-    res.metrics = performance_metrics(nav_s, bench, turnover, trades, cfg.initial_capital)
+    if panel.freq == 'day': res.metrics = performance_metrics(nav_s, bench, turnover, trades, cfg.initial_capital)
+    else:   # intraday: the statistics of the day's closing NAV, as a daily backtest reports them
+        eod = lambda x: None if x is None else x.groupby(x.index.normalize()).last()
+        res.metrics = performance_metrics(eod(nav_s), eod(bench), turnover.groupby(turnover.index.normalize()).sum(),
+                                          trades, cfg.initial_capital)
     return res
 
 # %% ../nbs/08_backtest.ipynb #f241aec5
-def benchmarks(provider_uri=None)->list[str]:
-    "The index codes in the data directory that can serve as a benchmark (SH000xxx, SZ399xxx)."
+def benchmarks(provider_uri=None, freq:str='day')->list[str]:
+    "The index codes in the data directory that can serve as a benchmark at `freq` (SH000xxx, SZ399xxx)."
     feats = data_dir(provider_uri)/'features'
-    return sorted(p.name.upper() for p in feats.iterdir() if p.name[:5].lower() in ('sh000', 'sz399') and (p/'close.day.bin').exists())
+    return sorted(p.name.upper() for p in feats.iterdir() if p.name[:5].lower() in ('sh000', 'sz399') and (p/f'close.{freq}.bin').exists())
 
 # %% ../nbs/08_backtest.ipynb #c16090e4
 def load_benchmark(provider_uri, # a Qlib data directory
                    code:str, # index code, e.g. 'SH000300' or 'SH000905'
                    start=None, # first date
-                   end=None, # last date
+                   end=None, # last date (its last bar on intraday data)
+                   freq:str='day', # 'day', or the bar size of intraday data
                   )->pd.Series: # [day] the index close
     "The close of benchmark `code` from the data; an unknown code is an error listing the ones there."
     path = data_dir(provider_uri)
-    if not (path/'features'/code.lower()/'close.day.bin').exists():
-        known = benchmarks(path)
+    if not (path/'features'/code.lower()/f'close.{freq}.bin').exists():
+        known = benchmarks(path, freq)
         raise ConfigError(f"unknown benchmark '{code}'{did_you_mean(code.upper(), known)}: {path/'features'} has "
                           f"{', '.join(known) or 'no index'}; pass one of them (or --benchmark none)")
     init_qlib(path)
     from qlib.data import D
-    df = D.features([code.upper()], ['$close'], start_time=start, end_time=end)
+    if freq != 'day' and end is not None: end = pd.Timestamp(end).normalize() + pd.Timedelta(days=1) - pd.Timedelta(seconds=1)
+    df = D.features([code.upper()], ['$close'], start_time=start, end_time=end, freq=freq)
     s = df['$close'].droplevel('instrument').astype(float)
     if not s.notna().any(): raise DataNotFoundError(f"benchmark {code} has no close between {start} and {end}")
     return s.rename(code.upper())
@@ -546,9 +565,10 @@ def trading_window(path:str|Path, # a Qlib data directory
                    end, # last trading day wanted (None: the calendar's last)
                    warmup:int, # trading days of history wanted before `start`
                    short_warmup:bool=False, # accept less history than `warmup` when the data starts later (else an error)
+                   freq:str='day', # the data's frequency; intraday, the window is in whole days of bars
                   )->tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]: # (history start, first trading day, last trading day)
     "The trading days of [`start`, `end`] in the data's calendar, and where `warmup` days of history begin; a period the data does not cover is an error."
-    cal = calendar(path)
+    cal = pd.DatetimeIndex(calendar(path, freq).normalize().unique())   # days (an intraday calendar's days)
     covers = f"the data in {path} covers {cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}"
     s = cal[min(warmup, len(cal) - 1)] if start is None else pd.Timestamp(start)
     e = cal[-1] if end is None else pd.Timestamp(end)
@@ -586,14 +606,17 @@ def run_factor_backtest(factors, # factors.json path (or its records)
                         out=None, # directory for nav.csv, trades.csv, metrics.json; nothing written when None
                         config:BacktestConfig|None=None, # trading rules (benchmark inside)
                         warmup:int=250, # trading days of history loaded before `start` for the formulas' windows
+                        freq:str|None=None, # bar frequency; None: the one the pool was mined on (daily unless it records another)
                        )->BacktestResult:
     "Load the data with history, combine the factors of `factors`, backtest them and write the results to `out`."
     cfg = config or BacktestConfig()
     path = data_dir(data)
-    hist, first, last = trading_window(path, start, end, warmup)
-    bench = load_benchmark(path, cfg.benchmark, hist, last) if cfg.benchmark else None   # fail fast on a bad code
-    panel = load_panel(path, universe, hist, last)
-    res = backtest(panel, factor_signal(panel, factors), cfg, first, last, bench)
+    fs = load_factors(factors) if isinstance(factors, (str, Path)) else factors
+    freq = frequency_for(fs, freq, factors if isinstance(factors, (str, Path)) else 'the pool')
+    hist, first, last = trading_window(path, start, end, warmup, freq=freq)
+    bench = load_benchmark(path, cfg.benchmark, hist, last, freq) if cfg.benchmark else None   # fail fast on a bad code
+    panel = load_panel(path, universe, hist, last, freq=freq)
+    res = backtest(panel, factor_signal(panel, fs), cfg, first, last, bench)
     if out is not None: write_backtest(res, out)
     return res
 
@@ -605,10 +628,11 @@ def write_backtest(res:BacktestResult, # a backtest's result
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     nav = pd.DataFrame({'nav': res.nav, 'benchmark': res.benchmark if res.benchmark is not None else np.nan})
     nav.index.name = 'date'
-    atomic_write_text(out/'nav.csv', nav.to_csv(date_format='%Y-%m-%d'))
+    when = '%Y-%m-%d' if (nav.index == nav.index.normalize()).all() else '%Y-%m-%d %H:%M'   # intraday: each bar's time
+    atomic_write_text(out/'nav.csv', nav.to_csv(date_format=when))
     cols = ['date', 'symbol', 'side', 'shares', 'price', 'cost', 'amount', 'reason']
     trades = res.trades[cols].round({'price': 2, 'cost': 2, 'amount': 2})   # CNY to the fen (float32 data leaves 20.5699997)
-    atomic_write_text(out/'trades.csv', trades.to_csv(index=False, date_format='%Y-%m-%d'))
+    atomic_write_text(out/'trades.csv', trades.to_csv(index=False, date_format=when))
     atomic_write_json(out/'metrics.json', to_jsonable(res.metrics))
     return out
 
@@ -624,6 +648,7 @@ def _backtest_args(p:argparse.ArgumentParser):
     p.add_argument('--topk', type=int, default=BacktestConfig.topk, help='stocks held')
     p.add_argument('--rebalance', default=str(BacktestConfig.rebalance), help="every N trading days, 'W' or 'M'")
     p.add_argument('--warmup', type=int, default=250, help='trading days of history before --start for formula windows')
+    p.add_argument('--freq', default=None, help="bar frequency (default: the one the pool was mined on); intraday, --rebalance counts bars")
 
 def _bench_arg(b:str|None)->str|None: return None if b is None or str(b).lower() in ('none', '') else str(b).upper()
 
@@ -633,7 +658,7 @@ def backtest_command(args:argparse.Namespace)->dict:
     "`alphanb backtest`: write nav.csv, trades.csv, metrics.json and return the metrics."
     if not Path(args.factors).exists(): raise DataNotFoundError(f"factors file {args.factors} does not exist; pass the factors.json a training run wrote")
     cfg = BacktestConfig(topk=args.topk, rebalance=args.rebalance, benchmark=_bench_arg(args.benchmark))
-    res = run_factor_backtest(args.factors, args.data, args.universe, args.start, args.end, args.out, cfg, args.warmup)
+    res = run_factor_backtest(args.factors, args.data, args.universe, args.start, args.end, args.out, cfg, args.warmup, getattr(args, 'freq', None))
     m = res.metrics
     print(f"{args.universe} {res.nav.index[0]:%Y-%m-%d}..{res.nav.index[-1]:%Y-%m-%d}: final NAV {m['final_nav']:,.0f}, "
           f"annual return {m['annual_return']:.2%}, Sharpe {m['sharpe']:.2f}, max drawdown {m['max_drawdown']:.2%}, "

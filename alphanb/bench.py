@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_bench.ipynb #116073ca
 from __future__ import annotations
-import argparse, math, multiprocessing as mp, pickle, resource, subprocess, sys, time
+import argparse, math, multiprocessing as mp, pickle, queue, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +25,15 @@ from .config import TrainConfig, add_config_args, apply_overrides, config_from_a
 from .train import Trainer
 from .pool import WARMUP_DAYS
 from .scoring import BlockScorer, ShardedEvaluator, connect_ray, join_pieces, plan_blocks
+from .synth import MarketSpec, simulate_market, write_qlib
 
 # %% auto #0
-__all__ = ['FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'ALPHAGEN_FAMILIES', 'ALPHAGEN_DIFFERENT', 'bench_load', 'bench_load_command',
-           'bench_eval', 'bench_eval_command', 'family_references', 'stream_bandwidth', 'bench_families',
-           'bench_threads', 'bench_threads_command', 'bench_alpha158', 'bench_alpha158_command', 'bench_backtest',
-           'bench_backtest_command', 'bench_train', 'bench_train_scale', 'bench_train_command', 'alphagen_modules',
-           'to_alphagen', 'bench_alphagen', 'bench_alphagen_command', 'bench_scale', 'bench_scale_command',
-           'bench_blocks', 'bench_blocks_command']
+__all__ = ['INTRADAY_FORMULAS', 'FAMILY_FORMULAS', 'ALPHA158_HISTORY', 'ALPHAGEN_FAMILIES', 'ALPHAGEN_DIFFERENT', 'bench_load',
+           'bench_load_command', 'bench_intraday', 'bench_intraday_command', 'bench_eval', 'bench_eval_command',
+           'family_references', 'stream_bandwidth', 'bench_families', 'bench_threads', 'bench_threads_command',
+           'bench_alpha158', 'bench_alpha158_command', 'bench_backtest', 'bench_backtest_command', 'bench_train',
+           'bench_train_scale', 'bench_train_command', 'alphagen_modules', 'to_alphagen', 'bench_alphagen',
+           'bench_alphagen_command', 'bench_scale', 'bench_scale_command', 'bench_blocks', 'bench_blocks_command']
 
 # %% ../nbs/15_bench.ipynb #6a8e374d
 def _measure_load(uri:str, universe:str, bare:bool, out):
@@ -60,7 +61,7 @@ def bench_load(uri=None, # Qlib data directory
     for u in universes:
         for bare in (True, False):
             q = ctx.Queue(); pr = ctx.Process(target=_measure_load, args=(str(data_dir(uri)), u, bare, q)); pr.start()
-            dt, self_gb, child_gb = q.get(); pr.join()
+            dt, self_gb, child_gb = _result_of(pr, q)
             rows.append({'universe': u, 'method': 'pyqlib D.features' if bare else 'alphanb load_panel',
                          'seconds': round(dt, 2), 'peak_gb': round(self_gb, 3), 'workers_peak_gb': round(child_gb, 3)})
     return rows
@@ -78,6 +79,66 @@ def bench_load_command(args)->dict:
         b, a = [r for r in rows if r['universe'] == u]
         print(f"{u}: load_panel {a['seconds']:.1f}s vs D.features {b['seconds']:.1f}s ({a['seconds']/b['seconds']:.2f}x), peak {a['peak_gb']:.2f} GB")
     return {'rows': rows}
+
+# %% ../nbs/15_bench.ipynb #0d6e98f1
+INTRADAY_FORMULAS = ['$close / $open', 'Mean($close, 20)', 'Std(Returns, 20)', 'Corr($close, $volume, 20)', 'Rank(Delta(LogVolume, 5))']
+
+def _measure_intraday(uri:str, freq:str, formulas:list, out):
+    "Child process: load a market at `freq` and evaluate `formulas` on one thread; send back the figures."
+    ops.set_threads(1)
+    t = time.perf_counter()
+    p = load_panel(uri, 'csi300', freq=freq)
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for f in formulas: evaluate_formula(p, f)
+    eval_s = time.perf_counter() - t
+    nbytes = sum(x.element_size() * x.nelement() for x in [p.data, p.member, p.tradable, p.target])
+    out.put({'bars': p.n_days, 'stocks': p.n_stocks, 'load_s': load_s, 'eval_s': eval_s, 'panel_mb': nbytes / 2**20,
+             'peak_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6})
+
+def _result_of(pr, q, poll:float=2.0):
+    "What child process `pr` puts on queue `q`; an error (not a wait forever) when it dies first."
+    while True:
+        try: r = q.get(timeout=poll); pr.join(); return r
+        except queue.Empty:
+            if not pr.is_alive():
+                raise AlphanbError(f"the measuring process died (exit code {pr.exitcode}) before sending its figures; "
+                                   "run the benchmark from an installed alphanb (its functions must be importable by a spawned process)")
+
+def bench_intraday(stocks:int=600, # stocks of the synthetic market (csi300 holds half of them at a time)
+                   days:int=250, # trading days (one year)
+                   freqs:tuple=('day', '60min', '30min'), # frequencies compared; the first is the reference
+                   seed:int=0, # market seed
+                   formulas:list|None=None, # evaluated on each panel (`INTRADAY_FORMULAS` when None)
+                   verbose:bool=True, # print the table
+                  )->list[dict]: # one row per frequency, with ratios to the first
+    "Load time, peak memory, panel bytes and evaluation time of the same synthetic market at each bar frequency."
+    formulas = list(formulas or INTRADAY_FORMULAS)
+    ctx, rows = mp.get_context('spawn'), []
+    with tempfile.TemporaryDirectory() as d:
+        for freq in freqs:
+            uri = Path(d)/freq
+            t = time.perf_counter()
+            write_qlib(simulate_market(MarketSpec(n_stocks=stocks, n_days=days, seed=seed, freq=freq)), uri)
+            made = time.perf_counter() - t
+            q = ctx.Queue(); pr = ctx.Process(target=_measure_intraday, args=(str(uri), freq, formulas, q)); pr.start()
+            r = _result_of(pr, q)
+            rows.append({'freq': freq, **r, 'make_s': made})
+    base = rows[0]
+    for r in rows:
+        for k in ['load_s', 'eval_s', 'panel_mb', 'peak_gb']: r[f'{k}_x'] = r[k] / base[k]
+    if verbose:
+        print(f"{stocks} synthetic stocks x {days} days, csi300 (about half of them), {len(formulas)} formulas on one thread:")
+        print(pd.DataFrame(rows).set_index('freq').round(3).to_string())
+    return rows
+
+# %% ../nbs/15_bench.ipynb #d6f404c8
+_bench_intraday_args = Options(bench_intraday, 'stocks', 'days', 'seed')
+
+@command('bench-intraday', 'load time, memory and evaluation time of one synthetic market at daily, 60- and 30-minute bars',
+         _bench_intraday_args)
+def bench_intraday_command(args)->dict:
+    return {'rows': to_jsonable(_bench_intraday_args.call(args))}
 
 # %% ../nbs/15_bench.ipynb #8daa52ab
 def bench_eval(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when None

@@ -11,6 +11,7 @@ from typing import Any
 
 from .core import *
 from .formula import VOCABULARIES
+from .data import bars_per_day
 from .library import LIBRARIES
 from .metrics import REWARD, REWARD_MODES
 
@@ -32,7 +33,7 @@ class DataSettings:
     "Where the data come from, how the calendar splits, and the target."
     dir: str = 'data/demo'               # Qlib data directory
     universe: str = 'csi300'             # instrument file: csi300, csi500, all, ...
-    freq: str = 'day'                    # data frequency
+    freq: str = 'day'                    # data frequency: 'day', or intraday bars ('30min', '60min'); windows and horizon then count bars
     train_start: str|None = None         # first day of the train split; None: after the warm-up
     train_end: str|None = None           # last day of the train split; None: from valid_fraction
     valid_start: str|None = None         # first day of the valid split; None: the day after train_end
@@ -327,13 +328,14 @@ def _span(text:str)->tuple[str|None, str|None]:
     return (a or None), (b or None)
 
 # %% ../nbs/07_config.ipynb #7c2caca5
-FLAGS = {'data': 'data/dir', 'universe': 'data/universe', 'policy': 'policy/name', 'steps': 'ppo/steps', 'seed': 'run/seed',
+FLAGS = {'data': 'data/dir', 'universe': 'data/universe', 'freq': 'data/freq', 'policy': 'policy/name', 'steps': 'ppo/steps', 'seed': 'run/seed',
          'out': 'run/out', 'ray': 'run/ray', 'workers': 'run/workers', 'block_days': 'run/block_days'}   # command-line flag -> the setting it sets
 
 def add_config_args(p)->None:
     "Add the training options to an argparse parser."
     p.add_argument('--data', help='Qlib data directory (default: the embedded demo market data/demo)')
     p.add_argument('--universe', help='instrument file, e.g. csi300')
+    p.add_argument('--freq', help="data frequency: 'day' (default) or intraday bars, '30min', '60min' (horizon then one day of bars unless set)")
     p.add_argument('--train', metavar='A:B', help='train span, e.g. 2010-01-01:2018-12-31')
     p.add_argument('--valid', metavar='A:B', help='valid span, e.g. 2019-01-01:2019-12-31')
     p.add_argument('--policy', help='policy name (transformer, lstm, lstm_p, lstm_sa, enco, lstm_ps) or random')
@@ -356,4 +358,9 @@ def config_from_args(args)->TrainConfig:
     flags = {k: v for k, v in flags.items() if v is not None}
     if getattr(args, 'train', None): flags['data/train_start'], flags['data/train_end'] = _span(args.train)
     if getattr(args, 'valid', None): flags['data/valid_start'], flags['data/valid_end'] = _span(args.valid)
-    return make_config(flags, config_file=getattr(args, 'config', None), sets=getattr(args, 'set', None))
+    cfg = make_config(flags, config_file=getattr(args, 'config', None), sets=getattr(args, 'set', None))
+    stated = any(k == 'data/horizon' for k, _ in getattr(args, 'set', None) or []) or (
+        getattr(args, 'config', None) is not None and _stored(read_config_file(args.config), 'data/horizon'))
+    if cfg.data.freq != 'day' and not stated:   # intraday without a stated horizon: the next day's return from each bar
+        cfg = apply_overrides(cfg, {'data/horizon': bars_per_day(cfg.data.freq)}, f"--freq {cfg.data.freq}")
+    return cfg

@@ -18,9 +18,9 @@ from .core import *
 from .ops import delay, ts_mean, ts_std
 
 # %% auto #0
-__all__ = ['RAW_FIELDS', 'EXTRA_FIELDS', 'FEATURES', 'DEFAULT_DATA', 'HOW_TO_GET_DATA', 'MARKET_CLOSURE',
-           'feature_qlib_expressions', 'compute_features', 'Panel', 'data_dir', 'calendar', 'universes', 'qlib_reads',
-           'init_qlib', 'calendar_days', 'load_panel', 'parse_span', 'date_splits']
+__all__ = ['RAW_FIELDS', 'EXTRA_FIELDS', 'FEATURES', 'SESSIONS', 'DEFAULT_DATA', 'HOW_TO_GET_DATA', 'MARKET_CLOSURE',
+           'feature_qlib_expressions', 'compute_features', 'Panel', 'bar_times', 'bars_per_day', 'data_dir', 'calendar',
+           'universes', 'qlib_reads', 'init_qlib', 'calendar_days', 'load_panel', 'parse_span', 'date_splits']
 
 # %% ../nbs/00_data.ipynb #cec11b6f
 RAW_FIELDS = ['$open', '$high', '$low', '$close', '$volume', '$vwap', '$amount']
@@ -94,7 +94,8 @@ class Panel:
 
     def __repr__(self):
         span = f"{self.dates[0]:%Y-%m-%d}..{self.dates[-1]:%Y-%m-%d}" if self.n_days else 'empty'
-        return (f"Panel({self.universe or 'custom'}, {span}, {self.n_days} days x {self.n_stocks} stocks, "
+        steps = 'days' if self.freq == 'day' else f'{self.freq} bars'
+        return (f"Panel({self.universe or 'custom'}, {span}, {self.n_days} {steps} x {self.n_stocks} stocks, "
                 f"{len(self.fields)} fields, horizon {self.horizon}, {self.device})")
 
     def to(self, device)->Panel:
@@ -103,14 +104,45 @@ class Panel:
                        tradable=self.tradable.to(device), target=self.target.to(device),
                        listed=None if self.listed is None else self.listed.to(device))
 
+# %% ../nbs/00_data.ipynb #5ef3b1ca
+SESSIONS = (('09:30', '11:30'), ('13:00', '15:00'))   # the A-share continuous-trading sessions
+
+def bar_times(freq:str, # 'day', or a bar size in minutes such as '30min', '60min', '1min'
+             )->list[pd.Timedelta]: # the start of each bar after midnight
+    "The bar start times of one A-share trading day at frequency `freq` (`[0 s]` for daily data)."
+    if freq == 'day': return [pd.Timedelta(0)]
+    try:
+        if not freq.endswith('min'): raise ValueError
+        step = pd.Timedelta(minutes=int(freq[:-3]))
+        if step <= pd.Timedelta(0) or pd.Timedelta(minutes=120) % step: raise ValueError
+    except ValueError:
+        raise ConfigError(f"unknown frequency '{freq}': use 'day' or bars of N minutes dividing a 2-hour session, "
+                          f"e.g. '1min', '5min', '15min', '30min', '60min'") from None
+    out = []
+    for a, b in SESSIONS:
+        t, end = pd.Timedelta(a + ':00'), pd.Timedelta(b + ':00')
+        while t < end: out.append(t); t += step
+    return out
+
+def bars_per_day(freq:str)->int:
+    "How many bars an A-share trading day has at `freq` (1 for 'day')."
+    return len(bar_times(freq))
+
+# %% ../nbs/00_data.ipynb #8df8ff54
+@patch(as_prop=True)
+def sessions(self:Panel)->np.ndarray:
+    "[bar] the index of each bar's trading day within the panel (0, 0, …, 1, 1, …; on daily data 0, 1, 2, …)."
+    return pd.factorize(self.dates.normalize())[0]
+
 # %% ../nbs/00_data.ipynb #591086dc
 def _as_day(x)->pd.Timestamp: return pd.Timestamp(x).normalize()
+def _after_day(x)->pd.Timestamp: return _as_day(x) + pd.Timedelta(days=1)   # the first instant past the day of `x`
 
 @patch
 def day_slice(self:Panel, start=None, end=None)->slice:
-    "The day-axis slice of dates in [`start`, `end`] (either may be None); an empty one is an error giving the panel's bounds."
+    "The day-axis slice of the bars whose day is in [`start`, `end`] (either may be None); an empty one is an error giving the panel's bounds."
     i = 0 if start is None else int(self.dates.searchsorted(_as_day(start), 'left'))
-    j = self.n_days if end is None else int(self.dates.searchsorted(_as_day(end), 'right'))
+    j = self.n_days if end is None else int(self.dates.searchsorted(_after_day(end), 'left'))
     if start is not None and end is not None and _as_day(start) > _as_day(end):
         raise DateRangeError(f"the date range {start}..{end} ends before it starts: give a start on or before the end")
     if j <= i:
@@ -147,6 +179,7 @@ def from_fields(cls:Panel,
                 horizon:int=20, # days ahead of the target
                 universe:str='', # a label
                 listed=None, # [day, stock] bool: the data has a row for the stock that day; None: from its first to last close
+                freq:str='day', # 'day', or the bar size of intraday `dates` ('30min', ...)
                )->Panel:
     "A `Panel` from arrays; the seed features are added when `$open $high $low $close $volume $amount` are given."
     t = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in fields.items()}
@@ -166,7 +199,7 @@ def from_fields(cls:Panel,
     names = list(t)
     return cls(torch.stack([t[k] for k in names]), names, dates, symbols, member,
                torch.as_tensor(np.asarray(tradable), dtype=torch.bool), torch.as_tensor(np.asarray(target, dtype=np.float32)),
-               horizon, universe, listed=None if listed is None else torch.as_tensor(np.asarray(listed), dtype=torch.bool))
+               horizon, universe, freq=freq, listed=None if listed is None else torch.as_tensor(np.asarray(listed), dtype=torch.bool))
 
 # %% ../nbs/00_data.ipynb #588e140b
 DEFAULT_DATA = '~/.qlib/qlib_data/cn_data'
@@ -245,16 +278,16 @@ def calendar_days(cal:pd.DatetimeIndex, # the data's trading days
                   start=None, # first date (inclusive); the calendar's first day when None
                   end=None, # last date (inclusive); the calendar's last day when None
                   where='the data', # where the calendar comes from, for the message
-                 )->pd.DatetimeIndex: # the trading days in [`start`, `end`]
-    "The trading days of `cal` in [`start`, `end`]; a reversed range, one reaching past the calendar or one with no trading day is an error."
-    lo, hi = cal[0], cal[-1]
+                 )->pd.DatetimeIndex: # the trading days (or bars) in [`start`, `end`]
+    "The trading days, or intraday bars, of `cal` on the days in [`start`, `end`]; a reversed range, one reaching past the calendar or one with no trading day is an error."
+    lo, hi = _as_day(cal[0]), _as_day(cal[-1])   # days: an intraday calendar's bars are selected by their day
     s, e = (lo if start is None else _as_day(start)), (hi if end is None else _as_day(end))
     asked, covers = f"{s:%Y-%m-%d}..{e:%Y-%m-%d}", f"{lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
     if s > e: raise DateRangeError(f"the date range {asked} ends before it starts: give a start on or before the end")
     if s < lo - MARKET_CLOSURE or e > hi + MARKET_CLOSURE:
         raise DateRangeError(f"the date range {asked} reaches beyond the calendar of {where}, which covers {covers}: ask for dates "
                              f"within it (leave start or end out for the calendar's first or last day), or get data that covers {asked}")
-    days = cal[(cal >= s) & (cal <= e)]
+    days = cal[(cal >= s) & (cal < e + pd.Timedelta(days=1))]
     if not len(days): raise DateRangeError(f"no trading day in {asked}: the calendar of {where} covers {covers}; ask for dates within it")
     return days
 
@@ -264,13 +297,14 @@ def load_panel(provider_uri:str|Path|None=None, # Qlib data directory; `$ALPHANB
                start=None, # first date (inclusive); the calendar's first day when None
                end=None, # last date (inclusive); the calendar's last day when None
                fields:list[str]|None=None, # raw fields and features to keep; all when None
-               horizon:int=20, # days ahead of the target Ref($close,-horizon)/$close-1
-               freq:str='day', # data frequency
+               horizon:int=20, # bars (days on daily data) ahead of the target Ref($close,-horizon)/$close-1
+               freq:str='day', # data frequency: 'day', or intraday bars such as '30min' and '60min' (Qlib's minute layout)
                device:str|torch.device='cpu', # where the tensors live
               )->Panel:
     "Read `universe` over [`start`, `end`] from Qlib data through pyqlib's provider into a `Panel`."
     path = data_dir(provider_uri)
-    if horizon < 1: raise ConfigError(f"horizon must be a positive number of days, got {horizon}")
+    bar_times(freq)   # a frequency alphanb cannot lay out is an error before anything is read
+    if horizon < 1: raise ConfigError(f"horizon must be a positive number of {'days' if freq == 'day' else 'bars'}, got {horizon}")
     known = universes(path)
     if not known: raise DataNotFoundError(f"{path/'instruments'} holds no instrument file (<universe>.txt, e.g. csi300.txt). {HOW_TO_GET_DATA}")
     if universe not in known:

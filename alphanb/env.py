@@ -51,8 +51,9 @@ def resolve_data(path:str|Path)->Path:
 def split_dates(cfg:TrainConfig, # the run's settings
                 cal:pd.DatetimeIndex, # the data's calendar
                )->dict[str, pd.Timestamp]: # 'load_start', 'train_start', 'train_end', 'valid_start', 'valid_end'
-    "The train and valid spans of a run, with the first day to load for warm-up."
-    day = lambda x: None if x is None else pd.Timestamp(x)
+    "The train and valid spans of a run, with the first day to load for warm-up (days: on intraday data each takes all its bars)."
+    cal = pd.DatetimeIndex(cal.normalize().unique())   # an intraday calendar's days; a daily calendar unchanged
+    day = lambda x: None if x is None else pd.Timestamp(x).normalize()
     ts, te, vs, ve = day(cfg.data.train_start), day(cfg.data.train_end), day(cfg.data.valid_start), day(cfg.data.valid_end)
     ve = ve or cal[-1]
     ts = ts or cal[min(cfg.data.warmup_days, len(cal) - 1)]

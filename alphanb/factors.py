@@ -12,7 +12,8 @@ from .formula import Formula
 from .interpret import interpret
 
 # %% auto #0
-__all__ = ['COMBINE_RULE', 'QLIB_MAX_CHARS', 'FACTOR_KEYS', 'FactorsFileError', 'load_factors', 'annotate_factors']
+__all__ = ['COMBINE_RULE', 'QLIB_MAX_CHARS', 'FACTOR_KEYS', 'FactorsFileError', 'load_factors', 'annotate_factors',
+           'pool_frequency', 'frequency_for']
 
 # %% ../nbs/05a_factors.ipynb #865e8d82
 COMBINE_RULE = 'static: the sum of weight x daily cross-sectional z-score over the members (combine_zscores)'   # factors.json 'combination'
@@ -63,8 +64,8 @@ def load_factors(path:str|Path, # a `factors.json`
         if rule != COMBINE_RULE:
             raise FactorsFileError(f"{where} combines by the rule {rule!r}; alphanb combines pools by {COMBINE_RULE!r}: "
                                    f"remove 'combination' or give that rule")
-        out.append({'qlib_expression': None, 'interpretation': '', 'performance': {}, 'combination': {'rule': COMBINE_RULE},
-                    **e, 'weight': float(w)})
+        out.append({'qlib_expression': None, 'interpretation': '', 'performance': {},
+                    **e, 'combination': {'rule': COMBINE_RULE, **(e.get('combination') or {})}, 'weight': float(w)})
     return out
 
 # %% ../nbs/05a_factors.ipynb #9e7fd434
@@ -77,3 +78,21 @@ def annotate_factors(factors, # path of a factors.json, or its list of entries
         if overwrite or not e.get('interpretation'): e['interpretation'] = interpret(e['expression'], e.get('weight'))
     if isinstance(factors, (str, Path)): atomic_write_json(factors, to_jsonable(entries))
     return entries
+
+# %% ../nbs/05a_factors.ipynb #23ffddef
+def pool_frequency(entries:list[dict], # a factors file's entries (`load_factors`)
+                  )->tuple[str, int|None]: # (frequency, horizon or None when not recorded)
+    "The bar frequency a pool was mined on ('day' unless its `combination` records another) and the horizon it recorded."
+    how = (entries[0].get('combination') or {}) if entries else {}
+    return how.get('freq', 'day'), how.get('horizon')
+
+def frequency_for(entries:list[dict], # a factors file's entries
+                  freq:str|None=None, # the frequency asked for (None: the pool's own)
+                  where:str='the pool', # the pool's name in the message, e.g. its path
+                 )->str: # the frequency to apply the pool at
+    "The frequency a pool applies at: its own; asking for another is an error (its windows count bars of its own frequency)."
+    own = pool_frequency(entries)[0]
+    if freq is None or freq == own: return own
+    bars = lambda f: 'daily bars' if f == 'day' else f'{f} bars'
+    raise ConfigError(f"{where} was mined on {bars(own)} and cannot be applied to {bars(freq)}: its windows and horizon count "
+                      f"{bars(own)}; leave out --freq (it then uses {own}), or mine a pool on {freq} data (alphanb train --freq {freq})")

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from fastcore.basics import patch
 from .core import *
-from .data import Panel, load_panel, calendar, universes
+from .data import Panel, load_panel, calendar, universes, bars_per_day
 from .formula import Formula
 from .evaluate import FormulaCache, evaluate_formula
 from .metrics import RewardContext
@@ -46,13 +46,14 @@ def cached_panel(provider_uri:str|Path, # a Qlib data directory
                  end, # last day loaded
                  horizon:int=20, # days ahead of the target
                  loader=None, # a function with `load_panel`'s signature; `load_panel` when None
+                 freq:str='day', # bar frequency ('day', '30min', ...)
                 )->Panel:
-    "`load_panel(provider_uri, universe, start, end, horizon=horizon)`, remembered for the last `PANEL_CACHE_SIZE` calls."
-    key = (str(provider_uri), universe, str(pd.Timestamp(start).date()), str(pd.Timestamp(end).date()), int(horizon), id(loader))
+    "`load_panel(provider_uri, universe, start, end, horizon=horizon, freq=freq)`, remembered for the last `PANEL_CACHE_SIZE` calls."
+    key = (str(provider_uri), universe, str(pd.Timestamp(start).date()), str(pd.Timestamp(end).date()), int(horizon), id(loader), freq)
     if key in _PANELS:
         _PANELS.move_to_end(key)
         return _PANELS[key]
-    p = (loader or load_panel)(provider_uri, universe, start, end, horizon=int(horizon))
+    p = (loader or load_panel)(provider_uri, universe, start, end, horizon=int(horizon), **({} if freq == 'day' else {'freq': freq}))
     _PANELS[key] = p
     while len(_PANELS) > PANEL_CACHE_SIZE: _PANELS.popitem(last=False)
     return p
@@ -284,7 +285,7 @@ def _current_panel(self:FactorInspector)->tuple[Panel, slice]:
                 raise DateRangeError(f"no trading day in {s:%Y-%m-%d}..{e:%Y-%m-%d}: the data covers "
                                      f"{cal[0]:%Y-%m-%d}..{cal[-1]:%Y-%m-%d}")
             self.status_html.value = f"<i>loading {html.escape(u)} {s:%Y-%m-%d}..{e:%Y-%m-%d} …</i>"
-            p = cached_panel(p.provider_uri, u, cal[max(0, i - WARMUP_DAYS)], e, h, self.loader)
+            p = cached_panel(p.provider_uri, u, cal[max(0, i - WARMUP_DAYS * bars_per_day(p.freq))], e, h, self.loader, p.freq)
         if not seen: self._seen = (self._seen + [p])[-PANEL_CACHE_SIZE:]
         self.panel = p
     return p, p.day_slice(s, e)

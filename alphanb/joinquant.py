@@ -13,7 +13,7 @@ from .core import *
 from . import jq_strategy
 from .jq_strategy import *
 from .formula import Formula, OPERATORS, LEAF_NAMES
-from .factors import load_factors
+from .factors import load_factors, pool_frequency
 from .backtest import BacktestConfig
 
 # %% auto #0
@@ -125,6 +125,10 @@ def export_joinquant(factors_path:str|Path, # a factors.json
     "Write `alphanb_factors.json`, `alphanb_model.npz` and `strategy.py` for JoinQuant from a factors file."
     factors_path, out = Path(factors_path), Path(out_dir)
     rows = load_factors(factors_path)
+    freq = pool_frequency(rows)[0]
+    if freq != 'day':
+        raise ConfigError(f"{factors_path} was mined on {freq} bars; the JoinQuant strategy trades daily bars only (it reads daily "
+                          f"prices and rebalances at the open), so it cannot run this pool: export a pool mined on daily data")
     rules = trading_rules(config)
     factors = []
     for i, r in enumerate(rows):

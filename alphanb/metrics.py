@@ -14,7 +14,7 @@ from torch import Tensor
 
 from fastcore.basics import patch
 from .core import *
-from .data import Panel
+from .data import Panel, bars_per_day
 from .formula import Formula
 from .ops import _compiled, _jit, _np, numba
 
@@ -210,28 +210,31 @@ MIN_RETURN_STD = 1e-12   # a daily return series with less spread than this is f
 
 # %% ../nbs/04_metrics.ipynb #69856cc5
 def ann_return(r:Tensor, # [day] daily returns, NaN on days without one
+               periods:int=TRADING_DAYS, # steps per year: 252 days, or 252 x bars per day on intraday data
               )->float: # annualised geometric return
-    "Annualised compounded return of a daily series."
+    "Annualised compounded return of a daily (or per-bar) series."
     r = _finite(r.double())
     if len(r) == 0: return math.nan
     growth = torch.log1p(r).sum().item()
-    return math.expm1(growth * TRADING_DAYS / len(r))
+    return math.expm1(growth * periods / len(r))
 
 # %% ../nbs/04_metrics.ipynb #230dd2fe
 def sharpe(r:Tensor, # [day] daily returns
+           periods:int=TRADING_DAYS, # steps per year: 252 days, or 252 x bars per day on intraday data
           )->float: # annualised Sharpe ratio
-    "Annualised Sharpe ratio (risk-free 0, ddof 1) of a daily series."
+    "Annualised Sharpe ratio (risk-free 0, ddof 1) of a daily (or per-bar) series."
     m, s, _ = mean_std_ir(r)
-    return m / s * math.sqrt(TRADING_DAYS) if s > MIN_RETURN_STD else math.nan
+    return m / s * math.sqrt(periods) if s > MIN_RETURN_STD else math.nan
 
 # %% ../nbs/04_metrics.ipynb #ca1011eb
 def sortino(r:Tensor, # [day] daily returns
+            periods:int=TRADING_DAYS, # steps per year: 252 days, or 252 x bars per day on intraday data
            )->float: # annualised Sortino ratio
-    "Annualised Sortino ratio of a daily series (downside deviation about 0)."
+    "Annualised Sortino ratio of a daily (or per-bar) series (downside deviation about 0)."
     r = _finite(r.double())
     if len(r) < 2: return math.nan
     down = torch.sqrt((r.clamp(max=0) ** 2).mean()).item()
-    return r.mean().item() / down * math.sqrt(TRADING_DAYS) if down > MIN_RETURN_STD else math.nan
+    return r.mean().item() / down * math.sqrt(periods) if down > MIN_RETURN_STD else math.nan
 
 # %% ../nbs/04_metrics.ipynb #d90ef925
 def max_drawdown(r:Tensor, # [day] daily returns
@@ -268,15 +271,15 @@ class RewardTerm:
     name: str                 # key of `RewardConfig.weights` and of `reward_terms`' output
     weight: float             # default weight
     sign: int                 # +1: more is better; -1: a penalty
-    raw: Callable             # (inputs, config) -> float; inputs: 'returns' (the book's daily series), 'ic' (daily IC
+    raw: Callable             # (inputs, config) -> float; inputs: 'returns' (the book's daily series), 'periods' (its steps a year), 'ic' (daily IC
                               # series), 'turnover' (per rebalance), 'size' and 'depth' of the formula
     scale: Callable           # (raw, config) -> the value that is weighted, about [-1, 1]
 
 # %% ../nbs/04_metrics.ipynb #95eb4e92
 # the seed reward is the sum of sign x weight x scaled term, in this order
 REWARD = [
-    RewardTerm('sharpe', 0.4, +1, lambda x, c: sharpe(x['returns']), lambda v, c: _clip(v / c.sharpe_scale)),
-    RewardTerm('sortino', 0.3, +1, lambda x, c: sortino(x['returns']), lambda v, c: _clip(v / c.sortino_scale)),
+    RewardTerm('sharpe', 0.4, +1, lambda x, c: sharpe(x['returns'], x.get('periods', TRADING_DAYS)), lambda v, c: _clip(v / c.sharpe_scale)),
+    RewardTerm('sortino', 0.3, +1, lambda x, c: sortino(x['returns'], x.get('periods', TRADING_DAYS)), lambda v, c: _clip(v / c.sortino_scale)),
     RewardTerm('ic', 0.2, +1, lambda x, c: _finite(x['ic']).mean().item(), lambda v, c: _clip(v / c.ic_scale)),
     RewardTerm('turnover', 0.05, -1, lambda x, c: x['turnover'].mean().item() if len(x['turnover']) else 0.0, lambda v, c: v),
     RewardTerm('complexity', 0.05, -1, lambda x, c: 0.5 * min(x['size'] / c.max_size, 1) + 0.5 * min(x['depth'] / c.max_depth, 1),
@@ -332,6 +335,7 @@ class RewardContext:
         if rebalance < 1: raise ConfigError(f"rebalance must be at least 1 day, got {rebalance}")
         self.panel, self.days = panel, days if days is not None else slice(0, panel.n_days)
         self.topk, self.rebalance, self.lag, self.min_stocks, self.n_groups = topk, rebalance, lag, min_stocks, n_groups
+        self.periods = TRADING_DAYS * bars_per_day(panel.freq)           # steps per year: annualises the book's figures
         self.config = config or RewardConfig()
         self.weights = self.config.weight_vector()
         if self.config.portfolio not in ('excess', 'long', 'long_short'):
@@ -636,7 +640,7 @@ def metrics(self:RewardContext,
     "Every scalar metric of `factor` on the span."
     f = self.span(factor)
     sc, fin, coverage = self._prepared(f)
-    return series_metrics(*self.ic_series(f, fin, _scored=sc), self.books(f, fin, _scored=sc), self.n_days, coverage)
+    return series_metrics(*self.ic_series(f, fin, _scored=sc), self.books(f, fin, _scored=sc), self.n_days, coverage, self.periods)
 
 # %% ../nbs/04_metrics.ipynb #402b2572
 def series_metrics(ic:Tensor, # [day] daily IC
@@ -644,17 +648,18 @@ def series_metrics(ic:Tensor, # [day] daily IC
                    b:dict, # the daily series of `RewardContext.books`
                    n_days:int, # days of the span
                    coverage:float, # share of the span's valid cells where the factor is finite
+                   periods:int=TRADING_DAYS, # steps per year of the series (`RewardContext.periods`)
                   )->dict: # the scalar figures of `RewardContext.metrics`
     "`RewardContext.metrics` from its daily series: the figures of a span scored in pieces, once the pieces are joined."
     ic_m, ic_s, icir = mean_std_ir(ic)
     ric_m, ric_s, ricir = mean_std_ir(ric)
     to = _finite(b['turnover'])
     return {'ic': ic_m, 'rank_ic': ric_m, 'icir': icir, 'rank_icir': ricir, 'ic_std': ic_s, 'rank_ic_std': ric_s,
-            'sharpe': sharpe(b['long']), 'sortino': sortino(b['long']), 'ann_return': ann_return(b['long']),
+            'sharpe': sharpe(b['long'], periods), 'sortino': sortino(b['long'], periods), 'ann_return': ann_return(b['long'], periods),
             'max_drawdown': max_drawdown(b['long']), 'turnover': to.mean().item() if len(to) else math.nan,
-            'excess_ann_return': ann_return(b['excess']), 'excess_sharpe': sharpe(b['excess']), 'excess_sortino': sortino(b['excess']),
-            'long_short_ann_return': ann_return(b['long_short']), 'long_short_sharpe': sharpe(b['long_short']),
-            'long_short_sortino': sortino(b['long_short']),
+            'excess_ann_return': ann_return(b['excess'], periods), 'excess_sharpe': sharpe(b['excess'], periods),
+            'excess_sortino': sortino(b['excess'], periods), 'long_short_ann_return': ann_return(b['long_short'], periods),
+            'long_short_sharpe': sharpe(b['long_short'], periods), 'long_short_sortino': sortino(b['long_short'], periods),
             'ic_days': int(torch.isfinite(ic).sum()), 'n_days': n_days, 'coverage': coverage}
 
 # %% ../nbs/04_metrics.ipynb #53305301
@@ -691,7 +696,7 @@ def reward_terms(self:RewardContext,
     f = self.span(factor)
     sc, fin, coverage = self._prepared(f)
     return series_reward(self.config, coverage, lambda: self.ic_series(f, fin, _scored=sc), lambda: self.books(f, fin, _scored=sc),
-                         formula, size, depth)
+                         formula, size, depth, self.periods)
 
 # %% ../nbs/04_metrics.ipynb #4f2a619f
 def series_reward(c:RewardConfig, # the reward's settings
@@ -699,6 +704,7 @@ def series_reward(c:RewardConfig, # the reward's settings
                   series, # () -> ([day] IC, [day] RankIC), called once the coverage passes
                   books, # () -> the daily series of `RewardContext.books`, called once the IC series pass
                   formula=None, size:int|None=None, depth:int|None=None, # as `reward_terms`
+                  periods:int=TRADING_DAYS, # steps per year of the book's series (`RewardContext.periods`)
                  )->dict: # as `reward_terms`
     "The seed reward from a factor's coverage and daily series (however they were computed: one panel, or joined from blocks)."
     def invalid(reason): return {'reward': INVALID_REWARD, 'valid': False, 'reason': reason}
@@ -713,7 +719,7 @@ def series_reward(c:RewardConfig, # the reward's settings
     to = _finite(b['turnover'])
     if size is None and formula is None: size, depth = 0, 0
     n_nodes, n_depth = complexity(formula, size, depth)
-    inputs = {'returns': r, 'ic': series, 'turnover': to, 'size': n_nodes, 'depth': n_depth}
+    inputs = {'returns': r, 'periods': periods, 'ic': series, 'turnover': to, 'size': n_nodes, 'depth': n_depth}
     raw = {t.name: t.raw(inputs, c) for t in REWARD}
     bad = [k for k, v in raw.items() if not math.isfinite(v)]
     if bad: return invalid('a non-finite term: ' + ', '.join(bad))      # checked before clipping, which would hide a NaN

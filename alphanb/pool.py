@@ -396,6 +396,8 @@ def records(self:FactorPool,
     if any(f is None for f in self.formulas): raise ConfigError("every member needs its formula to be written to factors.json; pass it to try_add")
     perf = self.performance(splits, combined=False)['members']
     how = {'rule': COMBINE_RULE, 'weights_fitted_on': f'{self.dates[0]:%Y-%m-%d}..{self.dates[-1]:%Y-%m-%d}'}
+    p = getattr(self.ctx, 'panel', None)   # a sharded pool holds no panel here: its blocks are daily
+    if p is not None and p.freq != 'day': how.update(freq=p.freq, horizon=p.horizon)   # an intraday pool applies only to bars of its size
     order = np.argsort(-np.abs(self.weights), kind='stable')
     return [{'factor_name': f'alpha_{i+1:02d}', 'expression': _text(self.formulas[j]),
              'qlib_expression': _qlib_of(self.formulas[j]), 'weight': float(self.weights[j]),

@@ -12,10 +12,10 @@ import torch
 
 from . import ops
 from .core import *
-from .data import calendar, data_dir, load_panel
+from .data import calendar, calendar_days, data_dir, load_panel, bars_per_day
 from .formula import FEATURE_HISTORY, Formula
 from .evaluate import FormulaCache, evaluate_formula
-from .factors import load_factors
+from .factors import load_factors, frequency_for, pool_frequency
 from .metrics import RewardContext, series_metrics
 from .pool import EVALUATE_KEYS, WARMUP_DAYS, combine_zscores, zscore_by_day
 
@@ -257,7 +257,9 @@ def _evaluate_args(p:argparse.ArgumentParser)->None:
     p.add_argument('--start', default=None, help='first scored day (default: the calendar\'s first)')
     p.add_argument('--end', default=None, help='last scored day (default: the calendar\'s last)')
     p.add_argument('--factors', required=True, help='factors.json to score')
-    p.add_argument('--horizon', type=int, default=20, help='days ahead of the forward-return target')
+    p.add_argument('--freq', default=None, help="bar frequency (default: the one the pool was mined on, 'day' unless it records another)")
+    p.add_argument('--horizon', type=int, default=None, help='days (bars on intraday data) ahead of the forward-return target '
+                   '(default 20 days; intraday, the horizon the pool recorded, else one day of bars)')
     p.add_argument('--topk', type=int, default=50, help='stocks in the top-k book behind Sharpe')
     p.add_argument('--warmup', type=int, default=WARMUP_DAYS, help='trading days of history loaded before --start')
     p.add_argument('--block-days', type=int, default=None,
@@ -275,6 +277,10 @@ def evaluate(args:argparse.Namespace, # the parsed options (see `_evaluate_args`
             )->dict: # {'factors': [...], 'combined': {...}, 'period': {...}}
     "Score each factor of `--factors`, and their combination, over [`--start`, `--end`]."
     entries = load_factors(args.factors)
+    args.freq = frequency_for(entries, getattr(args, 'freq', None), args.factors)
+    if args.horizon is None:
+        args.horizon = 20 if args.freq == 'day' else (pool_frequency(entries)[1] or bars_per_day(args.freq))
+    if args.freq != 'day': return _evaluate_bars(args, entries)
     days = _scored_days(args.data, args.start, args.end)
     if args.block_days or args.ray: return _evaluate_sharded(args, entries, days)
     cal = calendar(args.data)
@@ -291,10 +297,13 @@ def _report(args:argparse.Namespace, entries:list[dict], got:list[dict], # each 
     "Print `evaluate`'s table and return its result."
     rows = [{'factor_name': e['factor_name'], **{k: m[k] for k in EVALUATE_KEYS}} for e, m in zip(entries, got)]
     combined = {k: got[-1][k] for k in EVALUATE_KEYS}
-    print(f"{args.universe} {dates[0]:%Y-%m-%d}..{dates[-1]:%Y-%m-%d} ({len(dates)} days{how}), horizon {args.horizon}, "
+    freq = getattr(args, 'freq', None) or 'day'
+    period = {'start': dates[0], 'end': dates[-1], 'days': dates.normalize().nunique()}
+    if freq != 'day': period['bars'] = len(dates)
+    print(f"{args.universe} {dates[0]:%Y-%m-%d}..{dates[-1]:%Y-%m-%d} ({period['days']} days{how}), horizon {args.horizon}, "
           f"top {args.topk}, {len(entries)} factors from {args.factors}, combined by {entries[0]['combination']['rule']}")
     print(_table(rows + [{'factor_name': 'combined', **combined}], EVALUATE_KEYS))
-    return to_jsonable({'factors': rows, 'combined': combined, 'period': {'start': dates[0], 'end': dates[-1], 'days': len(dates)},
+    return to_jsonable({'factors': rows, 'combined': combined, 'period': period, 'freq': freq,
                         'universe': args.universe, 'horizon': args.horizon, 'topk': args.topk, **extra})
 
 # %% ../nbs/16_scoring.ipynb #0491b5bc
@@ -308,3 +317,20 @@ def _evaluate_sharded(args:argparse.Namespace, entries:list[dict], days:pd.Datet
     finally:
         if args.ray: ev.close()
     return _report(args, entries, got, ev.days, how, blocks=len(ev.blocks))
+
+# %% ../nbs/16_scoring.ipynb #cbb6d005
+def _evaluate_bars(args:argparse.Namespace, entries:list[dict])->dict:
+    "`evaluate` of an intraday pool: the whole days of [`--start`, `--end`] in bars, with `--warmup` days of bars before them."
+    if args.block_days or args.ray:
+        raise ConfigError(f"block scoring (--block-days, --ray) splits daily data; score this {args.freq} pool in one process "
+                          "(leave both out)")
+    cal = calendar(args.data, args.freq)
+    days = pd.DatetimeIndex(cal.normalize().unique())
+    scored = calendar_days(days, args.start, args.end, where=f"the {args.freq} data")
+    first = days[max(0, days.get_loc(scored[0]) - args.warmup)]
+    panel = load_panel(args.data, args.universe, first, scored[-1], horizon=args.horizon, freq=args.freq)
+    ctx = RewardContext(panel, panel.day_slice(scored[0], scored[-1]), topk=args.topk)
+    cache = FormulaCache()
+    fs = [evaluate_formula(panel, e['expression'], cache) for e in entries]
+    comb = combine_zscores(torch.stack([zscore_by_day(f, panel.valid) for f in fs]), [e['weight'] for e in entries], panel.valid)
+    return _report(args, entries, [ctx.metrics(f) for f in fs + [comb]], ctx.dates, f' of {args.freq} bars')

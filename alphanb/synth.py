@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .core import *
-from .data import Panel, RAW_FIELDS, load_panel, compute_features, universes
+from .data import Panel, RAW_FIELDS, load_panel, compute_features, universes, bar_times, bars_per_day
 from .formula import Formula
 from .evaluate import evaluate_formula
 from .interpret import interpret
@@ -21,8 +21,8 @@ from .metrics import daily_ic, daily_rank_ic
 from .ops import ts_mean, delay
 
 # %% auto #0
-__all__ = ['EXOGENOUS', 'DEMO_PLANTED', 'DEMO_WEIGHTS', 'MARKET_MARK', 'MarketSpec', 'demo_spec', 'simulate_market', 'write_qlib',
-           'make_market', 'planted_factors', 'synthetic_panel', 'demo_data']
+__all__ = ['EXOGENOUS', 'DEMO_PLANTED', 'DEMO_WEIGHTS', 'U_SHAPE', 'MARKET_MARK', 'INTRADAY_DAYS', 'MarketSpec', 'demo_spec',
+           'simulate_market', 'write_qlib', 'make_market', 'planted_factors', 'synthetic_panel', 'demo_data']
 
 # %% ../nbs/03a_synth.ipynb #ca2aa9d5
 EXOGENOUS = ['Pressure', 'LogVolume', 'FOMO', '$volume']
@@ -38,19 +38,21 @@ class MarketSpec:
     planted: list = field(default_factory=lambda: list(DEMO_PLANTED))  # formula texts over EXOGENOUS features
     weights: list|None = None    # weight of each planted formula (equal when None; the demo market uses DEMO_WEIGHTS)
     alpha: float = 0.12          # strength of the planted signal, in units of a stock's daily noise
-    horizon: int = 20            # horizon of the recorded IC
+    horizon: int = 20            # horizon of the recorded IC, in bars (days on daily data)
     suspend_rate: float = 0.002  # daily chance a trading stock starts a suspension spell
     seed: int = 0
+    freq: str = 'day'            # 'day', or intraday bars ('30min', '60min'): n_days days of bars_per_day(freq) bars each
 
 # %% ../nbs/03a_synth.ipynb #47b1cb60
 def demo_spec(**kw)->MarketSpec:
-    "The embedded demo market's spec (300 stocks, 1000 days, `DEMO_PLANTED` weighted by `DEMO_WEIGHTS`), with overrides."
+    "The embedded demo market's spec (300 stocks, 1000 days, `DEMO_PLANTED` weighted by `DEMO_WEIGHTS`), with overrides; intraday, the horizon is one day of bars."
+    if kw.get('freq', 'day') != 'day': kw = {'horizon': bars_per_day(kw['freq']), **kw}   # the next day's return from each bar
     return MarketSpec(**{'weights': list(DEMO_WEIGHTS), **kw})
 
 # %% ../nbs/03a_synth.ipynb #f6a239be
-def _exogenous(spec:MarketSpec, rng:np.random.Generator):
-    "Log-volume [day, stock] and pressure [day, stock], both persistent and stock specific."
-    D, S = spec.n_days, spec.n_stocks
+def _exogenous(spec:MarketSpec, rng:np.random.Generator, D:int):
+    "Log-volume [bar, stock] and pressure [bar, stock] over `D` bars (days on daily data), both persistent and stock specific."
+    S = spec.n_stocks
     level = rng.uniform(13, 17, S)                        # log-shares traded per day, by stock size
     lv = np.empty((D, S)); lv[0] = level
     shocks = rng.normal(0, .25, (D, S)) + rng.normal(0, .1, (D, 1))
@@ -67,16 +69,34 @@ def _zscore(x:np.ndarray)->np.ndarray:
         m, s = np.nanmean(x, 1, keepdims=True), np.nanstd(x, 1, keepdims=True)
     return np.nan_to_num((x - m) / np.where(s > 0, s, np.nan))
 
+# %% ../nbs/03a_synth.ipynb #fbf1879c
+U_SHAPE = {'30min': [1.7, 1.1, .9, .8, .9, .8, .9, 1.4], '60min': [1.4, .85, .85, 1.15]}   # relative volume of each bar
+
+def _bar_dates(days:pd.DatetimeIndex, freq:str)->pd.DatetimeIndex:
+    "The bar start times of `days` at `freq` (the days themselves on daily data)."
+    return days if freq == 'day' else pd.DatetimeIndex([d + t for d in days for t in bar_times(freq)])
+
+def _daily_limit(r:np.ndarray, # [bar, stock] bar returns
+                 B:int, # bars per day
+                 cap:float=.0995, # the limit, just inside 10 % so that rounding to the fen stays inside
+                )->np.ndarray: # [bar, stock] returns whose path within each day stays within ±`cap` of the day's reference close
+    "Clip bar returns to the daily price limit: a day's move from the previous close, at every bar, stays inside ±`cap`."
+    if B == 1: return np.clip(r, -cap, cap)
+    g = np.clip(np.cumprod(1 + r.reshape(-1, B, r.shape[1]), axis=1), 1 - cap, 1 + cap)   # [day, bar, stock] from the reference
+    return (g / np.concatenate([np.ones_like(g[:, :1]), g[:, :-1]], axis=1) - 1).reshape(r.shape)
+
 # %% ../nbs/03a_synth.ipynb #c1bb1b60
 def simulate_market(spec:MarketSpec|None=None, # what to make; the demo market when None
                    )->dict: # arrays [day, stock] by field, 'dates', 'symbols', 'membership', 'index', 'planted'
-    "Simulate a market whose next-day returns carry `spec.planted`; deterministic under `spec.seed`."
+    "Simulate a market whose next-bar (next-day) returns carry `spec.planted`; deterministic under `spec.seed`."
     spec = spec or demo_spec()
     rng = np.random.default_rng(spec.seed)
-    D, S = spec.n_days, spec.n_stocks
-    dates = pd.bdate_range(spec.start, periods=D)
+    D, S, B = spec.n_days, spec.n_stocks, bars_per_day(spec.freq)
+    days = pd.bdate_range(spec.start, periods=D)
+    dates = _bar_dates(days, spec.freq)                   # [bar]: the days themselves on daily data
     symbols = [f'SH{600000 + 3*i:06d}' if i % 2 == 0 else f'SZ{1 + 3*i:06d}' for i in range(S)]
-    lv, pressure = _exogenous(spec, rng)
+    lv, pressure = _exogenous(spec, rng, D * B)
+    if B > 1: lv += np.log(np.tile(U_SHAPE.get(spec.freq, [1.] * B), D) / B)[:, None]   # a day's volume spread over its bars
     volume = np.round(np.exp(lv), -2)                     # whole lots
 
     # listing days and suspension spells: NaN in every field, as in real Qlib data
@@ -86,13 +106,13 @@ def simulate_market(spec:MarketSpec|None=None, # what to make; the demo market w
     susp = np.zeros((D, S), bool)
     starts = rng.random((D, S)) < spec.suspend_rate
     for t, j in zip(*np.nonzero(starts)): susp[t:t + rng.integers(1, 15), j] = True
-    traded = alive & ~susp
+    traded = np.repeat(alive & ~susp, B, axis=0)          # [bar, stock]: listings and suspensions by whole days
 
     # the planted signal, from the exogenous features only
     vt = torch.tensor(np.where(traded, volume, np.nan), dtype=torch.float32)
     feats = {'Pressure': torch.tensor(np.where(traded, pressure, np.nan), dtype=torch.float32), '$volume': vt,
              'LogVolume': torch.log(vt + 1), 'FOMO': (vt - 2*delay(vt, 1) + delay(vt, 2)) / ts_mean(vt, 20)}
-    proto = Panel.from_fields(feats, dates=dates, symbols=symbols, tradable=torch.tensor(traded))
+    proto = Panel.from_fields(feats, dates=dates, symbols=symbols, tradable=torch.tensor(traded), freq=spec.freq)
     formulas = [Formula.parse(t) for t in spec.planted]
     for f in formulas:
         bad = sorted(set(f.leaves) - set(EXOGENOUS))
@@ -102,22 +122,22 @@ def simulate_market(spec:MarketSpec|None=None, # what to make; the demo market w
     signal = sum(wi * _zscore(evaluate_formula(proto, f).double().numpy()) for wi, f in zip(w, formulas))
     signal = _zscore(np.where(traded, signal, np.nan))    # [day, stock], unit cross-sectional spread
 
-    # returns: market + planted signal of the previous day + noise, inside the ±10 % limit
-    sigma = rng.uniform(.015, .03, S)
+    # returns: market + planted signal of the previous bar + noise, inside the ±10 % daily limit
+    sigma = rng.uniform(.015, .03, S) / np.sqrt(B)        # per bar: a day's variance is the daily market's
     beta = rng.uniform(.6, 1.4, S)
-    market = rng.normal(.0003, .012, D)
-    r = beta * market[:, None] + sigma * rng.standard_normal((D, S))
+    market = rng.normal(.0003 / B, .012 / np.sqrt(B), D * B)
+    r = beta * market[:, None] + sigma * rng.standard_normal((D * B, S))
     r[1:] += spec.alpha * sigma * signal[:-1]
     r[0] = 0
-    r = np.clip(r, -.0995, .0995)
+    r = _daily_limit(r, B)
     r = np.where(traded, r, 0)                            # a suspended stock's price stands still
     close = rng.uniform(5, 50, S) * np.exp(np.cumsum(np.log1p(r), 0))
     close = np.round(close, 2)
-    rng_pct = np.clip(np.abs(r) + rng.gamma(2, .008, (D, S)), .002, .2)
+    rng_pct = np.clip(np.abs(r) + rng.gamma(2, .008 / np.sqrt(B), (D * B, S)), .002, .2)
     span = close * rng_pct                                # high - low
     open_ = close - pressure * span
     rest = span * (1 - np.abs(pressure))
-    cut = rng.random((D, S))
+    cut = rng.random((D * B, S))
     high = np.maximum(open_, close) + cut * rest
     low = np.minimum(open_, close) - (1 - cut) * rest
     vwap = (open_ + high + low + close) / 4
@@ -126,9 +146,9 @@ def simulate_market(spec:MarketSpec|None=None, # what to make; the demo market w
     nan = lambda a: np.where(traded, a, np.nan).astype(np.float32)
     prev = np.vstack([close[:1], close[:-1]])
     fields = {'open': nan(open_), 'high': nan(high), 'low': nan(low), 'close': nan(close), 'vwap': nan(vwap),
-              'volume': nan(volume), 'amount': nan(volume * vwap), 'factor': nan(np.ones((D, S))),
+              'volume': nan(volume), 'amount': nan(volume * vwap), 'factor': nan(np.ones((D * B, S))),
               'mktcap': nan(mktcap), 'float_mktcap': nan(.4 * mktcap), 'change': nan(close / prev - 1)}
-    return dict(fields=fields, dates=dates, symbols=symbols, traded=traded, mktcap=mktcap,
+    return dict(fields=fields, dates=dates, symbols=symbols, traded=traded, mktcap=mktcap, freq=spec.freq,
                 planted=[str(f) for f in formulas], weights=w.tolist(), spec=asdict(spec))
 
 # %% ../nbs/03a_synth.ipynb #239b1ef1
@@ -168,18 +188,19 @@ def write_qlib(mkt:dict, # from `simulate_market`
             raise ConfigError(f"{out} exists and is not a synthetic market made by alphanb; choose an empty or new directory")
         shutil.rmtree(out)
     (out/'calendars').mkdir(parents=True); (out/'instruments').mkdir(); (out/'features').mkdir()
-    dates, symbols, traded = mkt['dates'], mkt['symbols'], mkt['traded']
-    (out/'calendars'/'day.txt').write_text('\n'.join(f'{d:%Y-%m-%d}' for d in dates) + '\n')
+    dates, symbols, traded, freq = mkt['dates'], mkt['symbols'], mkt['traded'], mkt.get('freq', 'day')
+    when = '%Y-%m-%d' if freq == 'day' else '%Y-%m-%d %H:%M:%S'   # Qlib's minute calendars list each bar's start
+    (out/'calendars'/f'{freq}.txt').write_text('\n'.join(f'{d:{when}}' for d in dates) + '\n')
     members = _membership(mkt)
     rows = {'all': []} | {k: [] for k in members}
     first = traded.argmax(0); last = len(dates) - 1 - traded[::-1].argmax(0)
     for j, s in enumerate(symbols):
-        rows['all'].append(f'{s}\t{dates[first[j]]:%Y-%m-%d}\t{dates[last[j]]:%Y-%m-%d}')
+        rows['all'].append(f'{s}\t{dates[first[j]]:{when}}\t{dates[last[j]]:{when}}')
         for k, m in members.items():
-            rows[k] += [f'{s}\t{a:%Y-%m-%d}\t{b:%Y-%m-%d}' for a, b in _intervals(m[:, j], dates)]
+            rows[k] += [f'{s}\t{a:{when}}\t{b:{when}}' for a, b in _intervals(m[:, j], dates)]
         d = out/'features'/s.lower(); d.mkdir()
         for name, arr in mkt['fields'].items():
-            np.hstack([[first[j]], arr[first[j]:last[j] + 1, j]]).astype('<f4').tofile(d/f'{name}.day.bin')
+            np.hstack([[first[j]], arr[first[j]:last[j] + 1, j]]).astype('<f4').tofile(d/f'{name}.{freq}.bin')
     # index levels: cap-weighted average return of the members, from 1000 points
     closes = mkt['fields']['close'].astype(np.float64)
     ret = np.nan_to_num(closes / np.vstack([closes[:1], closes[:-1]]) - 1)
@@ -188,10 +209,10 @@ def write_qlib(mkt:dict, # from `simulate_market`
         w = cap * np.vstack([members[k][:1], members[k][:-1]])   # yesterday's members, today's return
         idx_ret = (w * ret).sum(1) / np.maximum(w.sum(1), 1e-9); idx_ret[0] = 0
         level = 1000 * np.cumprod(1 + idx_ret)
-        rows['all'].append(f'{code}\t{dates[0]:%Y-%m-%d}\t{dates[-1]:%Y-%m-%d}')
+        rows['all'].append(f'{code}\t{dates[0]:{when}}\t{dates[-1]:{when}}')
         d = out/'features'/code.lower(); d.mkdir()
-        np.hstack([[0], level]).astype('<f4').tofile(d/'close.day.bin')
-        np.hstack([[0], idx_ret]).astype('<f4').tofile(d/'change.day.bin')
+        np.hstack([[0], level]).astype('<f4').tofile(d/f'close.{freq}.bin')
+        np.hstack([[0], idx_ret]).astype('<f4').tofile(d/f'change.{freq}.bin')
     for k, r in rows.items(): (out/'instruments'/f'{k}.txt').write_text('\n'.join(r) + '\n')
     (out/MARKET_MARK).write_text('a synthetic market written by alphanb.synth.write_qlib; alphanb may replace this directory\n')
     return out
@@ -214,7 +235,7 @@ def make_market(out:str|Path, # directory for the Qlib data
                      "the mean daily Pearson and Spearman correlations of each formula with the horizon-day forward return, "
                      "over every day, among the stocks that traded: on all stocks, and in by_universe on each index's members "
                      "(null where no day has enough stocks)")}
-    panels = {u: load_panel(out, u, horizon=spec.horizon) for u in universes(out)}   # all, csi300, csi500
+    panels = {u: load_panel(out, u, horizon=spec.horizon, freq=spec.freq) for u in universes(out)}   # all, csi300, csi500
     for text, w in zip(mkt['planted'], mkt['weights']):
         by = {u: _mean_ics(evaluate_formula(p, text), p.target, p.valid) for u, p in panels.items()}
         info['planted'].append({'expression': text, 'weight': w, **by['all'], 'by_universe': by})
@@ -245,23 +266,29 @@ def synthetic_panel(spec:MarketSpec|None=None, # what to make; the demo market w
     member = _membership(mkt)[universe] if universe != 'all' else mkt['traded']
     fields = {f'${k}': v for k, v in f.items()}
     return Panel.from_fields(fields, dates=mkt['dates'], symbols=mkt['symbols'], member=member,
-                             tradable=mkt['traded'] & (f['volume'] > 0), horizon=spec.horizon, universe=universe)
+                             tradable=mkt['traded'] & (f['volume'] > 0), horizon=spec.horizon, universe=universe, freq=spec.freq)
 
 # %% ../nbs/03a_synth.ipynb #0200a27a
+INTRADAY_DAYS = 250   # an intraday demo market's default length: one year of bars
+
 def _demo_args(p):
     p.add_argument('--out', default='data/demo', help='directory for the Qlib data (default data/demo)')
     p.add_argument('--stocks', type=int, default=MarketSpec.n_stocks, help='number of stocks')
-    p.add_argument('--days', type=int, default=MarketSpec.n_days, help='number of trading days')
+    p.add_argument('--days', type=int, default=None, help=f'number of trading days (default {MarketSpec.n_days}; {INTRADAY_DAYS} for intraday bars)')
+    p.add_argument('--freq', default='day', help="'day' (default), or intraday bars: '30min', '60min' (Qlib's minute layout, A-share sessions)")
     p.add_argument('--planted', action='append', help='a planted formula (repeatable); the demo pair when absent')
     p.add_argument('--seed', type=int, default=0)
 
 @command('demo-data', 'make a synthetic Qlib-format market with planted formulas (the embedded demo market by default)', _demo_args)
 def demo_data(args):
-    spec = (MarketSpec(planted=args.planted) if args.planted else demo_spec())
-    spec.n_stocks, spec.n_days, spec.seed = args.stocks, args.days, args.seed
+    B = bars_per_day(args.freq)   # an unknown frequency is an error before anything is made
+    days = args.days or (MarketSpec.n_days if B == 1 else INTRADAY_DAYS)
+    spec = (MarketSpec(planted=args.planted, freq=args.freq, horizon=20 if B == 1 else B) if args.planted else demo_spec(freq=args.freq))
+    spec.n_stocks, spec.n_days, spec.seed = args.stocks, days, args.seed
     if spec.n_stocks < 10 or spec.n_days < 60: raise ConfigError('a market needs at least 10 stocks and 60 days')
     info = make_market(args.out, spec)
-    print(f"wrote a synthetic market to {args.out}: {spec.n_stocks} stocks x {spec.n_days} days")
+    bars = '' if B == 1 else f' of {B} {args.freq} bars (horizon {spec.horizon} bars)'
+    print(f"wrote a synthetic market to {args.out}: {spec.n_stocks} stocks x {spec.n_days} days{bars}")
     fmt = lambda x: 'n/a' if x is None else f'{x:.3f}'
     for p in info['planted']:
         print(f"  planted {p['expression']}: mean daily IC / RankIC " +

@@ -298,10 +298,11 @@ def planted_market(formula:str=PLANTED_FORMULA, # the planted formula (over alph
                    seed:int=0, # market seed
                    n_stocks:int=60, # stocks
                    n_days:int=300, # trading days
-                   alpha:float=0.3, # strength of the planted signal, in units of a stock's daily noise
+                   alpha:float=0.3, # strength of the planted signal, in units of a stock's daily (per-bar) noise
+                   freq:str='day', # 'day', or intraday bars ('30min', '60min'): `n_days` days of them
                   )->Panel:
-    "A synthetic market whose next-day returns carry `formula`, with a 1-day forward-return target."
-    return synthetic_panel(MarketSpec(n_stocks=n_stocks, n_days=n_days, planted=[formula], horizon=1, alpha=alpha, seed=seed), 'all')
+    "A synthetic market whose next-day (next-bar) returns carry `formula`, with a 1-step forward-return target."
+    return synthetic_panel(MarketSpec(n_stocks=n_stocks, n_days=n_days, planted=[formula], horizon=1, alpha=alpha, seed=seed, freq=freq), 'all')
 
 # %% ../nbs/07b_train.ipynb #20871819
 def planted(policy:str='transformer', # a policy name or 'random'
@@ -310,15 +311,16 @@ def planted(policy:str='transformer', # a policy name or 'random'
             formula:str=PLANTED_FORMULA, # the planted formula
             n_stocks:int=60, # stocks of the synthetic market
             n_days:int=300, # trading days of the synthetic market
+            freq:str='day', # 'day', or intraday bars ('30min', '60min'): the formula's windows then count bars
             overrides:dict|None=None, # further settings by path (`ppo/batch_size`, `reward/mode`, ...)
             progress:bool=False, # tqdm bar
            )->dict: # policy, seed, budget, recovered, evaluations, distinct, best_corr, best_formula, seconds, ...
     "Train on a synthetic market with a planted formula until it enters the pool or `budget` formulas are written."
-    panel = planted_market(formula, seed, n_stocks, n_days)
+    panel = planted_market(formula, seed, n_stocks, n_days, freq=freq)
     cut = int(panel.n_days * 0.75)
     cfg = make_config({'policy/name': policy, 'run/seed': seed, 'reward/mode': 'ic', 'pool/corr_max': 0.99, 'reward/label': 'return', 'ppo/risk_quantile': 0.1, 'ppo/batch_size': 64, 'ppo/minibatch_size': 64,
                        **(PLANTED_UNIFORM if policy == 'random' else PLANTED_SEARCH),
-                       'data/horizon': 1, 'data/topk': max(5, n_stocks // 10), 'policy/max_len': 8, 'ppo/steps': 10**9, 'run/out': '', **(overrides or {})})
+                       'data/horizon': 1, 'data/freq': freq, 'data/topk': max(5, n_stocks // 10), 'policy/max_len': 8, 'ppo/steps': 10**9, 'run/out': '', **(overrides or {})})
     tr = Trainer(cfg, (panel, slice(30, cut - 1), slice(cut, panel.n_days)))
     truth = evaluate_formula(panel, Formula.parse(formula))
     ok = panel.valid & torch.isfinite(truth)
@@ -348,7 +350,7 @@ def planted(policy:str='transformer', # a policy name or 'random'
             'seconds': time.perf_counter() - t0}
 
 # %% ../nbs/07b_train.ipynb #492a428f
-_PLANTED = Options(planted, 'policy', 'budget', 'seed', 'formula', 'n_stocks', 'n_days', rename={'n_stocks': 'stocks', 'n_days': 'days'})
+_PLANTED = Options(planted, 'policy', 'budget', 'seed', 'formula', 'n_stocks', 'n_days', 'freq', rename={'n_stocks': 'stocks', 'n_days': 'days'})
 
 def _planted_args(p):
     _PLANTED(p)
