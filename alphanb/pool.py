@@ -24,7 +24,7 @@ from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
 __all__ = ['MIN_YEAR_DAYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores', 'fit_weights', 'FactorPool',
-           'daily_stats', 'combine_slots', 'combined_factor']
+           'masked_zscores', 'daily_stats', 'combine_slots', 'combined_factor']
 
 # %% ../nbs/05_pool.ipynb #42a7fd3d
 @_jit
@@ -182,6 +182,16 @@ class FactorPool:
 
     def __repr__(self): return f"FactorPool({self.size}/{self.capacity} members, train IC {self.ic:.4f})"
 
+# %% ../nbs/05_pool.ipynb #cd9ce3eb
+def masked_zscores(f:Tensor, # [day, stock] factor values
+                   valid:Tensor, # [day, stock] bool: the stocks each day's z-score runs over
+                   counts:Tensor, # [day, stock] bool: where a z-score counts (a target exists)
+                  )->tuple[Tensor, Tensor]: # ([day, stock] z-scores, 0 where none counts; [day, stock] bool where they count)
+    "Each day's z-scores of `f` over `valid` stocks, kept where they count and 0 elsewhere: how a pool stages a member."
+    z = zscore_by_day(f, valid)
+    has = torch.isfinite(z) & counts
+    return torch.where(has, z, 0), has
+
 # %% ../nbs/05_pool.ipynb #12e5bbcb
 def _text(formula)->str|None: return None if formula is None else str(formula)
 
@@ -193,9 +203,7 @@ def _admit(self:FactorPool,
     f = ctx.span(factor)
     usable = (ctx.valid & torch.isfinite(f)).sum().item()
     if (reason := self._refusal(usable)): return None, None, reason
-    z = zscore_by_day(f, ctx.valid)
-    has = torch.isfinite(z) & ctx.has_target
-    z = torch.where(has, z, 0)
+    z, has = masked_zscores(f, ctx.valid, ctx.has_target)
     if (reason := self._refusal(usable, has.sum(1))): return None, None, reason
     return z, has, None
 

@@ -23,7 +23,7 @@ from .evaluate import FormulaCache, evaluate_formula
 from .grammar import Grammar
 from .library import library_formulas
 from .metrics import MIN_STOCKS, REWARD_MODES, RewardConfig, RewardContext, series_reward
-from .pool import FactorPool, combine_slots, combine_zscores, daily_stats, zscore_by_day
+from .pool import FactorPool, combine_slots, combine_zscores, daily_stats, masked_zscores, zscore_by_day
 from .scoring import SERIES, UNBOUNDED, Block, ClusterError, connect_ray, join_pieces, block_pieces, plan_blocks
 from .env import FormulaEnv, labelled, resolve_data, run_slices, split_dates
 
@@ -122,11 +122,8 @@ class TrainBlocks:
         except (AlphanbError, RuntimeError, ValueError, ZeroDivisionError): return None   # as `FormulaEnv.factor`
 
     def _stage(self, q, f:Tensor)->tuple[Tensor, Tensor]:
-        "The z-scores of `f` on the block's own days and where they count (`FactorPool._admit`)."
-        own = q.ctx.span(f)[q.e:]
-        z = zscore_by_day(own, q.ctx.valid[q.e:])
-        has = torch.isfinite(z) & q.hm
-        return torch.where(has, z, 0), has
+        "The z-scores of `f` on the block's own days and where they count (`masked_zscores`, as `FactorPool._admit` stages them)."
+        return masked_zscores(q.ctx.span(f)[q.e:], q.ctx.valid[q.e:], q.hm)
 
     def _sync(self, members:list[str])->None:
         "Hold exactly `members` in the slots (after a restart the worker holds none)."

@@ -22,7 +22,8 @@ from .ops import ts_mean, delay
 
 # %% auto #0
 __all__ = ['EXOGENOUS', 'DEMO_PLANTED', 'DEMO_WEIGHTS', 'U_SHAPE', 'MARKET_MARK', 'INTRADAY_DAYS', 'MarketSpec', 'demo_spec',
-           'simulate_market', 'write_qlib', 'make_market', 'planted_factors', 'synthetic_panel', 'demo_data']
+           'simulate_market', 'write_qlib', 'make_market', 'planted_factors', 'synthetic_panel', 'toy_panel',
+           'demo_data']
 
 # %% ../nbs/03a_synth.ipynb #ca2aa9d5
 EXOGENOUS = ['Pressure', 'LogVolume', 'FOMO', '$volume']
@@ -267,6 +268,26 @@ def synthetic_panel(spec:MarketSpec|None=None, # what to make; the demo market w
     fields = {f'${k}': v for k, v in f.items()}
     return Panel.from_fields(fields, dates=mkt['dates'], symbols=mkt['symbols'], member=member,
                              tradable=mkt['traded'] & (f['volume'] > 0), horizon=spec.horizon, universe=universe, freq=spec.freq)
+
+# %% ../nbs/03a_synth.ipynb #a2bf0e76
+def toy_panel(days:int=160, # trading days (business days from 2020-01-01)
+              stocks:int=24, # stocks, alternately on Shenzhen (SZ0…) and Shanghai (SH6…)
+              seed:int=1, # random seed
+             )->Panel:
+    "A small random-walk panel with a suspension, a bar without range, ex-rights factors and a varying membership."
+    rng = np.random.default_rng(seed)
+    c = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, (days, stocks)), 0))
+    o = c * np.exp(rng.normal(0, 0.01, c.shape)); h = np.maximum(o, c) * 1.01; l = np.minimum(o, c) * 0.99
+    o[40, 5] = h[40, 5] = l[40, 5] = c[40, 5]                                          # a bar without range
+    v = rng.lognormal(14, 0.5, c.shape); v[20:30, 3] = np.nan
+    fields = {'$open': o, '$high': h, '$low': l, '$close': c, '$volume': v, '$amount': v * (o + c) / 2, '$vwap': (o + c) / 2,
+              '$factor': np.cumprod(np.where(rng.random(c.shape) < 0.01, 1.1, 1.), 0),   # 1 on the first day, as Qlib's
+              '$float_mktcap': c * rng.uniform(1e8, 1e9, stocks)}
+    for k in ['$open', '$high', '$low', '$close', '$amount', '$vwap', '$factor', '$float_mktcap']: fields[k][20:30, 3] = np.nan
+    fields['$factor'] /= fields['$factor'][:1]
+    member = rng.random(c.shape) < 0.8
+    symbols = [('SH6%05d' if j % 2 else 'SZ0%05d') % j for j in range(stocks)]
+    return Panel.from_fields(fields, member=member, symbols=symbols, universe='toy')
 
 # %% ../nbs/03a_synth.ipynb #0200a27a
 INTRADAY_DAYS = 250   # an intraday demo market's default length: one year of bars
