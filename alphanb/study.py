@@ -862,6 +862,7 @@ def study(data=None, # Qlib data directory; the config's (else the embedded demo
           verbose:bool=True, # print the table
           final:bool=False, # also the final fold: mine up to the data's last year - 1, choose on its last year; OUT/<universe>/final/ensemble_factors.json is the pool to use on later data
           ray:str|None=None, # trainings as tasks on a Ray cluster: 'local', 'auto' or host:port (--out, --scratch and --data on storage every node sees; pip install 'alphanb[ray]')
+          train:bool=True, # train the runs not yet trained; False: summarise the runs trained so far and leave the others out (an interim table while trainings run elsewhere)
          )->dict: # the summary (also OUT/summary.json)
     "Walk-forward study: train, choose on the selection year, score on the test year, beside the baselines; resumable."
     t0 = time.perf_counter()
@@ -889,8 +890,10 @@ def study(data=None, # Qlib data directory; the config's (else the embedded demo
                                                      'seeds': seeds, 'baselines': baselines, 'scratch': scratch,
                                                      'settings': {k: v for k, v in config_paths(cfg).items() if k not in STUDY_KEYS},
                                                      'folds': {f.name: f.spans() for f in folds}}))
+    pending = [] if train else [r for r in runs if not ((r.dir/'result.json').exists() or trained(r))]
+    runs = [r for r in runs if r not in pending]
     reused = sum((r.dir/'result.json').exists() for r in runs)
-    n_trained = train_runs([r for r in runs if not (r.dir/'result.json').exists()], jobs, progress, ray)
+    n_trained = train_runs([r for r in runs if not (r.dir/'result.json').exists()], jobs, progress, ray) if train else 0
     scored = 0
     for u in us:
         for f in folds:
@@ -907,13 +910,15 @@ def study(data=None, # Qlib data directory; the config's (else the embedded demo
     atomic_write_text(out/'rows.csv', rows.to_csv(index=False))
     summary = to_jsonable({'out': out, 'data': cfg.data.dir, 'universes': us, 'test_years': [f.test_year for f in tested], 'seeds': seeds,
                            'steps': cfg.ppo.steps, 'runs': len(runs), 'trained': n_trained, 'scored': scored, 'reused': reused,
+                           'pending': [r.name for r in pending],
                            'folds': {f.name: f.spans() for f in folds}, 'table': table.to_dict('records'),
                            'seed_spread': spread.to_dict('records'), 'targets': goals.to_dict('records'), 'final': finals, 'files': files,
                            'seconds': time.perf_counter() - t0})
     atomic_write_json(out/'summary.json', summary)
     if verbose:
         print(f"walk-forward study in {out}: {len(us)} universe(s) x {len(folds)} fold(s) x {len(seeds)} seed(s) = {len(runs)} runs "
-              f"({n_trained} trained, {scored} scored, {reused} already done) in {summary['seconds']:.0f}s")
+              f"({n_trained} trained, {scored} scored, {reused} already done) in {summary['seconds']:.0f}s" +
+              (f"; left out, not trained yet: {', '.join(r.name for r in pending)}" if pending else ''))
         if tested:
             print(format_table(table))
             print('seed spread of the test RankIC per fold:')
@@ -952,7 +957,7 @@ def compare_settings(studies:dict, # name -> a study's directory (`--out`); runs
 
 # %% ../nbs/14_study.ipynb #20aa4212
 _STUDY = Options(study, 'data', 'universes', 'test_years', 'final', 'seeds', 'out', 'scratch', 'steps', 'jobs', 'ray', 'baselines',
-                 'rounds', 'progress', ray={'metavar': 'ADDRESS'})
+                 'rounds', 'progress', 'train', ray={'metavar': 'ADDRESS'})
 
 def _study_args(p:argparse.ArgumentParser)->None:
     _STUDY(p)
