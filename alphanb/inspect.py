@@ -61,11 +61,12 @@ def cached_panel(provider_uri:str|Path, # a Qlib data directory
 # %% ../nbs/08_inspect.ipynb #0013651a
 def default_benchmark(provider_uri, # a Qlib data directory, or None
                       universe:str, # instrument file
+                      freq:str='day', # the bars the index must have ('day', '30min', ...)
                      )->str|None: # the index code, or None when the data has no index for `universe`
-    "The index a universe is measured against, when the data holds it."
+    "The index a universe is measured against, when the data holds it at `freq`."
     code = UNIVERSE_BENCHMARKS.get(universe)
     if provider_uri is None or code is None: return None
-    try: return code if code in benchmarks(provider_uri) else None
+    try: return code if code in benchmarks(provider_uri, freq) else None
     except (AlphanbError, OSError): return None
 
 # %% ../nbs/08_inspect.ipynb #6c511faf
@@ -293,10 +294,10 @@ def _current_panel(self:FactorInspector)->tuple[Panel, slice]:
 # %% ../nbs/08_inspect.ipynb #22b97c14
 @patch
 def _benchmark(self:FactorInspector, p:Panel)->tuple[str|None, pd.Series|None]:
-    code = default_benchmark(p.provider_uri, p.universe)
+    code = default_benchmark(p.provider_uri, p.universe, p.freq)
     if code is None: return None, None
     key = (p.provider_uri, code, p.dates[0], p.dates[-1])
-    if key not in self._bench_cache: self._bench_cache = {key: load_benchmark(p.provider_uri, code, p.dates[0], p.dates[-1])}
+    if key not in self._bench_cache: self._bench_cache = {key: load_benchmark(p.provider_uri, code, p.dates[0], p.dates[-1], p.freq)}
     return code, self._bench_cache[key]
 
 # %% ../nbs/08_inspect.ipynb #9f3c313e
@@ -368,7 +369,7 @@ def _refresh(self:FactorInspector)->None:
     shown = self.table.assign(value=[_cell(m, v) for (_, m), v in self.table['value'].items()])
     self.table_html.value = shown.to_html(na_rep='')
     self.status_html.value = (f"{html.escape(p.universe or 'custom')} {dates[0]:%Y-%m-%d}..{dates[-1]:%Y-%m-%d} "
-                              f"({len(dates)} days, {p.n_stocks} stocks), horizon {p.horizon}, top {k}; "
+                              f"({len(dates)} {'days' if p.freq == 'day' else p.freq + ' bars'}, {p.n_stocks} stocks), horizon {p.horizon}, top {k}; "
                               f"backtest buys the {'highest' if direction > 0 else 'lowest'} values by {html.escape(why)}")
 
 # %% ../nbs/08_inspect.ipynb #39e67828

@@ -86,3 +86,15 @@ def test_report_notebook_reads_the_pool_bars(market, run, tmp_path):
     assert nav.date.str.endswith('14:30').any() and (out/'ic.png').stat().st_size > 5_000
     metrics = json.loads((out/'metrics.json').read_text())
     assert metrics['n_days'] == pd.to_datetime(nav.date).dt.normalize().nunique() and 'excess_return' in metrics
+
+
+def test_inspector_on_bars_measures_against_the_index_bars(market):
+    from alphanb.data import load_panel
+    from alphanb.inspect import default_benchmark, FactorInspector
+    assert default_benchmark(market, 'csi300', '30min') == 'SH000300' and default_benchmark(market, 'csi300') is None
+    p = load_panel(market, 'csi300', '2016-03-01', '2016-04-22', horizon=8, freq='30min')
+    code, bench = FactorInspector._benchmark(type('I', (), {'_bench_cache': {}})(), p)
+    assert code == 'SH000300' and len(bench) == p.n_days and bench.index.equals(p.dates)
+    from alphanb.inspect import inspect_factors
+    w = inspect_factors(p, [{'factor_name': 'f', 'expression': 'Mean(Pressure, 10)', 'weight': 1.0}])
+    assert '30min bars' in w.status_html.value and not w.error_html.value, (w.status_html.value, w.error_html.value)
