@@ -159,9 +159,7 @@ def market_arrays(panel:Panel, # needs $open and $close; uses $factor and $chang
     raw_close, raw_price = close / factor, price / factor
     # the exchange's reference price: raw close / (1 + true daily return) handles ex-rights days and gaps;
     # without $change, the last traded raw close; on intraday bars, the last traded close of the previous day
-    prev = np.full_like(close, np.nan)
-    if panel.freq == 'day': prev[1:] = _ffill(raw_close)[:-1]
-    else: prev = _previous_day_close(_ffill(raw_close), panel.sessions)
+    prev = _previous_day_close(_ffill(raw_close), panel.sessions)   # on daily data the day before's close
     if '$change' in panel and panel.freq == 'day':   # intraday, $change is bar over bar: not the exchange's reference
         chg = f64('$change')
         prev = np.where(np.isfinite(chg) & (chg > -1), raw_close / (1 + chg), prev)
@@ -354,7 +352,7 @@ def backtest(panel:Panel, # market data, with history before `start` if the sign
     n_days, n = len(dates), panel.n_stocks
     tax = cfg.stamp_tax_on(dates)
     rebal = rebalance_days(dates, cfg.rebalance)
-    book = _Book(n, cfg, None if panel.freq == 'day' else panel.sessions[first:days.stop])
+    book = _Book(n, cfg, panel.sessions[first:days.stop])
     nav, cash, costs, traded = np.zeros(n_days), np.zeros(n_days), np.zeros(n_days), np.zeros(n_days)
     positions = np.zeros((n_days, n), dtype=np.float32)
     pending = np.zeros(n, dtype=np.int8)            # [stock] an exit waiting for a tradable price: an index into EXITS
@@ -403,11 +401,9 @@ def backtest(panel:Panel, # market data, with history before `start` if the sign
     trades = book.trades(dates, panel.symbols)
     res = BacktestResult(nav_s, bench, pd.DataFrame(positions, index=dates, columns=panel.symbols), trades,
                          pd.Series(costs, index=dates, name='cost'), pd.Series(cash, index=dates, name='cash'), turnover, cfg)
-    if panel.freq == 'day': res.metrics = performance_metrics(nav_s, bench, turnover, trades, cfg.initial_capital)
-    else:   # intraday: the statistics of the day's closing NAV, as a daily backtest reports them
-        eod = lambda x: None if x is None else x.groupby(x.index.normalize()).last()
-        res.metrics = performance_metrics(eod(nav_s), eod(bench), turnover.groupby(turnover.index.normalize()).sum(),
-                                          trades, cfg.initial_capital)
+    eod = lambda x: None if x is None else x.groupby(x.index.normalize()).last()   # each day's close (intraday: its last bar)
+    res.metrics = performance_metrics(eod(nav_s), eod(bench), turnover.groupby(turnover.index.normalize()).sum(),
+                                      trades, cfg.initial_capital)
     return res
 
 # %% ../nbs/08_backtest.ipynb #f241aec5

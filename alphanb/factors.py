@@ -10,10 +10,11 @@ from pathlib import Path
 from .core import *
 from .formula import Formula
 from .interpret import interpret
+from .data import bars_per_day
 
 # %% auto #0
 __all__ = ['COMBINE_RULE', 'QLIB_MAX_CHARS', 'FACTOR_KEYS', 'FactorsFileError', 'load_factors', 'annotate_factors',
-           'pool_frequency', 'frequency_for']
+           'pool_frequency', 'pool_horizon', 'frequency_for']
 
 # %% ../nbs/05a_factors.ipynb #865e8d82
 COMBINE_RULE = 'static: the sum of weight x daily cross-sectional z-score over the members (combine_zscores)'   # factors.json 'combination'
@@ -85,6 +86,12 @@ def pool_frequency(entries:list[dict], # a factors file's entries (`load_factors
     "The bar frequency a pool was mined on ('day' unless its `combination` records another) and the horizon it recorded."
     how = (entries[0].get('combination') or {}) if entries else {}
     return how.get('freq', 'day'), how.get('horizon')
+
+def pool_horizon(entries:list[dict], # a factors file's entries
+                )->int: # bars (days on daily data) ahead of the forward return
+    "The horizon a pool is scored at unless told: the one it recorded, else 20 days (daily) or one day of bars (intraday)."
+    freq, h = pool_frequency(entries)
+    return h or (20 if freq == 'day' else bars_per_day(freq))
 
 def frequency_for(entries:list[dict], # a factors file's entries
                   freq:str|None=None, # the frequency asked for (None: the pool's own)

@@ -12,10 +12,10 @@ import torch
 
 from . import ops
 from .core import *
-from .data import calendar, calendar_days, data_dir, load_panel, bars_per_day
+from .data import calendar, data_dir, load_panel
 from .formula import FEATURE_HISTORY, Formula
 from .evaluate import FormulaCache, evaluate_formula
-from .factors import load_factors, frequency_for, pool_frequency
+from .factors import load_factors, frequency_for, pool_horizon
 from .metrics import RewardContext, series_metrics
 from .pool import EVALUATE_KEYS, WARMUP_DAYS, combine_zscores, zscore_by_day
 
@@ -176,9 +176,9 @@ def connect_ray(address:str='local', # 'local': start Ray on this machine; 'auto
     return ray
 
 # %% ../nbs/16_scoring.ipynb #e6963d25
-def _scored_days(data, start, end)->pd.DatetimeIndex:
-    "The calendar days in [start, end]; an empty period is an error giving the data's bounds."
-    cal = calendar(data)
+def _scored_days(data, start, end, freq:str='day')->pd.DatetimeIndex:
+    "The calendar days in [start, end] (of bars, on intraday data); an empty period is an error giving the data's bounds."
+    cal = pd.DatetimeIndex(calendar(data, freq).normalize().unique())
     s = cal[0] if start is None else pd.Timestamp(start)
     e = cal[-1] if end is None else pd.Timestamp(end)
     days = cal[(cal >= s) & (cal <= e)]
@@ -278,19 +278,20 @@ def evaluate(args:argparse.Namespace, # the parsed options (see `_evaluate_args`
     "Score each factor of `--factors`, and their combination, over [`--start`, `--end`]."
     entries = load_factors(args.factors)
     args.freq = frequency_for(entries, getattr(args, 'freq', None), args.factors)
-    if args.horizon is None:
-        args.horizon = 20 if args.freq == 'day' else (pool_frequency(entries)[1] or bars_per_day(args.freq))
-    if args.freq != 'day': return _evaluate_bars(args, entries)
-    days = _scored_days(args.data, args.start, args.end)
-    if args.block_days or args.ray: return _evaluate_sharded(args, entries, days)
-    cal = calendar(args.data)
+    if args.horizon is None: args.horizon = pool_horizon(entries)
+    days = _scored_days(args.data, args.start, args.end, args.freq)
+    if args.block_days or args.ray:
+        if args.freq != 'day': raise ConfigError(f"block scoring (--block-days, --ray) splits daily data; score this {args.freq} pool "
+                                                 "in one process (leave both out)")
+        return _evaluate_sharded(args, entries, days)
+    cal = pd.DatetimeIndex(calendar(args.data, args.freq).normalize().unique())   # days; on intraday data each takes its bars
     first = max(0, cal.get_loc(days[0]) - args.warmup)
-    panel = load_panel(args.data, args.universe, cal[first], days[-1], horizon=args.horizon)
+    panel = load_panel(args.data, args.universe, cal[first], days[-1], horizon=args.horizon, freq=args.freq)
     ctx = RewardContext(panel, panel.day_slice(days[0], days[-1]), topk=args.topk)
     cache = FormulaCache()
     fs = [evaluate_formula(panel, e['expression'], cache) for e in entries]
     comb = combine_zscores(torch.stack([zscore_by_day(f, panel.valid) for f in fs]), [e['weight'] for e in entries], panel.valid)
-    return _report(args, entries, [ctx.metrics(f) for f in fs + [comb]], ctx.dates)
+    return _report(args, entries, [ctx.metrics(f) for f in fs + [comb]], ctx.dates, '' if args.freq == 'day' else f' of {args.freq} bars')
 
 def _report(args:argparse.Namespace, entries:list[dict], got:list[dict], # each factor's figures, then the combination's
             dates:pd.DatetimeIndex, how:str='', **extra)->dict:
@@ -317,20 +318,3 @@ def _evaluate_sharded(args:argparse.Namespace, entries:list[dict], days:pd.Datet
     finally:
         if args.ray: ev.close()
     return _report(args, entries, got, ev.days, how, blocks=len(ev.blocks))
-
-# %% ../nbs/16_scoring.ipynb #cbb6d005
-def _evaluate_bars(args:argparse.Namespace, entries:list[dict])->dict:
-    "`evaluate` of an intraday pool: the whole days of [`--start`, `--end`] in bars, with `--warmup` days of bars before them."
-    if args.block_days or args.ray:
-        raise ConfigError(f"block scoring (--block-days, --ray) splits daily data; score this {args.freq} pool in one process "
-                          "(leave both out)")
-    cal = calendar(args.data, args.freq)
-    days = pd.DatetimeIndex(cal.normalize().unique())
-    scored = calendar_days(days, args.start, args.end, where=f"the {args.freq} data")
-    first = days[max(0, days.get_loc(scored[0]) - args.warmup)]
-    panel = load_panel(args.data, args.universe, first, scored[-1], horizon=args.horizon, freq=args.freq)
-    ctx = RewardContext(panel, panel.day_slice(scored[0], scored[-1]), topk=args.topk)
-    cache = FormulaCache()
-    fs = [evaluate_formula(panel, e['expression'], cache) for e in entries]
-    comb = combine_zscores(torch.stack([zscore_by_day(f, panel.valid) for f in fs]), [e['weight'] for e in entries], panel.valid)
-    return _report(args, entries, [ctx.metrics(f) for f in fs + [comb]], ctx.dates, f' of {args.freq} bars')

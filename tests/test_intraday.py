@@ -50,6 +50,8 @@ def test_evaluate_scores_an_intraday_pool_on_its_own_bars(market, run):
     assert np.isfinite(res['combined']['rank_ic'])
     code, _, err = alphanb('evaluate', '--data', market, '--factors', run/'factors.json', '--freq', 'day')
     assert code == 2 and 'was mined on 30min bars and cannot be applied to daily bars' in err, err
+    code, _, err = alphanb('evaluate', '--data', market, '--factors', run/'factors.json', '--block-days', 20)
+    assert code == 2 and 'block scoring (--block-days, --ray) splits daily data' in err, err
 
 
 def test_a_daily_pool_is_refused_on_bars(market, demo_data):
