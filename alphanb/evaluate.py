@@ -8,6 +8,7 @@ import weakref
 from collections import OrderedDict
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -88,23 +89,29 @@ def data_span(panel, # a `Panel`
     return got
 
 # %% ../nbs/03b_evaluate.ipynb #5252e53c
+def _exact32(value:float)->bool: return float(np.float32(value)) == value   # a constant that float32 holds exactly
+
+def _operands(spec:Op, xs:list[Tensor], dtype)->list[Tensor]:
+    "An `exact32` operator's float32 operands as they are; any other operator's (and mixed ones) in `dtype`."
+    if spec.exact32 and all(x.dtype == torch.float32 for x in xs): return xs
+    return [x.to(dtype) for x in xs]
+
 def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, shared:set=frozenset())->Tensor:
-    if f.op == 'Const':
-        return torch.full((panel.n_days, panel.n_stocks), f.value, dtype=dtype, device=panel.device)
+    if f.op == 'Const':                                       # float32 when it holds the value exactly
+        return torch.full((panel.n_days, panel.n_stocks), f.value, device=panel.device,
+                          dtype=torch.float32 if _exact32(f.value) else dtype)
     key = str(f)
     hit = memo.get(key)
     if hit is None and cache is not None: hit = cache.get(key)
     if hit is not None: return hit
-    if f.kind == 'feature':                                   # a field in the compute dtype, converted once per cache
-        out = panel[f.op].to(dtype)
-        if key in shared: memo[key] = out
-        if cache is not None: cache.put(key, out)
-        return out
+    if f.kind == 'feature':                                   # a field as stored (float32): nothing to compute or keep
+        out = panel[f.op]
+        return out if out.dtype == torch.float32 else out.to(dtype)
     spec = f.spec
     if spec.windowed and f.offset:
         out = ops.delay(_evaluate(panel, Formula(f.op, f.args, window=f.window, value=f.value), cache, memo, dtype, shared), f.offset)
     else:
-        xs = [_evaluate(panel, a, cache, memo, dtype, shared) for a in f.args]
+        xs = _operands(spec, [_evaluate(panel, a, cache, memo, dtype, shared) for a in f.args], dtype)
         if spec.family == 'cross_section':
             xs = [torch.where(panel.member, xs[0], float('nan'))]
         if spec.shifted: xs = [_shifted(a) for a in xs]
@@ -112,7 +119,7 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, share
         kw = {'start': data_span(panel)[0]} if spec.start else {}
         out = _kernel(spec)(*xs, *extra, **kw)
         if spec.span: out = torch.where(data_span(panel)[1], out, float('nan'))   # Qlib has no row outside a stock's data
-    out = out.to(dtype)
+    if not (spec.exact32 and out.dtype == torch.float32): out = out.to(dtype)
     if key in shared: memo[key] = out                      # only what is read again: the rest is freed once used
     if cache is not None: cache.put(key, out)
     return out

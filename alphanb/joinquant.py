@@ -43,7 +43,8 @@ def operator_table_source()->str:
                       *[f"    {o!r}: ({s.family!r}, {s.np_kernel}, {_np_extra(s)!r})," for o, s in OPERATORS.items()], '}',
                       f"SHIFTED = {names(lambda s: s.shifted)}   # inputs minus each stock's first value (fewer digits lost)",
                       f"SPAN = {names(lambda s: s.span)}   # kept within each stock's data",
-                      f"START = {names(lambda s: s.start)}   # count from each stock's first day of data"])
+                      f"START = {names(lambda s: s.start)}   # count from each stock's first day of data",
+                      f"EXACT32 = {names(lambda s: s.exact32)}   # in float32 on float32 operands (the float64 result, rounded)"])
 
 # %% ../nbs/10_joinquant.ipynb #d982697e
 def parity_error(a, # values to check, e.g. the strategy's `[day, stock]`

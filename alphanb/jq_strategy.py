@@ -4,15 +4,15 @@
 
 # %% auto #0
 __all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'np_gt', 'np_ge', 'np_lt', 'np_le', 'np_eq', 'np_ne', 'NP_OPERATORS', 'SHIFTED', 'SPAN',
-           'START', 'FEATURE_LOOKBACK', 'FACTORS_FILE', 'MODEL_FILE', 'RAW_BAR_FIELDS', 'RECORD', 'SELLS', 'as_f32',
-           'np_delay', 'np_ts_sum', 'np_ts_mean', 'np_ts_var', 'np_ts_std', 'np_ts_skew', 'np_ts_kurt', 'np_ts_mad',
-           'np_ts_med', 'np_ts_max', 'np_ts_min', 'np_ts_rank', 'np_ts_delta', 'np_ts_wma', 'np_ts_ema', 'np_ts_cov',
-           'np_ts_corr', 'np_ts_slope', 'np_ts_rsquare', 'np_ts_resi', 'np_ts_quantile', 'np_ts_count', 'np_ts_argmax',
-           'np_ts_argmin', 'np_qlib_wma', 'np_qlib_ema', 'ema_memory', 'np_and', 'np_or', 'np_not', 'np_cs_rank',
-           'np_cs_zscore', 'np_div', 'np_log', 'np_pow', 'np_gate', 'np_jump', 'np_decay', 'np_max3', 'np_tsum20',
-           'np_ts_zscore', 'tree_lookback', 'data_span', 'np_evaluate', 'np_features', 'jq_code', 'qlib_symbol',
-           'anchor_factors', 'load_bars', 'needed_rows', 'member_mask', 'zscore_day', 'combine_signal', 'top_k',
-           'load_export', 'stamp_tax_on', 'initialize', 'fen', 'buy_sizes', 'factor_values', 'trade']
+           'START', 'EXACT32', 'FEATURE_LOOKBACK', 'FACTORS_FILE', 'MODEL_FILE', 'RAW_BAR_FIELDS', 'RECORD', 'SELLS',
+           'as_f32', 'f32', 'np_delay', 'np_ts_sum', 'np_ts_mean', 'np_ts_var', 'np_ts_std', 'np_ts_skew', 'np_ts_kurt',
+           'np_ts_mad', 'np_ts_med', 'np_ts_max', 'np_ts_min', 'np_ts_rank', 'np_ts_delta', 'np_ts_wma', 'np_ts_ema',
+           'np_ts_cov', 'np_ts_corr', 'np_ts_slope', 'np_ts_rsquare', 'np_ts_resi', 'np_ts_quantile', 'np_ts_count',
+           'np_ts_argmax', 'np_ts_argmin', 'np_qlib_wma', 'np_qlib_ema', 'ema_memory', 'np_and', 'np_or', 'np_not',
+           'np_cs_rank', 'np_cs_zscore', 'np_div', 'np_log', 'np_pow', 'np_gate', 'np_jump', 'np_decay', 'np_max3',
+           'np_tsum20', 'np_ts_zscore', 'tree_lookback', 'data_span', 'np_evaluate', 'np_features', 'jq_code',
+           'qlib_symbol', 'anchor_factors', 'load_bars', 'needed_rows', 'member_mask', 'zscore_day', 'combine_signal',
+           'top_k', 'load_export', 'stamp_tax_on', 'initialize', 'fen', 'buy_sizes', 'factor_values', 'trade']
 
 # %% ../nbs/10a_jq_strategy.ipynb #c194c525
 try: from jqdata import *   # JoinQuant's API: get_price, order_target_value, run_daily, g, log, ...
@@ -29,6 +29,10 @@ def as_f32(x):
     "`x` as float64 holding float32 values (alphanb's storage precision); beyond float32's range it is ±inf."
     with np.errstate(over='ignore'): return np.asarray(x, dtype=np.float64).astype(DTYPE).astype(np.float64)
 
+def f32(x):
+    "`x` as a float32 array (alphanb's fields); beyond float32's range it is ±inf."
+    with np.errstate(over='ignore'): return np.asarray(x, dtype=np.float64).astype(DTYPE)
+
 # %% ../nbs/10a_jq_strategy.ipynb #9ea7429a
 def _quiet(fn):
     "`fn` with numpy's warnings about empty windows and 0/0 silenced: they are NaN by design."
@@ -43,7 +47,7 @@ def _quiet(fn):
 def np_delay(x, d, fill=np.nan):
     "Value of `x` (`[day, stock]`) `d` days earlier, `fill` in the first `d` rows (Qlib `Ref`)."
     if d == 0: return x
-    out = np.full(x.shape, fill)
+    out = np.full(x.shape, fill, dtype=DTYPE if x.dtype == DTYPE else np.float64)   # float32 stays float32
     if d < x.shape[0]: out[d:] = x[:-d]
     return out
 
@@ -606,6 +610,7 @@ NP_OPERATORS = {   # name -> (family, numpy kernel, days of history read beyond 
 SHIFTED = {'Std', 'Var', 'Corr', 'Cov', 'TsZScore'}   # inputs minus each stock's first value (fewer digits lost)
 SPAN = {'Gt', 'Ge', 'Lt', 'Le', 'Eq', 'Ne', 'And', 'Or', 'Not', 'IdxMax', 'IdxMin', 'Count', 'QlibWMA'}   # kept within each stock's data
 START = {'IdxMax', 'IdxMin', 'QlibWMA'}   # count from each stock's first day of data
+EXACT32 = {'Abs', 'Sign', 'Neg', 'Add', 'Sub', 'Mul', 'Div', 'Greater', 'Less', 'Gate', 'Delta', 'Delay'}   # in float32 on float32 operands (the float64 result, rounded)
 # <<< operator table
 FEATURE_LOOKBACK = {'Returns': 1, 'Liquidity': 59, 'Pressure': 0, 'FOMO': 19, 'Deviation': 19, 'LogVolume': 0}
 
@@ -635,17 +640,20 @@ def _shifted(x):
     return x - np.nan_to_num(x[first, np.arange(x.shape[1])], nan=0.)
 
 def _node(tree, bars, member, cache):
-    "Float64 value `[day, stock]` of one node of a formula tree, as alphanb computes it on the CPU."
+    "Value `[day, stock]` of one node of a formula tree, as alphanb computes it on the CPU (float64, or float32: `EXACT32`)."
     key = json.dumps(tree, sort_keys=True)
     if key in cache: return cache[key]
     op = tree['op']
-    if op == 'Const': out = np.full(next(iter(bars.values())).shape, float(tree['value']))
+    if op == 'Const':                                                 # float32 when it holds the value exactly
+        v = float(tree['value'])
+        out = np.full(next(iter(bars.values())).shape, v, dtype=DTYPE if float(DTYPE(v)) == v else np.float64)
     elif op not in NP_OPERATORS:
         if op not in bars: raise KeyError("no data for the field or feature '%s'" % op)
-        out = as_f32(bars[op])                                        # alphanb's fields are float32
+        out = f32(bars[op])                                           # alphanb's fields are float32
     else:
         fam, fn, _ = NP_OPERATORS[op]
         args = [_node(a, bars, member, cache) for a in tree['args']]
+        if not (op in EXACT32 and all(a.dtype == DTYPE for a in args)): args = [np.asarray(a, np.float64) for a in args]
         if fam == 'cross_section' and member is not None: args = [np.where(member, args[0], np.nan)]
         if op in SHIFTED: args = [_shifted(a) for a in args]
         with np.errstate(all='ignore'):
@@ -655,6 +663,7 @@ def _node(tree, bars, member, cache):
             elif fam == 'delay': out = fn(args[0], tree['offset'])
             else: out = fn(*args)
         if op in SPAN: out = np.where(data_span(bars)[1], out, np.nan)
+        if not (op in EXACT32 and out.dtype == DTYPE): out = np.asarray(out, np.float64)
     cache[key] = out
     return out
 

@@ -41,6 +41,8 @@ class Op:
     span: bool = False         # has a value where its inputs are missing: kept only on the days of each stock's data
     start: bool = False        # the kernel takes `start=` [stock], the row of each stock's first day of data
     shifted: bool = False      # inputs minus each stock's first value before the kernel (window sums of squares lose fewer digits)
+    exact32: bool = False      # on float32 operands, float32 arithmetic gives the float64 result rounded to float32 (one IEEE
+                               # operation, a selection or a move): computed in float32 when its operands are float32
     lookback: int = 0          # days before today it reads that no window says (AlphaGPT's operators with a window of their own)
     vocabulary: str|None = 'classic'  # the smallest vocabulary policies write it in (VOCABULARY_NAMES); None: never mined
     @property
@@ -86,12 +88,14 @@ _QJUMP = ('Greater(Sub(' + _QDIV.format(f'Sub({{x}},Mean({{x}},{ops.JUMP_WINDOW}
 
 # %% ../nbs/02_operators.ipynb #e9d2aed3
 _ELEMENTWISE = [
-    Op('Abs', 'unary', 'abs', 'np.abs', 'Abs({x})', 'Abs', 'absolute value', 'the size of {o0}', elementwise=True),
+    Op('Abs', 'unary', 'abs', 'np.abs', 'Abs({x})', 'Abs', 'absolute value', 'the size of {o0}', elementwise=True,
+       exact32=True),
     Op('Log', 'unary', 'log', 'np_log', 'Log(If(Gt({x},0),{x},-1))', 'Log', 'natural log', 'the log of {o0}',
        monotone=True, elementwise=True),
     Op('Sign', 'unary', 'sign', 'np.sign', 'Sign({x})', 'Sign', 'sign (−1, 0, +1)', 'the sign of {o0}', monotone=True,
-       elementwise=True),
-    Op('Neg', 'unary', 'neg', 'np.negative', 'Mul({x},-1)', None, 'minus', 'minus {o0}', elementwise=True),
+       elementwise=True, exact32=True),
+    Op('Neg', 'unary', 'neg', 'np.negative', 'Mul({x},-1)', None, 'minus', 'minus {o0}', elementwise=True,
+       exact32=True),
     Op('Jump', 'unary', 'jump', 'np_jump', _QJUMP, None, 'jump size beyond 3σ of 20 days',
        'jumps in {x} (how far it sits beyond 3 standard deviations of its last 20 days)', monotone=True, lookback=19),
     Op('Decay', 'unary', 'decay', 'np_decay', 'Add(Add({x},Mul(Ref({x},1),0.8)),Mul(Ref({x},2),0.6))', None,
@@ -101,15 +105,19 @@ _ELEMENTWISE = [
        monotone=True, lookback=2),
     Op('TSum20', 'unary', 'tsum20', 'np_tsum20', 'Sum({x},20)', None, 'sum of 20 days', 'the total {x} over 20 days',
        monotone=True, lookback=19),
-    Op('Add', 'binary', 'add', 'np.add', 'Add({x},{y})', 'Add', 'plus', commutative=True, infix='+', elementwise=True),
-    Op('Sub', 'binary', 'sub', 'np.subtract', 'Sub({x},{y})', 'Sub', 'minus', infix='-', elementwise=True),
-    Op('Mul', 'binary', 'mul', 'np.multiply', 'Mul({x},{y})', 'Mul', 'times', commutative=True, infix='*', elementwise=True),
-    Op('Div', 'binary', 'div', 'np_div', _QDIV.format('{x}', '{y}'), 'Div', 'ratio', infix='/', elementwise=True),
+    Op('Add', 'binary', 'add', 'np.add', 'Add({x},{y})', 'Add', 'plus', commutative=True, infix='+', elementwise=True,
+       exact32=True),
+    Op('Sub', 'binary', 'sub', 'np.subtract', 'Sub({x},{y})', 'Sub', 'minus', infix='-', elementwise=True, exact32=True),
+    Op('Mul', 'binary', 'mul', 'np.multiply', 'Mul({x},{y})', 'Mul', 'times', commutative=True, infix='*', elementwise=True,
+       exact32=True),
+    Op('Div', 'binary', 'div', 'np_div', _QDIV.format('{x}', '{y}'), 'Div', 'ratio', infix='/', elementwise=True,
+       exact32=True),
     Op('Pow', 'binary', 'pow', 'np_pow', 'Power({x},{y})', 'Power', 'power', '{o0} to the power {o1}', elementwise=True),
     Op('Greater', 'binary', 'greater', 'np.maximum', 'Greater({x},{y})', 'Greater', 'larger of two',
-       'the larger of {o0} and {o1}', monotone=True, commutative=True, elementwise=True),
+       'the larger of {o0} and {o1}', monotone=True, commutative=True, elementwise=True,
+       exact32=True),
     Op('Less', 'binary', 'less', 'np.minimum', 'Less({x},{y})', 'Less', 'smaller of two', 'the smaller of {o0} and {o1}',
-       monotone=True, commutative=True, elementwise=True),
+       monotone=True, commutative=True, elementwise=True, exact32=True),
 ]
 
 # %% ../nbs/02_operators.ipynb #a2c09492
@@ -127,7 +135,8 @@ _CONDITIONS = [
     _condition('And', 'and_', 'Mul(And(Ne({x},0),Ne({y},0)),1)', 'both hold', 'both {o0} and {o1} hold', '&', True, True),
     _condition('Or', 'or_', 'Mul(Or(Ne({x},0),Ne({y},0)),1)', 'either holds', 'either {o0} or {o1} hold', '|', True, True),
     _condition('Not', 'not_', 'Mul(Not(Ne({x},0)),1)', 'does not hold', '{o0} fails', family='unary'),
-    Op('Gate', 'ternary', 'gate', 'np_gate', 'If(Gt({x},0),{y},{z})', 'If', 'x if c > 0 else y', elementwise=True),
+    Op('Gate', 'ternary', 'gate', 'np_gate', 'If(Gt({x},0),{y},{z})', 'If', 'x if c > 0 else y', elementwise=True,
+       exact32=True),
 ]
 
 # %% ../nbs/02_operators.ipynb #6689e751
@@ -152,7 +161,7 @@ _ROLLING = [
     _rolling('TsRank', 'ts_rank', 'Rank', 'percentile in its own history', "where today's {x} ranks among",
              "percentile of today's value", monotone=True),
     _rolling('Delta', 'ts_delta', 'Delta', 'change over the window', 'the change in {x}', 'change', 'Sub({x},Ref({x},{w}))',
-             monotone=True),
+             monotone=True, exact32=True),
     _rolling('WMA', 'ts_wma', None, 'linearly weighted average', 'the weighted average {x}', 'weighted average',
              QlibExpansion(_qlib_wma), monotone=True),
     _rolling('EMA', 'ts_ema', None, 'exponential average', 'the exponential average {x}', 'exponential average',
@@ -190,7 +199,7 @@ _OTHERS = [
        "the cross-sectional rank of {o0} (its percentile among the day's stocks)", monotone=True),
     Op('ZScore', 'cross_section', 'cs_zscore', 'np_cs_zscore', None, None, 'cross-sectional z-score',
        'the cross-sectional z-score of {o0}', monotone=True),
-    Op('Delay', 'delay', 'delay', 'np_delay', 'Ref({x},{d})', 'Ref', 'value days ago', monotone=True),
+    Op('Delay', 'delay', 'delay', 'np_delay', 'Ref({x},{d})', 'Ref', 'value days ago', monotone=True, exact32=True),
     # Bollinger-style distance from the rolling mean; read and written, not in a mining vocabulary
     _rolling('TsZScore', 'ts_zscore', None, 'distance from the rolling mean in σ',
              'how many standard deviations today\'s {x} sits above its average', 'z-score',

@@ -677,6 +677,23 @@ def ts_cov(x:Tensor, # [day, stock]
     _, (n, sx, sy, sxy) = _pair_sums(x, y, w, False)
     return torch.where(n > 1, (sxy - sx * sy / n) / (n - 1), NAN).to(x.dtype)
 
+# %% ../nbs/01_ops.ipynb #b9a57bb9
+@_jit
+def _nb_corr(n, cxy, cxx, cyy, sdx, sdy, own): # [day, stock] cxy / sqrt(cxx cyy) where n > 1, both vary and neither
+    # rolling std is within 2e-5 of 0; NaN elsewhere. The stds are sdx, sdy when `own`, else sqrt(cxx / (n - 1)) and
+    # sqrt(cyy / (n - 1)): one pass, each value as the tensor expression of `ts_corr` below gives it
+    out = np.empty_like(n)
+    for t in numba.prange(n.shape[0]):
+        for s in range(n.shape[1]):
+            k, a, b, c = n[t, s], cxx[t, s], cyy[t, s], cxy[t, s]
+            out[t, s] = np.nan
+            if k > 1 and a > 0 and b > 0:
+                da, db = (sdx[t, s], sdy[t, s]) if own else (np.sqrt(a / (k - 1)), np.sqrt(b / (k - 1)))
+                if not (da <= 2e-5 or db <= 2e-5):
+                    d = np.sqrt(a * b)
+                    out[t, s] = c / d if d != 0 else (c * np.inf if c != 0 else np.nan)
+    return out
+
 # %% ../nbs/01_ops.ipynb #afa4b97a
 def ts_corr(x:Tensor, # [day, stock]
             y:Tensor, # [day, stock]
@@ -685,11 +702,10 @@ def ts_corr(x:Tensor, # [day, stock]
     "Rolling Pearson correlation over the last `w` days where both are present; NaN where either barely moves (Qlib `Corr`)."
     w = _check_window(w)
     if _compiled(x) and w <= LOOP_MAX_WINDOW:
-        n, cxy, cxx, cyy = map(torch.from_numpy, _nb_pair_sums(_np(x, torch.float64), _np(y, torch.float64), w))
-        if torch.equal(torch.isnan(x), torch.isnan(y)): sdx, sdy = (cxx / (n - 1)).sqrt(), (cyy / (n - 1)).sqrt()
-        else: sdx, sdy = ts_std(x, w).double(), ts_std(y, w).double()   # each series over its own days (see below)
-        still = (sdx <= 2e-5) | (sdy <= 2e-5)
-        return torch.where((n > 1) & (cxx > 0) & (cyy > 0) & ~still, cxy / (cxx * cyy).sqrt(), NAN).to(x.dtype)
+        sums = _nb_pair_sums(_np(x, torch.float64), _np(y, torch.float64), w)
+        own = not torch.equal(torch.isnan(x), torch.isnan(y))          # each series' std over its own days (see below)
+        sd = [_np(ts_std(v, w), torch.float64) for v in (x, y)] if own else [sums[0]] * 2
+        return torch.from_numpy(_nb_corr(*sums, *sd, own)).to(x.dtype)
     ok, (n, sx, sy, sxy, sxx, syy) = _pair_sums(x, y, w, True)
     xj, yj = torch.where(ok, x, NAN), torch.where(ok, y, NAN)
     vx = _flat_to_zero(((sxx - sx * sx / n) / (n - 1)).clamp_min(0), xj, w, sxx / n)
@@ -750,7 +766,7 @@ def _nb_div(x, y): # [n] x / y, NaN where y == 0 or the quotient is ±inf: one p
 
 # %% ../nbs/01_ops.ipynb #2e6f7985
 @_jit
-def _nb_float32(x): # [n] float64 -> float32, NaN where beyond float32's range: one pass instead of three
+def _nb_float32(x): # [n] float64 or float32 -> a new float32 array, NaN where beyond float32's range: one pass instead of three
     out = np.empty(x.size, np.float32)
     for i in numba.prange(x.size):
         v = np.float32(x[i])
@@ -761,7 +777,8 @@ def _nb_float32(x): # [n] float64 -> float32, NaN where beyond float32's range: 
 def finite_float32(x:Tensor, # [day, stock] any float dtype
                   )->Tensor: # [day, stock] float32, a new tensor, NaN where `x` is ±inf or beyond float32's range
     "`x` as a fresh float32 tensor with no infinity: how formula values leave the evaluator."
-    if _compiled(x) and x.dtype == torch.float64: return torch.from_numpy(_nb_float32(_np(x).reshape(-1))).view(x.shape)
+    if _compiled(x) and x.dtype in (torch.float64, torch.float32):
+        return torch.from_numpy(_nb_float32(_np(x).reshape(-1))).view(x.shape)
     out = x.to(torch.float32, copy=True)
     return torch.where(torch.isinf(out), NAN, out)
 
@@ -815,9 +832,18 @@ def log(x:Tensor, # [day, stock]
     return torch.log(torch.where(x > 0, x, NAN))
 
 # %% ../nbs/01_ops.ipynb #7593183c
+@_jit
+def _nb_sign(x): # [n] -1, 0 (for either zero), 1, NaN where x is NaN: one pass instead of three
+    out = np.empty_like(x)
+    for i in numba.prange(x.size):
+        v = x[i]
+        out[i] = 1. if v > 0 else -1. if v < 0 else 0. if v == 0 else np.nan
+    return out
+
 def sign(x:Tensor, # [day, stock]
         )->Tensor: # [day, stock] -1, 0, 1 or NaN
     "Sign of `x`, NaN where `x` is NaN."
+    if _compiled(x): return torch.from_numpy(_nb_sign(_np(x).reshape(-1))).view(x.shape)
     return torch.where(torch.isnan(x), NAN, torch.sign(x))
 
 # %% ../nbs/01_ops.ipynb #52ab23e8

@@ -209,7 +209,7 @@ def test_cache_budget_and_reuse():
     cache = FormulaCache(max_bytes=10 * 50 * 6 * 8)
     fs = random_formulas(30, seed=5, max_depth=3)
     first = [evaluate_formula(PANEL, f, cache) for f in fs]
-    assert cache.nbytes <= cache.max_bytes and len(cache) <= 10
+    assert cache.nbytes <= cache.max_bytes and len(cache) <= cache.max_bytes // (50 * 6 * 4)   # float32 at least
     again = [evaluate_formula(PANEL, f, cache) for f in fs]
     assert all(torch.allclose(a, b, equal_nan=True) for a, b in zip(first, again))
     other = make_panel(seed=1)
