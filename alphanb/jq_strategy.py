@@ -482,9 +482,9 @@ def np_cs_rank(x):
     ends = np.ones(x.shape, dtype=bool); ends[:, :-1] = starts[:, 1:]                   # last of a tie group
     first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
     last = np.minimum.accumulate(np.where(ends, pos, stocks)[:, ::-1], axis=1)[:, ::-1]
-    rank = np.empty(x.shape)
+    rank = np.empty(x.shape, dtype=x.dtype)                             # float32 stays float32 (EXACT32)
     np.put_along_axis(rank, order, (first + last) / 2. + 1, 1)
-    with np.errstate(all='ignore'): return np.where(ok, rank / ok.sum(1, keepdims=True), np.nan)
+    with np.errstate(all='ignore'): return np.where(ok, rank / ok.sum(1, keepdims=True).astype(x.dtype), np.nan)
 
 # %% ../nbs/10a_jq_strategy.ipynb #5e0013f6
 @_quiet
@@ -610,7 +610,7 @@ NP_OPERATORS = {   # name -> (family, numpy kernel, days of history read beyond 
 SHIFTED = {'Std', 'Var', 'Corr', 'Cov', 'TsZScore'}   # inputs minus each stock's first value (fewer digits lost)
 SPAN = {'Gt', 'Ge', 'Lt', 'Le', 'Eq', 'Ne', 'And', 'Or', 'Not', 'IdxMax', 'IdxMin', 'Count', 'QlibWMA'}   # kept within each stock's data
 START = {'IdxMax', 'IdxMin', 'QlibWMA'}   # count from each stock's first day of data
-EXACT32 = {'Abs', 'Sign', 'Neg', 'Add', 'Sub', 'Mul', 'Div', 'Greater', 'Less', 'Gate', 'Delta', 'Delay'}   # in float32 on float32 operands (the float64 result, rounded)
+EXACT32 = {'Abs', 'Sign', 'Neg', 'Add', 'Sub', 'Mul', 'Div', 'Greater', 'Less', 'Gate', 'Delta', 'Rank', 'Delay'}   # in float32 on float32 operands (the float64 result, rounded)
 # <<< operator table
 FEATURE_LOOKBACK = {'Returns': 1, 'Liquidity': 59, 'Pressure': 0, 'FOMO': 19, 'Deviation': 19, 'LogVolume': 0}
 

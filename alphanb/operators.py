@@ -196,7 +196,7 @@ _ROLLING = [
 # %% ../nbs/02_operators.ipynb #c8f45b01
 _OTHERS = [
     Op('Rank', 'cross_section', 'cs_rank', 'np_cs_rank', None, None, 'cross-sectional percentile',
-       "the cross-sectional rank of {o0} (its percentile among the day's stocks)", monotone=True),
+       "the cross-sectional rank of {o0} (its percentile among the day's stocks)", monotone=True, exact32=True),
     Op('ZScore', 'cross_section', 'cs_zscore', 'np_cs_zscore', None, None, 'cross-sectional z-score',
        'the cross-sectional z-score of {o0}', monotone=True),
     Op('Delay', 'delay', 'delay', 'np_delay', 'Ref({x},{d})', 'Ref', 'value days ago', monotone=True, exact32=True),
