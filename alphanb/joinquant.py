@@ -15,6 +15,7 @@ from .jq_strategy import *
 from .formula import Formula, OPERATORS, LEAF_NAMES
 from .factors import load_factors, pool_frequency
 from .backtest import BacktestConfig
+from .data import bar_times
 
 # %% auto #0
 __all__ = ['INDEX_CODES', 'JQ_ONLY', 'operator_table_source', 'parity_error', 'formula_tree', 'check_exportable', 'trading_rules',
@@ -127,10 +128,15 @@ def export_joinquant(factors_path:str|Path, # a factors.json
     factors_path, out = Path(factors_path), Path(out_dir)
     rows = load_factors(factors_path)
     freq = pool_frequency(rows)[0]
-    if freq != 'day':
-        raise ConfigError(f"{factors_path} was mined on {freq} bars; the JoinQuant strategy trades daily bars only (it reads daily "
-                          f"prices and rebalances at the open), so it cannot run this pool: export a pool mined on daily data")
     rules = trading_rules(config)
+    rules['freq'], rules['bar_minutes'], rules['bar_times'] = freq, 0, []
+    if freq != 'day':                                                 # the strategy trades at each bar's start, on the bars closed before it
+        if rules['trade_price'] != 'open':
+            raise ConfigError(f"{factors_path} was mined on {freq} bars: on JoinQuant its strategy trades at the start of each bar "
+                              f"(the next bar's open, as alphanb's intraday backtest with trade_price 'open'); trade_price "
+                              f"{rules['trade_price']!r} cannot be exported for it: drop --set trade_price")
+        rules['bar_minutes'] = int(freq[:-3])
+        rules['bar_times'] = [f'{int(t.total_seconds()) // 3600:02d}:{int(t.total_seconds()) % 3600 // 60:02d}' for t in bar_times(freq)]
     factors = []
     for i, r in enumerate(rows):
         name = r['factor_name']
@@ -138,6 +144,11 @@ def export_joinquant(factors_path:str|Path, # a factors.json
         f = Formula.parse(r['expression'])
         factors.append({'factor_name': name, 'expression': str(f), 'weight': float(r['weight']),
                         'leaves': f.leaves, 'lookback': tree_lookback(tree), 'tree': tree})
+        caps = set(f.leaves) & {'$mktcap', '$float_mktcap'} or ({'Liquidity'} & set(f.leaves) if rules['has_float_mktcap'] else set())
+        if freq != 'day' and caps:
+            raise ConfigError(f"factor '{name}' ({f}) reads {', '.join(sorted(caps))}, and JoinQuant gives market caps once a day: "
+                              f"a pool mined on {freq} bars cannot be recomputed bar by bar from them. If the data's Liquidity was "
+                              f"volume over its 60-bar mean (no $float_mktcap), export with --set has_float_mktcap false")
     weights = np.array([f['weight'] for f in factors], dtype=np.float64)                     # [factor]
     history = max(f['lookback'] for f in factors) + 1                                          # rows of bars per rebalance
     spec = {'format': 'alphanb-joinquant/1', 'source': str(factors_path), 'config': rules, 'factors': factors}
@@ -150,7 +161,7 @@ def export_joinquant(factors_path:str|Path, # a factors.json
     atomic_write(paths['model'], save)
     atomic_write_text(paths['strategy'], strategy_source())
     return {'out': str(out), **{k: str(v) for k, v in paths.items()}, 'n_factors': len(factors), 'history_days': history,
-            'index': rules['index']}
+            'freq': freq, 'index': rules['index']}
 
 # %% ../nbs/10_joinquant.ipynb #517e5aea
 def write_template(path:str|Path, # where to write the strategy file, e.g. the repository's joinquant/strategy.py
@@ -196,5 +207,5 @@ def _export_cmd(args):
         except json.JSONDecodeError: overrides[k] = v
     res = export_joinquant(args.factors, args.out, overrides)
     print(f"exported {res['n_factors']} factor(s) for {res['index']} to {res['out']}: "
-          f"{Path(res['factors']).name}, {Path(res['model']).name}, strategy.py ({res['history_days']} days of bars per rebalance)")
+          f"{Path(res['factors']).name}, {Path(res['model']).name}, strategy.py ({res['history_days']} {'days' if res['freq'] == 'day' else res['freq'] + ' bars'} of history per rebalance)")
     return res

@@ -12,7 +12,7 @@ import torch
 
 from . import ops
 from .core import *
-from .data import calendar, data_dir, load_panel
+from .data import bars_per_day, calendar, data_dir, load_panel
 from .formula import FEATURE_HISTORY, Formula
 from .evaluate import FormulaCache, evaluate_formula
 from .factors import load_factors, frequency_for, pool_horizon
@@ -48,18 +48,21 @@ def plan_blocks(cal:pd.DatetimeIndex, # the data's trading calendar
                 block_days:int, # own days per block (the last may be shorter)
                 lookback:int, # days of history the factors read (`Formula.lookback`)
                 first_history:int, # days loaded before the first scored day, as a single pass loads them
-                rebalance:int=1, # days between the books' rebalances
+                rebalance:int=1, # rows (days, or bars) between the books' rebalances
                 last:pd.Timestamp|None=None, # the last day a block may load (the books' returns read up to `TAIL` days past
                                              # the scored days where the data goes on, as in training); the last scored day when None
+                bars:int=1, # rows per day: 1 on daily data, the bars of a day on intraday data (`lookback` still in days)
                )->list[Block]:
     "Cut `days` into blocks, each with the history its factors need and never more than a single pass would load."
-    if rebalance < 1: raise ConfigError(f"rebalance must be at least 1 day, got {rebalance}")
+    if rebalance < 1: raise ConfigError(f"rebalance must be at least 1 {'day' if bars == 1 else 'bar'}, got {rebalance}")
     if block_days < max(lookback, 1):
         raise ConfigError(f"blocks of {block_days} days are shorter than the longest window the factors read ({lookback} days): "
                           f"use --block-days {max(lookback, 1)} or more")
-    if block_days % rebalance:
-        raise ConfigError(f"blocks of {block_days} days do not hold whole rebalance periods of {rebalance} days: "
-                          f"use a multiple of {rebalance}, e.g. {block_days // rebalance * rebalance or rebalance}")
+    per = math.lcm(rebalance, bars) // bars                   # days of whole rebalance periods: the books restart in step
+    if block_days % per:
+        unit = 'days' if bars == 1 else f'bars ({per} days of {bars} bars)'
+        raise ConfigError(f"blocks of {block_days} days do not hold whole rebalance periods of {rebalance} {unit}: "
+                          f"use a multiple of {per}, e.g. {block_days // per * per or per}")
     p0 = cal.get_loc(days[0])
     floor = max(0, p0 - first_history)                        # the first day a single pass loads
     history = lookback + FEATURE_HISTORY
@@ -67,7 +70,7 @@ def plan_blocks(cal:pd.DatetimeIndex, # the data's trading calendar
     out = []
     for i in range(0, len(days), block_days):
         a, b = p0 + i, p0 + min(i + block_days, len(days)) - 1
-        ext = 0 if i == 0 else rebalance
+        ext = 0 if i == 0 else per
         load = floor if i == 0 else max(floor, a - ext - history)
         until = min(b + TAIL, top)                              # a book's return reads the next days, as in one pass
         out.append(Block(cal[load], cal[a - ext], cal[a], cal[b], cal[until], ext, b - a + 1))
@@ -85,16 +88,19 @@ def block_pieces(panel, # the block's data, loaded from `Block.load` to `Block.u
                  cache:FormulaCache|None=None, # sub-expression cache for this panel
                 )->list[dict]: # per factor (then the combination): daily series on the own days, turnover, cell counts
     "The daily pieces of each factor's figures on one block's own days."
-    ctx = RewardContext(panel, panel.day_slice(block.score, block.end), topk=topk, rebalance=rebalance)
-    e = block.ext
+    span = panel.day_slice(block.score, block.end)
+    ctx = RewardContext(panel, span, topk=topk, rebalance=rebalance)
+    e = panel.day_slice(block.start, block.end).start - span.start   # rows of the `ext` days (their bars on intraday data)
+    # turnover is per rebalance, each against the one before: the `ext` rows' rebalances give none, the last of them is
+    # only the base of the first own rebalance's
     def pieces(f):
         f = ctx.span(f)
         sc, fin, _ = ctx._prepared(f)
         ic, ric = ctx.ic_series(f, fin, _scored=sc)
         b = ctx.books(f, fin, _scored=sc)
         return {'ic': ic[e:].numpy(), 'rank_ic': ric[e:].numpy(), **{k: b[k][e:].numpy() for k in SERIES[2:]},
-                'turnover': b['turnover'].numpy(), 'usable': int((ctx.valid[e:] & torch.isfinite(f[e:])).sum()),
-                'valid': int(ctx.valid[e:].sum()), 'days': ctx.n_days - e}
+                'turnover': b['turnover'][max(e // rebalance - 1, 0):].numpy(), 'usable': int((ctx.valid[e:] & torch.isfinite(f[e:])).sum()),
+                'valid': int(ctx.valid[e:].sum()), 'days': ctx.n_days - e, 'periods': ctx.periods}   # periods: steps a year (bars, intraday)
     out, zs = [], []
     for x in expressions:
         f = evaluate_formula(panel, x, cache)
@@ -110,7 +116,8 @@ def join_pieces(parts:list[dict], # one factor's pieces from each block, in day 
     cat = lambda k: torch.from_numpy(np.concatenate([p[k] for p in parts]))
     b = {k: cat(k) for k in SERIES[2:] + ['turnover']}
     valid = sum(p['valid'] for p in parts)
-    return series_metrics(cat('ic'), cat('rank_ic'), b, sum(p['days'] for p in parts), sum(p['usable'] for p in parts) / max(valid, 1))
+    return series_metrics(cat('ic'), cat('rank_ic'), b, sum(p['days'] for p in parts), sum(p['usable'] for p in parts) / max(valid, 1),
+                          parts[0]['periods'])
 
 # %% ../nbs/16_scoring.ipynb #66db7463
 class BlockScorer:
@@ -124,10 +131,11 @@ class BlockScorer:
                  rebalance:int=1, # days between rebalances
                  threads:int|None=None, # compiled loops' threads; None: unchanged (a Ray worker sets 1)
                  cache_mb:int=512, # sub-expression caches' budget, shared by the blocks held
+                 freq:str='day', # the data's frequency: 'day', or intraday bars (blocks are still whole days)
                 ):
         if threads is not None: ops.set_threads(threads); torch.set_num_threads(threads)
         self.blocks, self.topk, self.rebalance = list(blocks), topk, rebalance
-        self.panels = [load_panel(data, universe, b.load, b.until, horizon=horizon) for b in self.blocks]
+        self.panels = [load_panel(data, universe, b.load, b.until, horizon=horizon, freq=freq) for b in self.blocks]
         self.caches = [FormulaCache(cache_mb * 2**20 // max(len(self.blocks), 1)) for _ in self.blocks]
 
     def score(self, expressions:list[str], weights:list[float]|None=None)->list[list[dict]]:
@@ -195,7 +203,7 @@ class ShardedEvaluator:
                  universe:str, # instrument file
                  start, # first scored day
                  end, # last scored day
-                 lookback:int, # days of history the factors may read (their largest `Formula.lookback`)
+                 lookback:int, # rows (days, or bars) of history the factors may read (their largest `Formula.lookback`)
                  block_days:int=250, # own days per block
                  history:int=120, # days loaded before `start` (as `alphanb evaluate --warmup`)
                  horizon:int=20, # days ahead of the target
@@ -203,11 +211,13 @@ class ShardedEvaluator:
                  rebalance:int=1, # days between rebalances
                  ray:str|None=None, # None: blocks in turn in this process; else `connect_ray`'s address ('local', 'auto', host:port)
                  workers:int=2, # Ray actors (one thread each)
+                 freq:str='day', # the data's frequency: 'day', or intraday bars (lookback, horizon and rebalance count bars; blocks are whole days)
                 ):
         self.data, self.universe, self.lookback = str(data_dir(data)), universe, lookback
-        self.days = _scored_days(self.data, start, end)
-        self.blocks = plan_blocks(calendar(self.data), self.days, block_days, lookback, history, rebalance)
-        self.kw = dict(horizon=horizon, topk=topk, rebalance=rebalance)
+        self.days, bars = _scored_days(self.data, start, end, freq), bars_per_day(freq)
+        cal = pd.DatetimeIndex(calendar(self.data, freq).normalize().unique())
+        self.blocks = plan_blocks(cal, self.days, block_days, -(-lookback // bars), history, rebalance, bars=bars)
+        self.kw = dict(horizon=horizon, topk=topk, rebalance=rebalance, freq=freq)
         self.ray, self.actors = None, []
         if ray is not None:
             if workers < 1: raise ConfigError(f"workers must be at least 1, got {workers}")
@@ -280,10 +290,7 @@ def evaluate(args:argparse.Namespace, # the parsed options (see `_evaluate_args`
     args.freq = frequency_for(entries, getattr(args, 'freq', None), args.factors)
     if args.horizon is None: args.horizon = pool_horizon(entries)
     days = _scored_days(args.data, args.start, args.end, args.freq)
-    if args.block_days or args.ray:
-        if args.freq != 'day': raise ConfigError(f"block scoring (--block-days, --ray) splits daily data; score this {args.freq} pool "
-                                                 "in one process (leave both out)")
-        return _evaluate_sharded(args, entries, days)
+    if args.block_days or args.ray: return _evaluate_sharded(args, entries, days)
     cal = pd.DatetimeIndex(calendar(args.data, args.freq).normalize().unique())   # days; on intraday data each takes its bars
     first = max(0, cal.get_loc(days[0]) - args.warmup)
     panel = load_panel(args.data, args.universe, cal[first], days[-1], horizon=args.horizon, freq=args.freq)
@@ -312,9 +319,10 @@ def _evaluate_sharded(args:argparse.Namespace, entries:list[dict], days:pd.Datet
     "`evaluate` over blocks of days, here in turn or on Ray workers: the same figures and output."
     xs = [e['expression'] for e in entries]
     ev = ShardedEvaluator(args.data, args.universe, days[0], days[-1], max(Formula.parse(x).lookback for x in xs),
-                          args.block_days or 250, args.warmup, args.horizon, args.topk, ray=args.ray, workers=args.workers)
-    how = f" in {len(ev.blocks)} blocks" + (f" on {len(ev.actors)} Ray workers" if args.ray else '')   # before the actors stop
+                          args.block_days or 250, args.warmup, args.horizon, args.topk, ray=args.ray, workers=args.workers, freq=args.freq)
+    how = ('' if args.freq == 'day' else f' of {args.freq} bars') + f" in {len(ev.blocks)} blocks" + (f" on {len(ev.actors)} Ray workers" if args.ray else '')   # before the actors stop
     try: got = ev.metrics(xs, [e['weight'] for e in entries])
     finally:
         if args.ray: ev.close()
-    return _report(args, entries, got, ev.days, how, blocks=len(ev.blocks))
+    cal = calendar(args.data, args.freq)
+    return _report(args, entries, got, cal[cal.normalize().isin(ev.days)], how, blocks=len(ev.blocks))   # intraday: the days' bars

@@ -33,9 +33,9 @@ __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE'
            'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors', 'classic_baselines',
            'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'study_config', 'Run',
            'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs', 'ensemble_entries',
-           'ensemble_done', 'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'best_single_classic',
-           'aggregate', 'seed_spread', 'targets', 'plot_folds', 'format_table', 'final_summary', 'study',
-           'compare_settings', 'study_command']
+           'ensemble_done', 'ensemble_candidates', 'score_ensemble', 'score_run', 'score_fold', 'study_rows',
+           'best_single_classic', 'aggregate', 'seed_spread', 'targets', 'plot_folds', 'format_table', 'final_summary',
+           'study', 'compare_settings', 'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -550,39 +550,85 @@ def ensemble_entries(finals:list[list[dict]], # each seed's final pool (`final_f
 # %% ../nbs/14_study.ipynb #e20f4aba
 def _seeds_of(runs:list[Run])->list[int]: return sorted(r.seed for r in runs)
 
-def ensemble_done(fdir:Path, runs:list[Run], baselines:bool)->bool:
-    "Whether `fdir` holds the ensemble of exactly these runs (with Alpha158 beside it when `baselines`)."
+def _names(runs:list[Run])->list[str]: return sorted(f'{r.universe}/seed{r.seed}' for r in runs)
+
+def ensemble_done(fdir:Path, runs:list[Run], baselines:bool,
+                  pooled:list[Run]=(), # the fold's runs in the study's other universes (candidates of the pooled ensemble)
+                 )->bool:
+    "Whether `fdir` holds the ensemble of exactly these runs and candidates (with Alpha158 beside it when `baselines`)."
     p = Path(fdir)/'ensemble.json'
     if not p.exists(): return False
     e = _read(p)
-    return e.get('seeds') == _seeds_of(runs) and (not baselines or 'alpha158' in e and ('alpha158_blend' in e or not e['members']))
+    return (e.get('seeds') == _seeds_of(runs) and e.get('pool_runs', _names(runs)) == _names(list(runs) + list(pooled))
+            and (not baselines or 'alpha158' in e and ('alpha158_blend' in e or not e['members'])))
 
 # %% ../nbs/14_study.ipynb #84fb5898
+def ensemble_candidates(runs:list[Run], # the fold's runs in one universe
+                        pooled:list[Run]=(), # the same fold's runs in the study's other universes
+                       )->dict: # 'own' (and 'pooled' when there are other runs) -> {'universes', 'runs', 'entries'}
+    "The seed ensembles a fold can choose from: its universe's own seeds, and every universe's seeds together."
+    key = lambda r: (r.universe, r.seed)
+    own = sorted(runs, key=key)
+    cands = {'own': own, **({'pooled': own + sorted(pooled, key=key)} if pooled else {})}
+    return {k: {'universes': sorted({r.universe for r in rs}), 'runs': [f'{r.universe}/seed{r.seed}' for r in rs],
+                'entries': ensemble_entries([_read(r.dir/'final_factors.json') for r in rs])} for k, rs in cands.items()}
+
+def _same_pool(path:Path, entries:list[dict])->bool:
+    "Whether the factors file at `path` holds exactly `entries` (expressions and weights)."
+    if not path.exists(): return False
+    have = {e['expression']: e['weight'] for e in _read(path)}
+    return set(have) == {e['expression'] for e in entries} and all(math.isclose(have[e['expression']], e['weight'], rel_tol=1e-12, abs_tol=1e-15) for e in entries)
+
 def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:int=30, cache:FormulaCache|None=None,
-                   alpha158:tuple|None=None, # (features, feature matrix, mask, LightGBM rounds, `fit_models` result): also Alpha158 + the ensemble
+                   alpha158=None, # (features, feature matrix, mask, LightGBM rounds, `fit_models` result), or a function giving it when needed: also Alpha158 + the ensemble
+                   pooled:list[Run]=(), # the fold's runs in the study's other universes: also the ensemble of every universe's pools
                   )->dict: # what `ensemble.json` holds
-    "Score the seed ensemble of a fold's runs on its select and test days; write ensemble_factors.json and ensemble.json."
-    entries = ensemble_entries([_read(r.dir/'final_factors.json') for r in sorted(runs, key=lambda r: r.seed)])
-    res = {'seeds': _seeds_of(runs), 'members': len(entries)}
+    "Choose the fold's seed ensemble on the select days (own seeds, or pooled over universes), score it; write ensemble_factors.json and ensemble.json."
+    fdir = Path(fdir)
+    cands = ensemble_candidates(runs, pooled)
+    spans = _spans(splits, ['select', 'test'])
+    ctx = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in spans}
+    for c in cands.values():                                      # each candidate's figures; only 'select' chooses
+        if c['entries']:
+            vals = member_values(panel, c['entries'], cache)
+            w = [e['weight'] for e in c['entries']]
+            c.update({k: _pick(ctx[k].metrics(_combined(panel, vals, w, getattr(splits, k)))) for k in spans})
+            del vals
+        else: c.update({k: NO_METRICS for k in spans})
+    score = lambda k: cands[k]['select']['rank_ic'] if math.isfinite(cands[k]['select']['rank_ic']) else -math.inf
+    chosen = max(cands, key=score)                                # the first (own) on a tie
+    entries = cands[chosen]['entries']
+    res = {'seeds': _seeds_of(runs), 'pool_runs': _names(list(runs) + list(pooled)), 'chosen': chosen,
+           'universes': cands[chosen]['universes'], 'members': len(entries),
+           'candidates': {k: {kk: v for kk, v in c.items() if kk != 'entries'} | {'members': len(c['entries'])} for k, c in cands.items()}}
+    old = _read(fdir/'ensemble.json') if (fdir/'ensemble.json').exists() else {}
+    if old and _same_pool(fdir/'ensemble_factors.json', entries) and (alpha158 is None or 'alpha158' in old):
+        # the same pool as the one already scored (e.g. a universe whose own seeds win): keep its figures
+        res.update({k: old[k] for k in ['select', 'test', 'diversity', 'alpha158', 'alpha158_blend'] if k in old})
+        atomic_write_json(fdir/'ensemble.json', to_jsonable(res))
+        return res
     if entries:
         values = member_values(panel, entries, cache)
         w = [e['weight'] for e in entries]
-        res.update({k: _pick(RewardContext(panel, getattr(splits, k), topk=topk).metrics(_combined(panel, values, w, getattr(splits, k))))
-                    for k in _spans(splits, ['select', 'test'])})
+        res.update({k: cands[chosen][k] for k in spans})
         res['diversity'] = pool_diversity([v[splits.valid] for v in values], panel.valid[splits.valid])
+        seeds = ', '.join(map(str, res['seeds']))
+        by = (f'the mean of the final pools of seeds {seeds}, each chosen by backward elimination' if chosen == 'own' else
+              f"the mean of the final pools of {', '.join(cands[chosen]['runs'])} (each chosen by backward elimination on its own "
+              f"universe), preferred on the selection year to the seeds of this universe alone")
         how = {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
-               'chosen_by': f'the mean of the final pools of seeds {", ".join(map(str, res["seeds"]))}, each chosen by backward elimination'}
-        atomic_write_json(Path(fdir)/'ensemble_factors.json', pool_records(panel, splits, entries, how, topk, cache))
+               'chosen_by': by}
+        atomic_write_json(fdir/'ensemble_factors.json', pool_records(panel, splits, entries, how, topk, cache))
         comb = _combined(panel, values, w, slice(0, panel.n_days))
         del values
     else: res.update({'select': NO_METRICS, 'test': NO_METRICS, 'diversity': math.nan})
     if alpha158 is not None:
-        a158, fm, mask, rounds, models = alpha158
+        a158, fm, mask, rounds, models = alpha158() if callable(alpha158) else alpha158
         mined = [(f"mined:{e['factor_name']}", e['expression']) for e in entries]
         fmx = with_features(fm, panel, mined, mask) if mined else fm
         res['alpha158'] = {m: model_figures(r) for m, r in fit_models(panel, splits, a158 + mined, fmx, topk, rounds).items()}
         if entries: res['alpha158_blend'] = {m: blend(panel, splits, r.prediction, comb, topk) for m, r in models.items()}
-    atomic_write_json(Path(fdir)/'ensemble.json', to_jsonable(res))
+    atomic_write_json(fdir/'ensemble.json', to_jsonable(res))
     return res
 
 # %% ../nbs/14_study.ipynb #35e0c23d
@@ -613,8 +659,10 @@ def score_fold(data, # Qlib data directory
                topk:int=30, # stocks in the top-k book behind Sharpe
                rounds:int=500, # LightGBM: most trees
                progress:bool=True, # a tqdm bar over its steps
+               ensemble:bool=True, # also the seed ensemble (after every universe's runs of the fold are scored, when `pooled`)
+               pooled:list[Run]=(), # the fold's runs in the study's other universes, scored: candidates of the pooled ensemble
               )->int: # runs scored
-    "The driver's work on one universe and fold: each run's choice and test scores, and the baselines (none in the final fold)."
+    "The driver's work on one universe and fold: each run's choice and test scores, the baselines (none in the final fold) and the seed ensemble."
     from tqdm.auto import tqdm
     fdir = Path(out)/universe/fold.name
     baselines = baselines and not fold.final                      # no test year to score them on
@@ -622,7 +670,7 @@ def score_fold(data, # Qlib data directory
     need_base = baselines and not (fdir/'baselines.json').exists()
     need_pool = [r for r in runs if baselines and not (r.dir/'alpha158_pool.json').exists()]
     need_blend = [r for r in runs if baselines and not (r.dir/'alpha158_blend.json').exists()]
-    need_ens = not ensemble_done(fdir, runs, baselines)
+    need_ens = ensemble and not ensemble_done(fdir, runs, baselines, pooled)
     if not (todo or need_base or need_pool or need_blend or need_ens): return 0
     bar = tqdm(total=3 + len(todo) + need_base + len(need_pool) + len(need_blend) + need_ens, desc=f'scoring {universe} {fold.name}',
                disable=not progress)
@@ -636,13 +684,18 @@ def score_fold(data, # Qlib data directory
         lab = r.config.reward.label
         if lab not in ctxs: ctxs[lab] = RewardContext(labelled(panel, lab), splits.fit, topk=topk)
         score_run(r, panel, splits, cache, ctxs[lab]); step(f'{r.name} scored')
-    a158, fm, models = None, None, None
-    if need_base or need_pool or need_blend or (need_ens and baselines):
-        mask, a158 = baseline_mask(panel, splits), library_formulas('alpha158', panel.fields, 'the data')
-        fm = feature_matrix(panel, a158, mask, progress=False)
+    made = {}
+    def features(): # Alpha158's features on the fold, made when first needed
+        if 'fm' not in made:
+            made['mask'], made['a158'] = baseline_mask(panel, splits), library_formulas('alpha158', panel.fields, 'the data')
+            made['fm'] = feature_matrix(panel, made['a158'], made['mask'], progress=False)
+        return made['a158'], made['fm'], made['mask']
+    def fitted(): # ... and its models
+        if 'models' not in made: made['models'] = fit_models(panel, splits, *features()[:2], topk, rounds)
+        return made['models']
+    if need_base or need_pool or need_blend: a158, fm, mask = features()
     step('Alpha158 features')
-    if need_base or need_blend or (need_ens and baselines):
-        models = fit_models(panel, splits, a158, fm, topk, rounds)
+    if need_base or need_blend: models = fitted()
     step('Alpha158 models')
     if need_base:
         base = {'universe': universe, 'test_year': fold.test_year, 'spans': fold.spans(),
@@ -664,7 +717,8 @@ def score_fold(data, # Qlib data directory
         else: atomic_write_json(r.dir/'alpha158_blend.json', {})
         step(f'{r.name}: Alpha158 blended with its pool')
     if need_ens:
-        score_ensemble(panel, splits, runs, fdir, topk, cache, (a158, fm, mask, rounds, models) if baselines else None)
+        # Alpha158 beside the ensemble only if it is not the pool already scored (its features and models made then)
+        score_ensemble(panel, splits, runs, fdir, topk, cache, (lambda: (*features(), rounds, fitted())) if baselines else None, pooled)
         step('seed ensemble')
     bar.close()
     release_memory()
@@ -675,7 +729,9 @@ METHODS = {
     'mined_pruned': 'mined pool, pruned on the selection year',
     'mined_unpruned': 'mined pool as trained (unpruned)',
     'mined_seed_chosen': 'mined pool, pruned, seed chosen on the selection year',
-    'mined_ensemble': 'seed ensemble of the pruned pools',
+    'mined_ensemble': 'seed ensemble of the pruned pools (own universe, or pooled over universes when the selection year prefers it)',
+    'mined_ensemble_own': "seed ensemble of this universe's pools alone (a candidate, for the record)",
+    'mined_ensemble_pooled': "seed ensemble of every universe's pools (a candidate, for the record)",
     'alpha158_mined_linear': 'Alpha158 + mined pool, linear (ridge)',
     'alpha158_mined_lightgbm': 'Alpha158 + mined pool, LightGBM',
     'alpha158_ensemble_linear': 'Alpha158 + seed ensemble, linear (ridge)',
@@ -719,7 +775,10 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
         e = Path(out)/u/f.name/'ensemble.json'
         if e.exists():
             e = _read(e)
-            rows.append(_row(u, f.test_year, None, 'mined_ensemble', e['test'], e['select'], diversity=e['diversity'], members=e['members']))
+            rows.append(_row(u, f.test_year, None, 'mined_ensemble', e['test'], e['select'], diversity=e['diversity'], members=e['members'],
+                             chosen=e.get('chosen', 'own')))
+            for k, c in (e.get('candidates', {}) if len(e.get('candidates', {})) > 1 else {}).items():
+                rows.append(_row(u, f.test_year, None, f'mined_ensemble_{k}', c['test'], c['select'], members=c['members'], chosen=k == e['chosen']))
             for m, v in e.get('alpha158', {}).items(): rows.append(_row(u, f.test_year, None, f'alpha158_ensemble_{m}', v['test'], v['select']))
             for m, v in e.get('alpha158_blend', {}).items():
                 rows.append(_row(u, f.test_year, None, f'alpha158_blend_ensemble_{m}', v['test'], v['select'], weight=v['weight']))
@@ -843,7 +902,9 @@ def final_summary(fdir:Path)->dict:
     e, f = _read(Path(fdir)/'ensemble.json'), Path(fdir)/'ensemble_factors.json'
     how = _read(f)[0]['combination'] if e['members'] else {}
     return {'factors': f, 'members': e['members'], 'seeds': e['seeds'], 'select': e['select'], 'diversity': e['diversity'],
-            'weights_fitted_on': how.get('weights_fitted_on'), 'members_chosen_on': how.get('members_chosen_on')}
+            'weights_fitted_on': how.get('weights_fitted_on'), 'members_chosen_on': how.get('members_chosen_on'),
+            'chosen': e.get('chosen', 'own'), 'universes': e.get('universes'),
+            'candidates': {k: c['select']['rank_ic'] for k, c in e.get('candidates', {}).items()}}   # selection-year RankIC of each
 
 # %% ../nbs/14_study.ipynb #fe5348e2
 def study(data=None, # Qlib data directory; the config's (else the embedded demo market data/demo) when None
@@ -863,6 +924,7 @@ def study(data=None, # Qlib data directory; the config's (else the embedded demo
           final:bool=False, # also the final fold: mine up to the data's last year - 1, choose on its last year; OUT/<universe>/final/ensemble_factors.json is the pool to use on later data
           ray:str|None=None, # trainings as tasks on a Ray cluster: 'local', 'auto' or host:port (--out, --scratch and --data on storage every node sees; pip install 'alphanb[ray]')
           train:bool=True, # train the runs not yet trained; False: summarise the runs trained so far and leave the others out (an interim table while trainings run elsewhere)
+          pool_universes:bool=True, # each fold's ensemble may pool every universe's seeds, when the selection year prefers them to its own
          )->dict: # the summary (also OUT/summary.json)
     "Walk-forward study: train, choose on the selection year, score on the test year, beside the baselines; resumable."
     t0 = time.perf_counter()
@@ -887,7 +949,7 @@ def study(data=None, # Qlib data directory; the config's (else the embedded demo
     tested = [f for f in folds if not f.final]
     atomic_write_json(out/'study.json', to_jsonable({'data': cfg.data.dir, 'universes': us, 'test_years': [f.test_year for f in tested],
                                                      'final': final,
-                                                     'seeds': seeds, 'baselines': baselines, 'scratch': scratch,
+                                                     'seeds': seeds, 'baselines': baselines, 'pool_universes': pool_universes, 'scratch': scratch,
                                                      'settings': {k: v for k, v in config_paths(cfg).items() if k not in STUDY_KEYS},
                                                      'folds': {f.name: f.spans() for f in folds}}))
     pending = [] if train else [r for r in runs if not ((r.dir/'result.json').exists() or trained(r))]
@@ -895,10 +957,12 @@ def study(data=None, # Qlib data directory; the config's (else the embedded demo
     reused = sum((r.dir/'result.json').exists() for r in runs)
     n_trained = train_runs([r for r in runs if not (r.dir/'result.json').exists()], jobs, progress, ray) if train else 0
     scored = 0
-    for u in us:
-        for f in folds:
-            scored += score_fold(cfg.data.dir, u, f, [r for r in runs if r.universe == u and r.fold == f], out, baselines, cfg.data.topk,
-                                 rounds, progress)
+    for ens in (False, True):                                     # every run's choice first: the pooled ensembles read them all
+        for u in us:
+            for f in folds:
+                fr = [r for r in runs if r.fold == f]
+                scored += score_fold(cfg.data.dir, u, f, [r for r in fr if r.universe == u], out, baselines, cfg.data.topk, rounds, progress,
+                                     ensemble=ens, pooled=[r for r in fr if r.universe != u] if pool_universes else [])
     rows = study_rows(runs, out, baselines) if tested else pd.DataFrame()
     table, spread = (aggregate(rows), seed_spread(rows)) if tested else (pd.DataFrame(), pd.DataFrame())
     goals = targets(rows) if tested else pd.DataFrame()
@@ -926,7 +990,7 @@ def study(data=None, # Qlib data directory; the config's (else the embedded demo
             print('targets:')
             print(goals.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
         for u, s in finals.items():
-            print(f"{u} final pool (the seed ensemble; weights fitted on {s['weights_fitted_on']}, chosen on {s['members_chosen_on']}): "
+            print(f"{u} final pool (the seed ensemble of {', '.join(s['universes'] or [u])}; weights fitted on {s['weights_fitted_on']}, chosen on {s['members_chosen_on']}): "
                   f"{s['members']} members, selection-year RankIC {_fmt(s['select']['rank_ic'], None)}, diversity {_fmt(s['diversity'], None)}: "
                   f"{s['factors']}")
         print('wrote ' + ', '.join(map(str, files.values())))
@@ -957,7 +1021,7 @@ def compare_settings(studies:dict, # name -> a study's directory (`--out`); runs
 
 # %% ../nbs/14_study.ipynb #20aa4212
 _STUDY = Options(study, 'data', 'universes', 'test_years', 'final', 'seeds', 'out', 'scratch', 'steps', 'jobs', 'ray', 'baselines',
-                 'rounds', 'progress', 'train', ray={'metavar': 'ADDRESS'})
+                 'rounds', 'progress', 'train', 'pool_universes', ray={'metavar': 'ADDRESS'})
 
 def _study_args(p:argparse.ArgumentParser)->None:
     _STUDY(p)

@@ -273,21 +273,27 @@ def synthetic_panel(spec:MarketSpec|None=None, # what to make; the demo market w
 def toy_panel(days:int=160, # trading days (business days from 2020-01-01)
               stocks:int=24, # stocks, alternately on Shenzhen (SZ0…) and Shanghai (SH6…)
               seed:int=1, # random seed
+              freq:str='day', # 'day', or intraday bars ('30min', '60min'): `days` days of bars, without market caps
              )->Panel:
     "A small random-walk panel with a suspension, a bar without range, ex-rights factors and a varying membership."
+    B = bars_per_day(freq)
     rng = np.random.default_rng(seed)
-    c = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, (days, stocks)), 0))
+    c = 10 * np.exp(np.cumsum(rng.normal(0, 0.02 / np.sqrt(B), (days * B, stocks)), 0))
     o = c * np.exp(rng.normal(0, 0.01, c.shape)); h = np.maximum(o, c) * 1.01; l = np.minimum(o, c) * 0.99
     o[40, 5] = h[40, 5] = l[40, 5] = c[40, 5]                                          # a bar without range
-    v = rng.lognormal(14, 0.5, c.shape); v[20:30, 3] = np.nan
+    off = slice(20 * B, 30 * B)                                                          # a ten-day suspension
+    v = rng.lognormal(14, 0.5, c.shape); v[off, 3] = np.nan
+    step = np.where(rng.random((days, stocks)) < 0.01, 1.1, 1.)                         # ex-rights: between days
     fields = {'$open': o, '$high': h, '$low': l, '$close': c, '$volume': v, '$amount': v * (o + c) / 2, '$vwap': (o + c) / 2,
-              '$factor': np.cumprod(np.where(rng.random(c.shape) < 0.01, 1.1, 1.), 0),   # 1 on the first day, as Qlib's
+              '$factor': np.repeat(np.cumprod(step, 0), B, 0),                          # 1 on the first day, as Qlib's
               '$float_mktcap': c * rng.uniform(1e8, 1e9, stocks)}
-    for k in ['$open', '$high', '$low', '$close', '$amount', '$vwap', '$factor', '$float_mktcap']: fields[k][20:30, 3] = np.nan
+    for k in ['$open', '$high', '$low', '$close', '$amount', '$vwap', '$factor', '$float_mktcap']: fields[k][off, 3] = np.nan
     fields['$factor'] /= fields['$factor'][:1]
-    member = rng.random(c.shape) < 0.8
+    if B > 1: del fields['$float_mktcap']                # market caps are daily figures: an intraday panel has none
+    member = np.repeat(rng.random((days, stocks)) < 0.8, B, 0)                            # membership changes between days
     symbols = [('SH6%05d' if j % 2 else 'SZ0%05d') % j for j in range(stocks)]
-    return Panel.from_fields(fields, member=member, symbols=symbols, universe='toy')
+    return Panel.from_fields(fields, member=member, symbols=symbols, universe='toy', freq=freq,
+                             dates=_bar_dates(pd.bdate_range('2020-01-01', periods=days), freq), horizon=20 if B == 1 else B)
 
 # %% ../nbs/03a_synth.ipynb #0200a27a
 INTRADAY_DAYS = 250   # an intraday demo market's default length: one year of bars

@@ -12,7 +12,8 @@ __all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'np_gt', 'np_ge', 'np_lt', 'np_le', 'np_e
            'np_cs_rank', 'np_cs_zscore', 'np_div', 'np_log', 'np_pow', 'np_gate', 'np_jump', 'np_decay', 'np_max3',
            'np_tsum20', 'np_ts_zscore', 'tree_lookback', 'data_span', 'np_evaluate', 'np_features', 'jq_code',
            'qlib_symbol', 'anchor_factors', 'load_bars', 'needed_rows', 'member_mask', 'zscore_day', 'combine_signal',
-           'top_k', 'load_export', 'stamp_tax_on', 'initialize', 'fen', 'buy_sizes', 'factor_values', 'trade']
+           'top_k', 'load_export', 'stamp_tax_on', 'initialize', 'fen', 'buy_sizes', 'bar_stamps', 'factor_values',
+           'trade']
 
 # %% ../nbs/10a_jq_strategy.ipynb #c194c525
 try: from jqdata import *   # JoinQuant's API: get_price, order_target_value, run_daily, g, log, ...
@@ -706,10 +707,15 @@ def qlib_symbol(code):
     return ('SH' if ex == 'XSHG' else 'SZ') + num
 
 # %% ../nbs/10a_jq_strategy.ipynb #b58f6359
-def _wide(df, fields, dates, codes):
-    "[day, stock] float64 arrays of `fields` from a long get_price / get_valuation frame."
+def _labels(times, minutes=0):
+    "alphanb's row labels of JoinQuant's bar times: the day of a daily bar, the start of a `minutes`-minute bar (JoinQuant: its end)."
+    t = pd.DatetimeIndex(times)
+    return t.normalize() if not minutes else t - pd.Timedelta(minutes=minutes)
+
+def _wide(df, fields, dates, codes, minutes=0):
+    "[day, stock] float64 arrays of `fields` from a long get_price / get_valuation frame (`minutes`: its bars' length; 0 daily)."
     day = 'time' if 'time' in df.columns else 'day'   # get_price names it 'time', get_valuation 'day'
-    i = dates.get_indexer(pd.DatetimeIndex(df[day]).normalize())
+    i = dates.get_indexer(_labels(df[day], minutes))
     j = pd.Index(codes).get_indexer(df['code'])
     keep = (i >= 0) & (j >= 0)
     out = {}
@@ -731,17 +737,19 @@ def anchor_factors(codes, anchor, end_date, chunk=50):
     return {c: float(out[c]) for c in codes if c in out}
 
 # %% ../nbs/10a_jq_strategy.ipynb #89952ce3
-def load_bars(codes, end_date, count, anchor, need_cap=False):
-    "The dates, and Qlib-style fields (name -> `[day, stock]`) of `codes` over the `count` trading days up to `end_date`."
-    df = get_price(codes, end_date=end_date, count=count, frequency='daily', fields=RAW_BAR_FIELDS, fq=None,
+def load_bars(codes, end_date, count, anchor, need_cap=False, minutes=0):
+    "The dates (bar starts on intraday bars of `minutes`), and Qlib-style fields (name -> `[day, stock]`) of `codes` over the `count` bars up to `end_date`."
+    freq = 'daily' if not minutes else '%dm' % minutes
+    if need_cap and minutes: raise ValueError('market caps are daily figures: an intraday pool cannot read them')
+    df = get_price(codes, end_date=end_date, count=count, frequency=freq, fields=RAW_BAR_FIELDS, fq=None,
                    skip_paused=False, panel=False)
-    fq = get_price(codes, end_date=end_date, count=count, frequency='daily', fields=['factor'], fq='post',
+    fq = get_price(codes, end_date=end_date, count=count, frequency=freq, fields=['factor'], fq='post',
                    skip_paused=False, panel=False)
-    dates = pd.DatetimeIndex(df['time']).normalize().unique().sort_values()
-    raw = _wide(df, RAW_BAR_FIELDS, dates, codes)
+    dates = _labels(df['time'], minutes).unique().sort_values()
+    raw = _wide(df, RAW_BAR_FIELDS, dates, codes, minutes)
     base = np.array([anchor.get(c, np.nan) for c in codes])
     with np.errstate(all='ignore'):
-        fac = _wide(fq, ['factor'], dates, codes)['factor'] / base                 # [day, stock] 1 on the anchor day
+        fac = _wide(fq, ['factor'], dates, codes, minutes)['factor'] / base        # [day, stock] 1 on the anchor day
         gone = (raw['paused'] != 0) | np.isnan(raw['close'])              # suspended: no bar in Qlib's data
         f = lambda a: as_f32(np.where(gone, np.nan, a))
         vol = raw['volume']
@@ -771,8 +779,8 @@ def needed_rows(tree, rows=1, out=None):
 
 # %% ../nbs/10a_jq_strategy.ipynb #f16637f0
 def member_mask(dates, codes, members):
-    "[day, stock] bool: index membership of `codes` on `dates`, from `members` (date -> set of codes)."
-    return np.array([[c in members.get(d, ()) for c in codes] for d in dates], dtype=bool)
+    "[day, stock] bool: index membership of `codes` on `dates` (days, or bars: their day's), from `members` (day -> set of codes)."
+    return np.array([[c in members.get(pd.Timestamp(d).normalize(), ()) for c in codes] for d in dates], dtype=bool)
 
 # %% ../nbs/10a_jq_strategy.ipynb #ccad03d8
 def zscore_day(x, valid):
@@ -826,7 +834,7 @@ def _set_costs(cfg, tax):
                              close_today_commission=0, min_commission=cfg['min_commission']), type='stock')
 
 def initialize(context):
-    "JoinQuant's start-up hook: the exported files, benchmark, real prices, costs, and the daily handler."
+    "JoinQuant's start-up hook: the exported files, benchmark, real prices, costs, and the handler (daily, or at each bar)."
     g.export = load_export()
     cfg = g.export['config']
     set_benchmark(cfg['benchmark'])
@@ -837,7 +845,9 @@ def initialize(context):
     set_slippage(PriceRelatedSlippage(2 * cfg['slippage']), type='stock')   # JoinQuant charges half of it on each side
     g.day, g.period, g.anchor, g.members = 0, None, {}, {}
     g.entry, g.raw_bought, g.adj_shares, g.bought_on, g.pending, g.shares = {}, {}, {}, {}, {}, {}
-    run_daily(trade, time='open' if cfg['trade_price'] == 'open' else 'close')
+    if cfg.get('bar_minutes'):                  # intraday: at each bar's start, on the bars that closed before it
+        for t in cfg['bar_times']: run_daily(trade, time=t)
+    else: run_daily(trade, time='open' if cfg['trade_price'] == 'open' else 'close')
 
 # %% ../nbs/10a_jq_strategy.ipynb #bb023a7d
 def _is_rebalance_day(cfg, day):
@@ -851,15 +861,16 @@ def _is_rebalance_day(cfg, day):
     g.day += 1
     return yes
 
-def _marks(codes, prev):
-    "Raw close (JoinQuant fills suspended days with the last one) and back-adjustment factor of `codes` at the previous close."
+def _marks(codes, prev, minutes=0):
+    "Raw close (JoinQuant fills suspended days with the last one) and back-adjustment factor of `codes` at the previous close (of a day, or of a bar)."
     if not codes: return {}, {}
-    df = get_price(codes, end_date=prev, count=1, frequency='daily', fields=['close', 'factor'], fq='post',
-                   skip_paused=False, panel=False)
+    df = get_price(codes, end_date=prev, count=1, frequency='daily' if not minutes else '%dm' % minutes, fields=['close', 'factor'],
+                   fq='post', skip_paused=False, panel=False)
     close = dict(zip(df['code'], df['close'] / df['factor']))
     return close, dict(zip(df['code'], df['factor']))
 
 def _deal_price(cfg, quote):
+    if cfg.get('bar_minutes'): return quote.last_price      # intraday: the price at the bar's start
     return quote.day_open if cfg['trade_price'] == 'open' else quote.last_price
 
 # %% ../nbs/10a_jq_strategy.ipynb #d85edf64
@@ -914,32 +925,41 @@ def _members(cfg, day):
     if key not in g.members: g.members[key] = set(get_index_stocks(cfg['index'], date=key.strftime('%Y-%m-%d')))
     return g.members[key]
 
+def bar_stamps(cfg, end, count):
+    "The labels (bar starts, as alphanb's) of the last `count` bars that closed by `end`, from the trading days and `cfg['bar_times']`."
+    step = pd.Timedelta(minutes=cfg['bar_minutes'])
+    days = get_trade_days(end_date=pd.Timestamp(end).date(), count=count // len(cfg['bar_times']) + 2)
+    out = pd.DatetimeIndex([pd.Timestamp(d) + pd.Timedelta(t + ':00') for d in days for t in cfg['bar_times']])
+    return out[out + step <= pd.Timestamp(end)][-count:]
+
 def factor_values(context, held):
-    "Each factor's values, the combined signal and the valid mask `[stock]` at the previous close, and the stocks."
+    "Each factor's values, the combined signal and the valid mask `[stock]` at the previous close (of a day or a bar), the stocks, and that close's label."
     spec, cfg = g.export, g.export['config']
-    prev = context.previous_date
+    minutes = cfg.get('bar_minutes', 0)
+    prev = context.previous_date if not minutes else pd.Timestamp(context.current_dt)   # intraday: the bars closed by now
     trees = [f['tree'] for f in spec['factors']]
-    dates = pd.DatetimeIndex(get_trade_days(end_date=prev, count=spec['history'])).normalize()
-    cs_rows = max([r for t in trees for r in needed_rows(t)] + [1])     # days on which cross-sections are read
-    codes = set(_members(cfg, prev)) | set(held)
+    dates = (pd.DatetimeIndex(get_trade_days(end_date=prev, count=spec['history'])).normalize() if not minutes else
+             bar_stamps(cfg, prev, spec['history']))
+    cs_rows = max([r for t in trees for r in needed_rows(t)] + [1])     # rows (days or bars) on which cross-sections are read
+    codes = set(_members(cfg, dates[-1])) | set(held)
     for d in dates[-cs_rows:]: codes |= _members(cfg, d)
     codes = sorted(codes, key=qlib_symbol)                              # alphanb's stock order, so ties rank alike
     new = [c for c in codes if c not in g.anchor]
-    if new: g.anchor.update(anchor_factors(new, cfg['adjust_anchor'], prev))
+    if new: g.anchor.update(anchor_factors(new, cfg['adjust_anchor'], context.previous_date))
     leaves = {n for f in spec['factors'] for n in f['leaves']}
     need_cap = bool(leaves & {'$mktcap', '$float_mktcap'}) or (cfg['has_float_mktcap'] and 'Liquidity' in leaves)
-    dates, bars = load_bars(codes, prev, spec['history'], g.anchor, need_cap)
+    dates, bars = load_bars(codes, prev, spec['history'], g.anchor, need_cap, minutes)
     raw = dict(bars) if cfg['has_float_mktcap'] else {k: v for k, v in bars.items() if k != '$float_mktcap'}
     bars.update(np_features(raw))
     member = member_mask(dates, codes, g.members)
     cache = {}
     values = [np_evaluate(t, bars, member, cache)[-1] for t in trees]   # [factor][stock] at the previous close
     valid = member[-1] & (bars['$volume'][-1] > 0)                       # members that traded at the previous close
-    return codes, values, combine_signal(values, spec['weights'], valid), valid
+    return codes, values, combine_signal(values, spec['weights'], valid), valid, dates[-1]
 
 # %% ../nbs/10a_jq_strategy.ipynb #b3e02355
 def trade(context):
-    "The daily handler: exits decided at the previous close, then on rebalance days sell what left the top-k and buy what entered."
+    "The handler (daily, or at each bar): exits decided at the previous close, then on rebalance days (bars) sell what left the top-k and buy what entered."
     _trade(context)
     # the shares held tonight: tomorrow's holdings are valued at tonight's close in these, not in shares split overnight
     g.shares = {c: p.total_amount for c, p in context.portfolio.positions.items() if p.total_amount > 0}
@@ -948,11 +968,12 @@ def trade(context):
 def _trade(context):
     cfg = g.export['config']
     pf = context.portfolio
-    today, prev = pd.Timestamp(context.current_dt).normalize(), context.previous_date
+    today, minutes = pd.Timestamp(context.current_dt).normalize(), cfg.get('bar_minutes', 0)
+    prev = context.previous_date if not minutes else pd.Timestamp(context.current_dt)   # the last close: a day's, or a bar's
     tax = stamp_tax_on(cfg, today)
     if tax != g.tax: _set_costs(cfg, tax); g.tax = tax
     held = sorted([c for c, p in pf.positions.items() if p.total_amount > 0], key=qlib_symbol)
-    close, post = _marks(held, prev)
+    close, post = _marks(held, prev, minutes)
     for c in held:                                   # yesterday's buys get their adjusted share count
         if c not in g.adj_shares and c in g.raw_bought: g.adj_shares[c] = g.raw_bought[c] / post[c]
     sl, tp = cfg['stop_loss'], cfg['take_profit']
@@ -966,7 +987,7 @@ def _trade(context):
     for c in sorted(g.pending, key=qlib_symbol):
         if c in held and _sellable(cfg, c, quotes[c], today) and _sell(c, g.pending[c], today, log_rows): sold.add(c)
     if not _is_rebalance_day(cfg, today): return
-    codes, values, signal, valid = factor_values(context, held)
+    codes, values, signal, valid, when = factor_values(context, held)
     target = [codes[i] for i in top_k(signal, cfg['topk'])]
     for c in held:
         if c not in target and c not in sold and _sellable(cfg, c, quotes[c], today) and _sell(c, 'rebalance', today, log_rows):
@@ -986,6 +1007,6 @@ def _trade(context):
             g.entry[c], g.raw_bought[c], g.bought_on[c] = float(amt), float(k), today
             buys[c] = int(k)
     if RECORD is not None:
-        RECORD.append({'date': str(pd.Timestamp(prev).date()), 'codes': codes, 'values': values, 'signal': signal,
+        RECORD.append({'date': str(when.date()) if not minutes else str(when), 'codes': codes, 'values': values, 'signal': signal,
                        'valid': valid, 'target': target, 'sold': log_rows, 'buys': buys})
 

@@ -50,8 +50,14 @@ def test_evaluate_scores_an_intraday_pool_on_its_own_bars(market, run):
     assert np.isfinite(res['combined']['rank_ic'])
     code, _, err = alphanb('evaluate', '--data', market, '--factors', run/'factors.json', '--freq', 'day')
     assert code == 2 and 'was mined on 30min bars and cannot be applied to daily bars' in err, err
-    code, _, err = alphanb('evaluate', '--data', market, '--factors', run/'factors.json', '--block-days', 20)
-    assert code == 2 and 'block scoring (--block-days, --ray) splits daily data' in err, err
+    # in blocks of whole days (each with its bars): the same figures as one pass
+    code, blocks, err = alphanb('evaluate', '--data', market, '--universe', 'all', '--factors', run/'factors.json', '--start', '2016-03-01',
+                                '--block-days', 15)
+    assert code == 0, err
+    assert blocks['blocks'] >= 2 and blocks['period'] == res['period']
+    for a, b in [(res['combined'], blocks['combined'])] + list(zip(res['factors'], blocks['factors'])):
+        for k in a:
+            assert a[k] == b[k] or abs(a[k] - b[k]) <= 1e-9 * max(1, abs(a[k])) or (a[k] != a[k] and b[k] != b[k]), (k, a[k], b[k])
 
 
 def test_a_daily_pool_is_refused_on_bars(market, demo_data):
