@@ -850,7 +850,7 @@ def targets(rows:pd.DataFrame, # from `study_rows`
 
 # %% ../nbs/14_study.ipynb #8ae087ce
 AFTER_THE_FACT = {'classic_best_single', 'classic_best_after_the_fact'}   # drawn hatched: no one could have chosen them
-PLOTTED = ['mined_pruned', 'mined_unpruned', 'alpha158_mined_linear', 'alpha158_mined_lightgbm', 'alpha158_blend_mined_linear',
+PLOTTED = ['mined_pruned', 'mined_unpruned', 'mined_ensemble', 'alpha158_mined_linear', 'alpha158_mined_lightgbm', 'alpha158_blend_mined_linear',
            'alpha158_blend_mined_lightgbm', 'alpha158_linear', 'alpha158_lightgbm', 'classic_combined', 'classic_chosen',
            'classic_best_single', 'classic_best_after_the_fact']
 
@@ -859,6 +859,7 @@ def plot_folds(rows:pd.DataFrame, # from `study_rows`
                path, # where the PNG goes (written atomically)
               )->Path:
     "Grouped bars of test RankIC per fold: mined pools (mean ± std over seeds) beside the baselines."
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
     d = rows[rows.universe == universe]
     years = sorted(d.test_year.unique())
@@ -872,7 +873,7 @@ def plot_folds(rows:pd.DataFrame, # from `study_rows`
         x = np.arange(len(years)) + (i - (len(methods) - 1) / 2) * width
         ax.bar(x, mean.values, width, yerr=None if d[d.method == m].seed.isna().all() else std.fillna(0).values,
                label=METHODS[m], capsize=2, hatch='//' if m in AFTER_THE_FACT else None,
-               color=f'C{i}', alpha=0.5 if m in AFTER_THE_FACT else 0.9)
+               color=colormaps['tab20'](i % 20), alpha=0.5 if m in AFTER_THE_FACT else 0.9)   # 20 colours: no two bars alike
     ax.axhline(0, color='black', lw=0.6)
     ax.set_xticks(np.arange(len(years)), [str(y) for y in years])
     ax.set_xlabel('test year'); ax.set_ylabel('test RankIC (mean daily)')
