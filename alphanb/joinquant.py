@@ -8,6 +8,7 @@ import argparse, dataclasses, json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .core import *
 from . import jq_strategy
@@ -136,7 +137,7 @@ def export_joinquant(factors_path:str|Path, # a factors.json
                               f"(the next bar's open, as alphanb's intraday backtest with trade_price 'open'); trade_price "
                               f"{rules['trade_price']!r} cannot be exported for it: drop --set trade_price")
         rules['bar_minutes'] = int(freq[:-3])
-        rules['bar_times'] = [f'{int(t.total_seconds()) // 3600:02d}:{int(t.total_seconds()) % 3600 // 60:02d}' for t in bar_times(freq)]
+        rules['bar_times'] = [f'{pd.Timestamp(0) + t:%H:%M}' for t in bar_times(freq)]
     factors = []
     for i, r in enumerate(rows):
         name = r['factor_name']

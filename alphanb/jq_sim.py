@@ -172,12 +172,7 @@ def _rows(self:LocalJoinQuant, start_date, end_date, count)->np.ndarray:
         hi = int(labels.searchsorted(end, 'right'))
         lo = int(labels.searchsorted(pd.Timestamp(start_date), 'left')) if start_date is not None else max(0, hi - int(count))
         return np.arange(lo, hi)
-    end = _day(end_date)
-    if self.now is not None and end >= _day(self.now):
-        raise AlphanbError(f"look-ahead: data up to {end:%Y-%m-%d} requested on {self.now:%Y-%m-%d}")
-    hi = int(self.days.searchsorted(end, 'right'))
-    lo = int(self.days.searchsorted(_day(start_date), 'left')) if start_date is not None else max(0, hi - int(count))
-    return np.arange(lo, hi)
+    return self._day_rows(start_date, end_date, count)                # daily: a row is a day
 
 @patch
 def _day_rows(self:LocalJoinQuant, start_date, end_date, count, today_ok:bool=False)->np.ndarray:

@@ -128,7 +128,7 @@ class BlockScorer:
                  blocks:list[Block], # the blocks it holds
                  horizon:int=20, # days ahead of the target
                  topk:int=50, # stocks in the top-k book
-                 rebalance:int=1, # days between rebalances
+                 rebalance:int=1, # rows (days, or bars) between rebalances
                  threads:int|None=None, # compiled loops' threads; None: unchanged (a Ray worker sets 1)
                  cache_mb:int=512, # sub-expression caches' budget, shared by the blocks held
                  freq:str='day', # the data's frequency: 'day', or intraday bars (blocks are still whole days)
@@ -208,7 +208,7 @@ class ShardedEvaluator:
                  history:int=120, # days loaded before `start` (as `alphanb evaluate --warmup`)
                  horizon:int=20, # days ahead of the target
                  topk:int=50, # stocks in the top-k book
-                 rebalance:int=1, # days between rebalances
+                 rebalance:int=1, # rows (days, or bars) between rebalances
                  ray:str|None=None, # None: blocks in turn in this process; else `connect_ray`'s address ('local', 'auto', host:port)
                  workers:int=2, # Ray actors (one thread each)
                  freq:str='day', # the data's frequency: 'day', or intraday bars (lookback, horizon and rebalance count bars; blocks are whole days)

@@ -588,12 +588,15 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
     cands = ensemble_candidates(runs, pooled)
     spans = _spans(splits, ['select', 'test'])
     ctx = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in spans}
+    value = {}                                                    # expression -> values: each formula evaluated once
+    def vals(es):
+        for e in es:
+            if e['expression'] not in value: value[e['expression']] = evaluate_formula(panel, e['expression'], cache)
+        return [value[e['expression']] for e in es]
     for c in cands.values():                                      # each candidate's figures; only 'select' chooses
         if c['entries']:
-            vals = member_values(panel, c['entries'], cache)
             w = [e['weight'] for e in c['entries']]
-            c.update({k: _pick(ctx[k].metrics(_combined(panel, vals, w, getattr(splits, k)))) for k in spans})
-            del vals
+            c.update({k: _pick(ctx[k].metrics(_combined(panel, vals(c['entries']), w, getattr(splits, k)))) for k in spans})
         else: c.update({k: NO_METRICS for k in spans})
     score = lambda k: cands[k]['select']['rank_ic'] if math.isfinite(cands[k]['select']['rank_ic']) else -math.inf
     chosen = max(cands, key=score)                                # the first (own) on a tie
@@ -608,7 +611,7 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
         atomic_write_json(fdir/'ensemble.json', to_jsonable(res))
         return res
     if entries:
-        values = member_values(panel, entries, cache)
+        values = vals(entries)
         w = [e['weight'] for e in entries]
         res.update({k: cands[chosen][k] for k in spans})
         res['diversity'] = pool_diversity([v[splits.valid] for v in values], panel.valid[splits.valid])
@@ -622,6 +625,7 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
         comb = _combined(panel, values, w, slice(0, panel.n_days))
         del values
     else: res.update({'select': NO_METRICS, 'test': NO_METRICS, 'diversity': math.nan})
+    value.clear()
     if alpha158 is not None:
         a158, fm, mask, rounds, models = alpha158() if callable(alpha158) else alpha158
         mined = [(f"mined:{e['factor_name']}", e['expression']) for e in entries]
