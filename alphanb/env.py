@@ -155,10 +155,11 @@ def load_pool_state(pool:FactorPool, # an empty pool on the same train span
         fac = factor(f)
         z, has, reason = pool._admit(fac)
         if reason: raise AlphanbError(f"checkpoint pool member '{text}' cannot be scored on this data ({reason})")
-        pool._z[k], pool._has[k], pool._norm[k] = z, has, torch.sqrt((z * z).sum(1))
+        pool._z[k], pool._has[k] = z, has
         pool.formulas.append(f); pool._values.append(fac if pool.keep_values else None)
     pool.gram[:], pool.corr[:], pool.b[:] = s['gram'].numpy(), s['corr'].numpy(), s['b'].numpy()
     pool.weights = s['weights'].numpy().copy()
+    pool._rebuild_daily()
     pool.ic, pool.best_ic, pool.n_offered = s['ic'], s['best_ic'], s['n_offered']
     pool.value = s.get('value', s['ic'])                     # checkpoints before `stability`: the reward was the IC
 

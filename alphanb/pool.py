@@ -24,7 +24,7 @@ from .ops import _compiled, _jit, _np, numba
 
 # %% auto #0
 __all__ = ['MIN_YEAR_DAYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'combine_zscores', 'fit_weights', 'FactorPool',
-           'masked_zscores', 'daily_stats', 'combine_slots', 'combined_factor']
+           'masked_zscores', 'daily_stats', 'cover_sums', 'member_sums', 'combine_slots', 'combined_factor']
 
 # %% ../nbs/05_pool.ipynb #42a7fd3d
 @_jit
@@ -48,16 +48,52 @@ def _nb_zscore(x, mask): # [day, stock] float32 z-scores (ddof 0) over the maske
     return out
 
 # %% ../nbs/05_pool.ipynb #933cbdad
-@_jit(reassociate=True)
-def _nb_member_dots(Z, k, z): # [k, day] float32: each of the first k members' daily dot product with z
-    days, stocks = z.shape
-    out = np.zeros((k, days), np.float32)
+@_jit
+def _nb_masked_zscore(x, mask, counts): # z-scores as `_nb_zscore`, kept where `counts` (0 elsewhere); where kept; [day] masked finite cells
+    days, stocks = x.shape
+    out, has = np.zeros((days, stocks), np.float32), np.zeros((days, stocks), np.bool_)
+    used = np.zeros(days, np.int64)
     for t in numba.prange(days):
+        n, s = 0, 0.
+        for j in range(stocks):
+            if mask[t, j] and abs(x[t, j]) < np.inf: n += 1; s += x[t, j]
+        used[t] = n
+        if n == 0: continue
+        mu, ss, sq = s / n, 0., 0.
+        for j in range(stocks):
+            if mask[t, j] and abs(x[t, j]) < np.inf:
+                v = np.float64(x[t, j])
+                d = v - mu; ss += d * d; sq += v * v
+        sd = math.sqrt(ss / n)
+        if not sd > 1e-10 * math.sqrt(sq / n): continue
+        for j in range(stocks):
+            if counts[t, j] and mask[t, j] and abs(x[t, j]) < np.inf: out[t, j] = (x[t, j] - mu) / sd; has[t, j] = True
+    return out, has, used
+
+@_jit(reassociate=True)
+def _nb_day_sums(Z, k, z, y): # float64 per day: [k, day] Σ Zᵢ·z of the first k members, [day] Σ z², Σ z·y, Σ z
+    days, stocks = z.shape
+    dots = np.zeros((k, days))
+    zz, zy, zs = np.zeros(days), np.zeros(days), np.zeros(days)
+    for t in numba.prange(days):
+        a, b, c = 0., 0., 0.
+        for j in range(stocks):
+            v = np.float64(z[t, j]); a += v * v; b += v * y[t, j]; c += v
+        zz[t], zy[t], zs[t] = a, b, c
         for i in range(k):
-            acc = np.float32(0)
-            for j in range(stocks): acc += Z[i, t, j] * z[t, j]
-            out[i, t] = acc
-    return out
+            acc = 0.
+            for j in range(stocks): acc += np.float64(Z[i, t, j]) * z[t, j]
+            dots[i, t] = acc
+    return dots, zz, zy, zs
+
+@_jit
+def _nb_cover_sums(cover, y): # [day] cells with a member, and Σ y, Σ y² over them (float64)
+    days, stocks = cover.shape
+    n, sy, syy = np.zeros(days, np.int64), np.zeros(days), np.zeros(days)
+    for t in numba.prange(days):
+        for j in range(stocks):
+            if cover[t, j] > 0: v = np.float64(y[t, j]); n[t] += 1; sy[t] += v; syy[t] += v * v
+    return n, sy, syy
 
 @_jit
 def _nb_weighted_sum(Z, w, cover): # [day, stock] float32 Σ w_i Z_i over the first len(w) members, NaN where none covers
@@ -69,6 +105,7 @@ def _nb_weighted_sum(Z, w, cover): # [day, stock] float32 Σ w_i Z_i over the fi
         for j in range(stocks):
             if cover[t, j] == 0: out[t, j] = np.nan
     return out
+
 
 # %% ../nbs/05_pool.ipynb #c9d7f850
 def zscore_by_day(x:Tensor, # [day, stock]
@@ -142,7 +179,8 @@ class FactorPool:
         self._year = torch.as_tensor(pd.factorize(pd.DatetimeIndex(ctx.dates).year)[0])   # [day] calendar year, 0, 1, ...
         hm, n = ctx.has_target, ctx._n
         self._n = n.clamp_min(1).float()                                   # [day]
-        self._days = (n >= max(ctx.min_stocks, 2)).float()                 # [day] days that count in the fit
+        self._min_n = max(ctx.min_stocks, 2)                               # cells a day's IC needs
+        self._days = (n >= self._min_n).float()                            # [day] days that count in the fit
         self._y = torch.nan_to_num(zscore_by_day(ctx.target, hm))          # [day, stock] z-scored target, 0 off the cells
         k1 = capacity + 1
         self._z = torch.zeros(k1, ctx.n_days, ctx.panel.n_stocks)          # [slot, day, stock] z-scores, 0 where none
@@ -151,6 +189,7 @@ class FactorPool:
         self._cover = torch.zeros(ctx.n_days, ctx.panel.n_stocks, dtype=torch.int16)   # [day, stock] members with a z-score
         self._covered = 0                                                  # members counted in `_cover`
         self.gram, self.corr, self.b = np.zeros((k1, k1)), np.zeros((k1, k1)), np.zeros(k1)
+        self._daily_arrays(k1, ctx.n_days)
         self.formulas, self._values, self.weights = [], [], np.zeros(0)
         self.keep_values = keep_values
         self.ic = 0.0                                                      # combined IC on the train span
@@ -176,6 +215,12 @@ class FactorPool:
         means = (s / n.clamp_min(1))[n >= MIN_YEAR_DAYS]
         return float(means.std()) if len(means) > 1 else 0.0
 
+    def _daily_arrays(self, slots:int, days:int)->None:
+        "The members' daily sums the combined IC is computed from (`_combined_ic`), float64."
+        self._dd = np.zeros((slots, slots, days))                          # [slot, slot, day] Σ Zᵢ·Zⱼ
+        self._ds, self._dy = np.zeros((slots, days)), np.zeros((slots, days))   # [slot, day] Σ Zᵢ, Σ Zᵢ·y
+        self._ycells = None                                                # the target's sums over the members' cells, when known
+
     def _mean_days(self, x:Tensor)->Tensor:
         "Mean over the counted days of a `[..., day]` series."
         return (x * self._days).sum(-1) / self._days.sum().clamp_min(1)
@@ -183,14 +228,22 @@ class FactorPool:
     def __repr__(self): return f"FactorPool({self.size}/{self.capacity} members, train IC {self.ic:.4f})"
 
 # %% ../nbs/05_pool.ipynb #cd9ce3eb
+def _masked(f:Tensor, valid:Tensor, counts:Tensor)->tuple[Tensor, Tensor, int]:
+    "`masked_zscores` and the valid cells where `f` is finite, in one pass when compiled."
+    if _compiled(f):
+        z, has, used = _nb_masked_zscore(_np(f), _np(valid), _np(counts))
+        return torch.from_numpy(z), torch.from_numpy(has), int(used.sum())
+    z = zscore_by_day(f, valid)
+    has = torch.isfinite(z) & counts
+    return torch.where(has, z, 0), has, int((valid & torch.isfinite(f)).sum())
+
 def masked_zscores(f:Tensor, # [day, stock] factor values
                    valid:Tensor, # [day, stock] bool: the stocks each day's z-score runs over
                    counts:Tensor, # [day, stock] bool: where a z-score counts (a target exists)
                   )->tuple[Tensor, Tensor]: # ([day, stock] z-scores, 0 where none counts; [day, stock] bool where they count)
     "Each day's z-scores of `f` over `valid` stocks, kept where they count and 0 elsewhere: how a pool stages a member."
-    z = zscore_by_day(f, valid)
-    has = torch.isfinite(z) & counts
-    return torch.where(has, z, 0), has
+    return _masked(f, valid, counts)[:2]
+
 
 # %% ../nbs/05_pool.ipynb #12e5bbcb
 def _text(formula)->str|None: return None if formula is None else str(formula)
@@ -201,10 +254,8 @@ def _admit(self:FactorPool,
           )->tuple[Tensor, Tensor, str|None]: # z-scores and their mask on the train span, or a reason to reject
     ctx = self.ctx
     f = ctx.span(factor)
-    usable = (ctx.valid & torch.isfinite(f)).sum().item()
-    if (reason := self._refusal(usable)): return None, None, reason
-    z, has = masked_zscores(f, ctx.valid, ctx.has_target)
-    if (reason := self._refusal(usable, has.sum(1))): return None, None, reason
+    z, has, usable = _masked(f, ctx.valid, ctx.has_target)
+    if (reason := self._refusal(usable) or self._refusal(usable, has.sum(1))): return None, None, reason
     return z, has, None
 
 @patch
@@ -253,11 +304,15 @@ def daily_stats(Z:Tensor, # [slot, day, stock] the members' z-scores (0 where no
                 k:int, # members: the first k slots
                 z:Tensor, # [day, stock] the candidate's z-scores (0 where none)
                 y:Tensor, # [day, stock] the z-scored target (0 where none)
-               )->dict: # [day] 'zz' Σz², 'zy' Σz·y, and [member, day] 'dots' Σ Zᵢ·z per day
+               )->dict: # float64 [day] 'zz' Σz², 'zy' Σz·y, 'zs' Σz, and [member, day] 'dots' Σ Zᵢ·z per day
     "A candidate's daily sums with the members and the target: all the pool needs to decide on it and refit."
-    dots = (torch.from_numpy(_nb_member_dots(Z.numpy(), k, _np(z))) if _compiled(z)
-            else torch.einsum('kds,ds->kd', Z[:k], z))                      # [member, day]
-    return {'zz': (z * z).sum(1), 'dots': dots, 'zy': (z * y).sum(1)}
+    if _compiled(z):
+        dots, zz, zy, zs = _nb_day_sums(Z.numpy(), k, _np(z), _np(y))
+        return {'zz': torch.from_numpy(zz), 'dots': torch.from_numpy(dots), 'zy': torch.from_numpy(zy), 'zs': torch.from_numpy(zs)}
+    zd = z.double()                                                       # one slot at a time: no float64 copy of every slot
+    dots = torch.stack([(Z[i].double() * zd).sum(1) for i in range(k)]) if k else torch.zeros(0, z.shape[0], dtype=torch.float64)
+    return {'zz': (zd * zd).sum(1), 'dots': dots, 'zy': (zd * y.double()).sum(1), 'zs': zd.sum(1)}
+
 
 # %% ../nbs/05_pool.ipynb #36297781
 @patch
@@ -276,6 +331,7 @@ def join(self:FactorPool,
         self.last_reason = f'|correlation| {cos[j].abs():.4f} with {self.formulas[j]}'
         return POOL_INVALID_REWARD
     self._place(k)                                                        # the candidate joins in slot k
+    self._ycells = None                                                   # the cells some member covers may change
     self._norm[k] = norm
     row = self._mean_days(dots / self._n).double().numpy()
     self.gram[k, :k] = self.gram[:k, k] = row
@@ -283,6 +339,8 @@ def join(self:FactorPool,
     self.corr[k, :k] = self.corr[:k, k] = cos.double().numpy()
     self.corr[k, k] = 1.0
     self.b[k] = self._mean_days(st['zy'] / self._n).item()
+    self._dd[k, :k] = self._dd[:k, k] = _np(dots)
+    self._dd[k, k], self._dy[k], self._ds[k] = _np(st['zz']), _np(st['zy']), _np(st['zs'])
     self.formulas.append(formula); self._values.append(factor if self.keep_values or formula is None else None)
     self._refit()
     if self.size > self.capacity: self._evict(int(np.argmin(np.abs(self.weights))))
@@ -313,20 +371,52 @@ def _evict(self:FactorPool, j:int)->None:
     "Remove member `j` (the last member moves into its slot, so nothing else is copied) and refit."
     last = self.size - 1
     self._drop(j, last)
+    self._ycells = None
     if j != last:
         self._norm[j] = self._norm[last]
         for a in [self.gram, self.corr]:
             a[j, :], a[:, j] = a[last, :], a[:, last]
             a[j, j] = a[last, last]
         self.b[j] = self.b[last]
+        self._dd[j, :], self._dd[:, j] = self._dd[last, :], self._dd[:, last]
+        self._dd[j, j] = self._dd[last, last]
+        self._ds[j], self._dy[j] = self._ds[last], self._dy[last]
         self.formulas[j], self._values[j] = self.formulas[last], self._values[last]
     self.formulas.pop(); self._values.pop()
     self._refit()
 
 @patch
 def _combined_ic(self:FactorPool)->Tensor:
-    "[day] the daily IC of the combined factor on the train span."
-    return self.ctx.ic_series(self.combined_train(), rank=False)[0]
+    "[day] the daily IC of the combined factor on the train span, from the members' daily sums (no pass over the stocks)."
+    k = self.size
+    if self._ycells is None: self._ycells = self._cover_sums()   # the cells some member covers changed
+    n, sy, syy, spread = self._ycells
+    w = np.asarray(self.weights, np.float64)
+    sc, scy = w @ self._ds[:k], w @ self._dy[:k]                                # [day] Σ c, Σ c·y
+    scc = w @ np.tensordot(w, self._dd[:k, :k], axes=1)                         # [day] Σ c²
+    with np.errstate(divide='ignore', invalid='ignore'):
+        nn = np.maximum(n, 1)
+        sxx, vyy, sxy = scc - sc * sc / nn, syy - sy * sy / nn, scy - sc * sy / nn
+        # a combination constant to rounding on a day has no IC there
+        ok = (n >= self._min_n) & spread & (vyy > 0) & (sxx > 1e-10 * scc)
+        ic = np.where(ok, sxy / np.sqrt(sxx * vyy), np.nan)
+    return torch.from_numpy(ic)
+
+def cover_sums(cover:Tensor, # [day, stock] members with a z-score
+               y:Tensor, # [day, stock] the z-scored target (0 where none)
+              )->tuple: # [day] int64 cells, float64 Σ y, float64 Σ y²
+    "Each day's count of the cells some member covers, and the sums of `y` and `y²` over them."
+    if _compiled(y): return _nb_cover_sums(_np(cover), _np(y))
+    m = cover > 0
+    yc = torch.where(m, y, 0).double()
+    return m.sum(1).numpy(), yc.sum(1).numpy(), (yc * yc).sum(1).numpy()
+
+@patch
+def _cover_sums(self:FactorPool)->tuple: # `cover_sums` of the members, and [day] the target not constant
+    "The z-scored target's daily sums over the cells where some member has a z-score."
+    k = self.size
+    if self._covered != k: self._cover = self._has[:k].sum(0, dtype=torch.int16); self._covered = k
+    return (*cover_sums(self._cover, self._y), _np(self.ctx._yspread))
 
 @patch
 def _drop(self:FactorPool, j:int, last:int)->None:
@@ -334,6 +424,32 @@ def _drop(self:FactorPool, j:int, last:int)->None:
     self._cover -= self._has[j].to(torch.int16); self._covered -= 1
     if j != last:
         for name in ['_z', '_has']: getattr(self, name)[j] = getattr(self, name)[last]
+
+def member_sums(Z:Tensor, # [slot, day, stock] the members' z-scores (0 where none)
+                k:int, # members: the first k slots
+                y:Tensor, # [day, stock] the z-scored target (0 where none)
+               )->tuple: # float64 [k, k, day] Σ Zᵢ·Zⱼ, [k, day] Σ Zᵢ·y, [k, day] Σ Zᵢ
+    "The members' daily sums with each other and the target, as `join` gathers them one member at a time."
+    days = Z.shape[1]
+    dd, dy, ds = np.zeros((k, k, days)), np.zeros((k, days)), np.zeros((k, days))
+    for i in range(k):
+        st = daily_stats(Z, i, Z[i], y)
+        dd[i, :i] = dd[:i, i] = _np(st['dots'])
+        dd[i, i], dy[i], ds[i] = _np(st['zz']), _np(st['zy']), _np(st['zs'])
+    return dd, dy, ds
+
+@patch
+def _set_daily(self:FactorPool, dd:np.ndarray, dy:np.ndarray, ds:np.ndarray)->None:
+    "Hold `member_sums` of the members (and their norms, as `join` keeps them)."
+    k = len(dy)
+    self._dd[:k, :k], self._dy[:k], self._ds[:k] = dd, dy, ds
+    self._norm[:k] = torch.sqrt(torch.from_numpy(np.ascontiguousarray(np.diagonal(dd).T)))
+    self._ycells = None
+
+@patch
+def _rebuild_daily(self:FactorPool)->None:
+    "The members' daily sums and norms from their z-scores, for a pool whose slots were filled directly (a checkpoint, a factors file)."
+    self._set_daily(*member_sums(self._z, self.size, self._y))
 
 # %% ../nbs/05_pool.ipynb #4f93b621
 @patch
@@ -448,19 +564,18 @@ def load(cls:FactorPool,
         z, has, reason = pool._admit(values)
         if reason: raise FactorsFileError(f"factors file {path}, '{e['factor_name']}': cannot be scored on this data ({reason})")
         k = pool.size
-        pool._z[k], pool._has[k], pool._norm[k] = z, has, torch.sqrt((z * z).sum(1))
+        pool._z[k], pool._has[k] = z, has
         pool.formulas.append(f); pool._values.append(values)
     k = pool.size
-    Z = pool._z[:k]
+    pool._rebuild_daily()
     for i in range(k):     # the statistics the pool would have gathered when adding them one by one
-        dots = torch.einsum('kds,ds->kd', Z, Z[i])
-        pool.gram[i, :k] = pool._mean_days(dots / pool._n).double().numpy()
+        dots = torch.from_numpy(pool._dd[i, :k])
+        pool.gram[i, :k] = pool._mean_days(dots / pool._n).numpy()
         both = (pool._norm[:k] > 0) & (pool._norm[i] > 0) & (pool._days > 0)
-        pool.corr[i, :k] = (torch.where(both, dots / (pool._norm[:k] * pool._norm[i]).clamp_min(1e-30), 0).sum(1) / both.sum(1).clamp_min(1)).double().numpy()
-        pool.b[i] = pool._mean_days((Z[i] * pool._y).sum(1) / pool._n).item()
+        pool.corr[i, :k] = (torch.where(both, dots / (pool._norm[:k] * pool._norm[i]).clamp_min(1e-30), 0).sum(1) / both.sum(1).clamp_min(1)).numpy()
+        pool.b[i] = pool._mean_days(torch.from_numpy(pool._dy[i]) / pool._n).item()
     pool.weights = np.array([e['weight'] for e in entries])
-    comb = pool.combined_train()
-    ic = pool.ctx.ic_series(comb, rank=False)[0]
+    ic = pool._combined_ic()
     pool.ic = pool.best_ic = ic[torch.isfinite(ic)].mean().item()
     return pool
 

@@ -23,7 +23,7 @@ from .evaluate import FormulaCache, evaluate_formula
 from .grammar import Grammar
 from .library import library_formulas
 from .metrics import MIN_STOCKS, REWARD_MODES, RewardConfig, RewardContext, series_reward
-from .pool import FactorPool, combine_slots, combine_zscores, daily_stats, masked_zscores, zscore_by_day
+from .pool import FactorPool, combine_zscores, cover_sums, daily_stats, masked_zscores, member_sums, zscore_by_day
 from .scoring import SERIES, UNBOUNDED, Block, ClusterError, connect_ray, join_pieces, block_pieces, plan_blocks
 from .env import FormulaEnv, labelled, resolve_data, run_slices, split_dates
 
@@ -176,15 +176,11 @@ class TrainBlocks:
         self.members, self.staged = list(members) + [text], None
 
     @_busy
-    def combined_ic(self, weights:list[float], members:list[str])->np.ndarray:
-        "[day] the daily IC of the members' combination with `weights` over the days held."
+    def cover_sums(self, members:list[str])->tuple:
+        "`FactorPool._cover_sums` over the days held: [day] cells some member covers, Σ y, Σ y², the target not constant."
         self._sync(members)
-        out = []
-        for q in self.parts:
-            comb = combine_slots(q.Z, weights, q.cover)
-            pad = torch.full((q.e, comb.shape[1]), float('nan'))
-            out.append(_np(q.ctx.ic_series(torch.cat([pad, comb]), rank=False)[0][q.e:]))
-        return np.concatenate(out)
+        got = [(*cover_sums(q.cover, q.y), _np(q.ctx._yspread[q.e:])) for q in self.parts]
+        return tuple(np.concatenate(x) for x in zip(*got))
 
     @_busy
     def drop(self, j:int, members:list[str])->None:
@@ -198,10 +194,11 @@ class TrainBlocks:
         self.members = m
 
     @_busy
-    def norms(self, members:list[str])->np.ndarray:
-        "[member, day] the members' daily sums of squared z-scores."
+    def member_sums(self, members:list[str])->tuple:
+        "`member_sums` of the members over the days held (a pool restored from a checkpoint)."
         self._sync(members)
-        return np.concatenate([_np((q.Z[:len(members)] * q.Z[:len(members)]).sum(-1)) for q in self.parts], axis=-1)
+        got = [member_sums(q.Z, len(members), q.y) for q in self.parts]
+        return tuple(np.concatenate(x, axis=-1) for x in zip(*got))
 
     def pieces(self, texts:list[str], topk:int=30)->list[list[dict]]:
         "`block_pieces` of `texts` on each block held, in day order (the members' train figures)."
@@ -229,7 +226,7 @@ class Workers:
     def __init__(self, ray, actors:list): self.ray, self.actors, self.received = ray, actors, 0   # payload bytes received
 
     def _count(self, got:list)->list:
-        self.received += sum(v.nbytes for g in got if g is not None for v in (g.values() if isinstance(g, dict) else [g])
+        self.received += sum(v.nbytes for g in got if g is not None for v in (g.values() if isinstance(g, dict) else g if isinstance(g, tuple) else [g])
                              if isinstance(v, np.ndarray))
         return got
 
@@ -248,10 +245,11 @@ class Workers:
         out['usable'] = sum(g['usable'] for g in got)
         return out
 
-    def combined_ic(self, weights, members)->Tensor:
-        return torch.from_numpy(np.concatenate(self._count(self.call('combined_ic', [float(w) for w in weights], members))))
+    def cover_sums(self, members)->tuple:
+        got = self._count(self.call('cover_sums', members))
+        return tuple(np.concatenate(x) for x in zip(*got))
 
-    def norms(self, members)->Tensor: return torch.from_numpy(np.concatenate(self.call('norms', members), axis=-1))
+    def member_sums(self, members)->tuple: return tuple(np.concatenate(x, axis=-1) for x in zip(*self._count(self.call('member_sums', members))))
 
     def metrics(self, texts:list[str], topk:int)->list[dict]:
         "Each formula's figures over all the days held (`RewardContext.metrics` of one panel)."
@@ -277,8 +275,10 @@ class ShardedPool(FactorPool):
         self.dates = pd.DatetimeIndex(frame['dates'])
         self._year = torch.as_tensor(pd.factorize(self.dates.year)[0])
         n = torch.from_numpy(frame['n'])
-        self._n, self._days = n.clamp_min(1).float(), (n >= max(MIN_STOCKS, 2)).float()
+        self._min_n = max(MIN_STOCKS, 2)
+        self._n, self._days = n.clamp_min(1).float(), (n >= self._min_n).float()
         self._norm = torch.zeros(capacity + 1, len(self.dates))
+        self._daily_arrays(capacity + 1, len(self.dates))   # kept as members join and leave; the workers measure the IC
         self.gram, self.corr, self.b = (np.zeros((capacity + 1, capacity + 1)), np.zeros((capacity + 1, capacity + 1)),
                                         np.zeros(capacity + 1))
         self.formulas, self._values, self.weights, self.keep_values = [], [], np.zeros(0), False
@@ -292,7 +292,7 @@ class ShardedPool(FactorPool):
         return (None, reason) if reason else (pieces, None)
 
     def _place(self, k:int)->None: self.workers.call('commit', str(self._staging), self._texts())
-    def _combined_ic(self)->Tensor: return self.workers.combined_ic(self.weights, self._texts())
+    def _cover_sums(self)->tuple: return self.workers.cover_sums(self._texts())
     def _drop(self, j:int, last:int)->None: self.workers.call('drop', j, self._texts())
 
     def try_add(self, factor:dict|None, formula=None)->float:
@@ -304,7 +304,7 @@ class ShardedPool(FactorPool):
         "Refill the empty pool from a checkpoint's `pool_state`: the workers re-evaluate the members."
         texts = list(s['formulas'])
         self.formulas, self._values = [Formula.parse(t) for t in texts], [None] * len(texts)
-        if texts: self._norm[:len(texts)] = torch.sqrt(self.workers.norms(texts))
+        if texts: self._set_daily(*self.workers.member_sums(texts))
         self.gram[:], self.corr[:], self.b[:] = s['gram'].numpy(), s['corr'].numpy(), s['b'].numpy()
         self.weights = s['weights'].numpy().copy()
         self.ic, self.best_ic, self.n_offered = s['ic'], s['best_ic'], s['n_offered']

@@ -27,12 +27,12 @@ from .env import labelled, resolve_data
 from .scoring import connect_ray
 
 # %% auto #0
-__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'METHODS',
-           'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel',
-           'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity', 'Choice', 'member_values',
+__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'ENSEMBLE_ALPHA158',
+           'METHODS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'parse_ints', 'Fold', 'fold_spans', 'final_fold',
+           'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity', 'Choice', 'member_values',
            'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors', 'classic_baselines',
-           'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'study_config', 'Run',
-           'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs', 'ensemble_entries',
+           'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'with_values', 'study_config',
+           'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs', 'ensemble_entries',
            'ensemble_done', 'ensemble_candidates', 'score_ensemble', 'score_run', 'score_fold', 'study_rows',
            'best_single_classic', 'aggregate', 'seed_spread', 'targets', 'plot_folds', 'format_table', 'final_summary',
            'study', 'compare_settings', 'study_command']
@@ -366,6 +366,14 @@ def with_features(fm:FeatureMatrix, panel:Panel, features:list, mask:Tensor, cac
     more = feature_matrix(panel, features, mask, cache, progress=False)
     return FeatureMatrix(np.hstack([fm.X, more.X]), fm.names + more.names, fm.day, fm.stock, fm.shape)
 
+def with_values(fm:FeatureMatrix, names:list[str], values:list[Tensor], # [day, stock] each column's values on the panel
+                mask:Tensor)->FeatureMatrix:
+    "`fm` with columns of values already computed added, preprocessed as `feature_matrix` preprocesses a feature."
+    d0, d1 = int(fm.day[0]), int(fm.day[-1]) + 1
+    di, si = torch.from_numpy(fm.day - d0), torch.from_numpy(fm.stock)
+    cols = [torch.nan_to_num(robust_zscore_by_day(v[d0:d1], mask[d0:d1])[di, si], 0.).numpy() for v in values]
+    return FeatureMatrix(np.hstack([fm.X, np.stack(cols, 1).astype(np.float32)]), fm.names + list(names), fm.day, fm.stock, fm.shape)
+
 # %% ../nbs/14_study.ipynb #d67ba614
 STUDY_KEYS = {'data/dir': '--data', 'data/universe': '--universes', 'data/train_start': '--test-years', 'data/train_end': '--test-years',
               'data/valid_start': '--test-years', 'data/valid_end': '--test-years', 'run/seed': '--seeds', 'run/out': '--out',
@@ -552,6 +560,9 @@ def _seeds_of(runs:list[Run])->list[int]: return sorted(r.seed for r in runs)
 
 def _names(runs:list[Run])->list[str]: return sorted(f'{r.universe}/seed{r.seed}' for r in runs)
 
+ENSEMBLE_ALPHA158 = ('alpha158', 'alpha158_combined', 'alpha158_blend')   # Alpha158 beside an ensemble: its members as
+                                                                           # features, its combined factor as one, blended
+
 def ensemble_done(fdir:Path, runs:list[Run], baselines:bool,
                   pooled:list[Run]=(), # the fold's runs in the study's other universes (candidates of the pooled ensemble)
                  )->bool:
@@ -560,7 +571,7 @@ def ensemble_done(fdir:Path, runs:list[Run], baselines:bool,
     if not p.exists(): return False
     e = _read(p)
     return (e.get('seeds') == _seeds_of(runs) and e.get('pool_runs', _names(runs)) == _names(list(runs) + list(pooled))
-            and (not baselines or 'alpha158' in e and ('alpha158_blend' in e or not e['members'])))
+            and (not baselines or all(k in e for k in (ENSEMBLE_ALPHA158 if e['members'] else ENSEMBLE_ALPHA158[:1]))))
 
 # %% ../nbs/14_study.ipynb #84fb5898
 def ensemble_candidates(runs:list[Run], # the fold's runs in one universe
@@ -580,7 +591,7 @@ def _same_pool(path:Path, entries:list[dict])->bool:
     return set(have) == {e['expression'] for e in entries} and all(math.isclose(have[e['expression']], e['weight'], rel_tol=1e-12, abs_tol=1e-15) for e in entries)
 
 def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:int=30, cache:FormulaCache|None=None,
-                   alpha158=None, # (features, feature matrix, mask, LightGBM rounds, `fit_models` result), or a function giving it when needed: also Alpha158 + the ensemble
+                   alpha158=None, # (features, feature matrix, mask, LightGBM rounds, `fit_models` result or a function giving it), or a function giving that tuple when needed: also Alpha158 + the ensemble
                    pooled:list[Run]=(), # the fold's runs in the study's other universes: also the ensemble of every universe's pools
                   )->dict: # what `ensemble.json` holds
     "Choose the fold's seed ensemble on the select days (own seeds, or pooled over universes), score it; write ensemble_factors.json and ensemble.json."
@@ -605,14 +616,11 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
            'universes': cands[chosen]['universes'], 'members': len(entries),
            'candidates': {k: {kk: v for kk, v in c.items() if kk != 'entries'} | {'members': len(c['entries'])} for k, c in cands.items()}}
     old = _read(fdir/'ensemble.json') if (fdir/'ensemble.json').exists() else {}
-    if old and _same_pool(fdir/'ensemble_factors.json', entries) and (alpha158 is None or 'alpha158' in old):
+    if old and _same_pool(fdir/'ensemble_factors.json', entries):
         # the same pool as the one already scored (e.g. a universe whose own seeds win): keep its figures
-        res.update({k: old[k] for k in ['select', 'test', 'diversity', 'alpha158', 'alpha158_blend'] if k in old})
-        atomic_write_json(fdir/'ensemble.json', to_jsonable(res))
-        return res
-    if entries:
+        res.update({k: old[k] for k in ['select', 'test', 'diversity', *ENSEMBLE_ALPHA158] if k in old})
+    elif entries:
         values = vals(entries)
-        w = [e['weight'] for e in entries]
         res.update({k: cands[chosen][k] for k in spans})
         res['diversity'] = pool_diversity([v[splits.valid] for v in values], panel.valid[splits.valid])
         seeds = ', '.join(map(str, res['seeds']))
@@ -622,16 +630,27 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
         how = {'rule': COMBINE_RULE, 'weights_fitted_on': _days(panel, splits.fit), 'members_chosen_on': _days(panel, splits.select),
                'chosen_by': by}
         atomic_write_json(fdir/'ensemble_factors.json', pool_records(panel, splits, entries, how, topk, cache))
-        comb = _combined(panel, values, w, slice(0, panel.n_days))
         del values
     else: res.update({'select': NO_METRICS, 'test': NO_METRICS, 'diversity': math.nan})
+    # Alpha158 beside it, the parts not already there: the members as features, the combined factor as one, blended with it
+    todo = [k for k in ENSEMBLE_ALPHA158 if k not in res and (entries or k == 'alpha158')] if alpha158 is not None else []
+    comb = _combined(panel, vals(entries), [e['weight'] for e in entries], slice(0, panel.n_days)) if todo and entries else None
     value.clear()
-    if alpha158 is not None:
+    if todo:
         a158, fm, mask, rounds, models = alpha158() if callable(alpha158) else alpha158
-        mined = [(f"mined:{e['factor_name']}", e['expression']) for e in entries]
-        fmx = with_features(fm, panel, mined, mask) if mined else fm
-        res['alpha158'] = {m: model_figures(r) for m, r in fit_models(panel, splits, a158 + mined, fmx, topk, rounds).items()}
-        if entries: res['alpha158_blend'] = {m: blend(panel, splits, r.prediction, comb, topk) for m, r in models.items()}
+        if 'alpha158' in todo:
+            mined = [(f"mined:{e['factor_name']}", e['expression']) for e in entries]
+            fmx = with_features(fm, panel, mined, mask) if mined else fm
+            res['alpha158'] = {m: model_figures(r) for m, r in fit_models(panel, splits, a158 + mined, fmx, topk, rounds).items()}
+            del fmx
+        if 'alpha158_combined' in todo:
+            fmx = with_values(fm, ['mined:ensemble'], [comb], mask)
+            res['alpha158_combined'] = {m: model_figures(r) for m, r in
+                                        fit_models(panel, splits, a158 + [('mined:ensemble', COMBINE_RULE)], fmx, topk, rounds).items()}
+            del fmx
+        if 'alpha158_blend' in todo:
+            models = models() if callable(models) else models
+            res['alpha158_blend'] = {m: blend(panel, splits, r.prediction, comb, topk) for m, r in models.items()}
     atomic_write_json(fdir/'ensemble.json', to_jsonable(res))
     return res
 
@@ -722,7 +741,7 @@ def score_fold(data, # Qlib data directory
         step(f'{r.name}: Alpha158 blended with its pool')
     if need_ens:
         # Alpha158 beside the ensemble only if it is not the pool already scored (its features and models made then)
-        score_ensemble(panel, splits, runs, fdir, topk, cache, (lambda: (*features(), rounds, fitted())) if baselines else None, pooled)
+        score_ensemble(panel, splits, runs, fdir, topk, cache, (lambda: (*features(), rounds, fitted)) if baselines else None, pooled)
         step('seed ensemble')
     bar.close()
     release_memory()
@@ -740,6 +759,8 @@ METHODS = {
     'alpha158_mined_lightgbm': 'Alpha158 + mined pool, LightGBM',
     'alpha158_ensemble_linear': 'Alpha158 + seed ensemble, linear (ridge)',
     'alpha158_ensemble_lightgbm': 'Alpha158 + seed ensemble, LightGBM',
+    'alpha158_combined_ensemble_linear': "Alpha158 + the seed ensemble's combined factor as one feature, linear (ridge)",
+    'alpha158_combined_ensemble_lightgbm': "Alpha158 + the seed ensemble's combined factor as one feature, LightGBM",
     'alpha158_blend_mined_linear': 'Alpha158 ridge blended with the mined pool (weight chosen on the selection year)',
     'alpha158_blend_mined_lightgbm': 'Alpha158 LightGBM blended with the mined pool (weight chosen on the selection year)',
     'alpha158_blend_ensemble_linear': 'Alpha158 ridge blended with the seed ensemble (weight chosen on the selection year)',
@@ -784,6 +805,8 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
             for k, c in (e.get('candidates', {}) if len(e.get('candidates', {})) > 1 else {}).items():
                 rows.append(_row(u, f.test_year, None, f'mined_ensemble_{k}', c['test'], c['select'], members=c['members'], chosen=k == e['chosen']))
             for m, v in e.get('alpha158', {}).items(): rows.append(_row(u, f.test_year, None, f'alpha158_ensemble_{m}', v['test'], v['select']))
+            for m, v in e.get('alpha158_combined', {}).items():
+                rows.append(_row(u, f.test_year, None, f'alpha158_combined_ensemble_{m}', v['test'], v['select']))
             for m, v in e.get('alpha158_blend', {}).items():
                 rows.append(_row(u, f.test_year, None, f'alpha158_blend_ensemble_{m}', v['test'], v['select'], weight=v['weight']))
         p = Path(out)/u/f.name/'baselines.json'
@@ -843,6 +866,8 @@ def targets(rows:pd.DataFrame, # from `study_rows`
                  ('ensemble IC', _mean(d, 'mined_ensemble', 'ic'), 0.05),
                  ('Alpha158 + ensemble as features - Alpha158, ridge', add('', 'linear'), 0.01),
                  ('Alpha158 + ensemble as features - Alpha158, LightGBM', add('', 'lightgbm'), 0.01),
+                 ('Alpha158 + ensemble as one feature - Alpha158, ridge', add('combined_', 'linear'), 0.01),
+                 ('Alpha158 + ensemble as one feature - Alpha158, LightGBM', add('combined_', 'lightgbm'), 0.01),
                  ('Alpha158 blended with the ensemble - Alpha158, ridge', add('blend_', 'linear'), 0.01),
                  ('Alpha158 blended with the ensemble - Alpha158, LightGBM', add('blend_', 'lightgbm'), 0.01),
                  ('ensemble diversity (mean |rank corr|), at most', _mean(d, 'mined_ensemble', 'diversity'), 0.5),
