@@ -106,7 +106,6 @@ def _nb_weighted_sum(Z, w, cover): # [day, stock] float32 Σ w_i Z_i over the fi
             if cover[t, j] == 0: out[t, j] = np.nan
     return out
 
-
 # %% ../nbs/05_pool.ipynb #c9d7f850
 def zscore_by_day(x:Tensor, # [day, stock]
                   mask:Tensor|None=None, # [day, stock] bool, e.g. `panel.valid`; all cells when None
@@ -244,7 +243,6 @@ def masked_zscores(f:Tensor, # [day, stock] factor values
     "Each day's z-scores of `f` over `valid` stocks, kept where they count and 0 elsewhere: how a pool stages a member."
     return _masked(f, valid, counts)[:2]
 
-
 # %% ../nbs/05_pool.ipynb #12e5bbcb
 def _text(formula)->str|None: return None if formula is None else str(formula)
 
@@ -312,7 +310,6 @@ def daily_stats(Z:Tensor, # [slot, day, stock] the members' z-scores (0 where no
     zd = z.double()                                                       # one slot at a time: no float64 copy of every slot
     dots = torch.stack([(Z[i].double() * zd).sum(1) for i in range(k)]) if k else torch.zeros(0, z.shape[0], dtype=torch.float64)
     return {'zz': (zd * zd).sum(1), 'dots': dots, 'zy': (zd * y.double()).sum(1), 'zs': zd.sum(1)}
-
 
 # %% ../nbs/05_pool.ipynb #36297781
 @patch

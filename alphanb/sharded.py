@@ -226,8 +226,8 @@ class Workers:
     def __init__(self, ray, actors:list): self.ray, self.actors, self.received = ray, actors, 0   # payload bytes received
 
     def _count(self, got:list)->list:
-        self.received += sum(v.nbytes for g in got if g is not None for v in (g.values() if isinstance(g, dict) else g if isinstance(g, tuple) else [g])
-                             if isinstance(v, np.ndarray))
+        parts = lambda g: g.values() if isinstance(g, dict) else g if isinstance(g, tuple) else [g]
+        self.received += sum(v.nbytes for g in got if g is not None for v in parts(g) if isinstance(v, np.ndarray))
         return got
 
     def call(self, method:str, *args)->list:
@@ -278,7 +278,7 @@ class ShardedPool(FactorPool):
         self._min_n = max(MIN_STOCKS, 2)
         self._n, self._days = n.clamp_min(1).float(), (n >= self._min_n).float()
         self._norm = torch.zeros(capacity + 1, len(self.dates))
-        self._daily_arrays(capacity + 1, len(self.dates))   # kept as members join and leave; the workers measure the IC
+        self._daily_arrays(capacity + 1, len(self.dates))   # the IC is computed here; the workers give the covered cells' sums
         self.gram, self.corr, self.b = (np.zeros((capacity + 1, capacity + 1)), np.zeros((capacity + 1, capacity + 1)),
                                         np.zeros(capacity + 1))
         self.formulas, self._values, self.weights, self.keep_values = [], [], np.zeros(0), False
