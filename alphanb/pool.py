@@ -28,30 +28,10 @@ __all__ = ['MIN_YEAR_DAYS', 'EVALUATE_KEYS', 'WARMUP_DAYS', 'zscore_by_day', 'co
 
 # %% ../nbs/05_pool.ipynb #42a7fd3d
 @_jit
-def _nb_zscore(x, mask): # [day, stock] float32 z-scores (ddof 0) over the masked finite values, NaN elsewhere
+def _nb_zscore(x, mask, counts, fill): # float32 z-scores (ddof 0) over the masked finite values, kept where `counts` too
+    # (`fill` elsewhere); [day, stock] where kept; [day] the masked finite cells
     days, stocks = x.shape
-    out = np.full((days, stocks), np.nan, np.float32)
-    for t in numba.prange(days):
-        n, s = 0, 0.
-        for j in range(stocks):
-            if mask[t, j] and abs(x[t, j]) < np.inf: n += 1; s += x[t, j]
-        if n == 0: continue
-        mu, ss, sq = s / n, 0., 0.
-        for j in range(stocks):
-            if mask[t, j] and abs(x[t, j]) < np.inf:
-                v = np.float64(x[t, j])                      # float64: a float32 square overflows above ~1.8e19
-                d = v - mu; ss += d * d; sq += v * v
-        sd = math.sqrt(ss / n)
-        if not sd > 1e-10 * math.sqrt(sq / n): continue      # a constant day has no z-score
-        for j in range(stocks):
-            if mask[t, j] and abs(x[t, j]) < np.inf: out[t, j] = (x[t, j] - mu) / sd
-    return out
-
-# %% ../nbs/05_pool.ipynb #933cbdad
-@_jit
-def _nb_masked_zscore(x, mask, counts): # z-scores as `_nb_zscore`, kept where `counts` (0 elsewhere); where kept; [day] masked finite cells
-    days, stocks = x.shape
-    out, has = np.zeros((days, stocks), np.float32), np.zeros((days, stocks), np.bool_)
+    out, has = np.full((days, stocks), fill, np.float32), np.zeros((days, stocks), np.bool_)
     used = np.zeros(days, np.int64)
     for t in numba.prange(days):
         n, s = 0, 0.
@@ -62,14 +42,15 @@ def _nb_masked_zscore(x, mask, counts): # z-scores as `_nb_zscore`, kept where `
         mu, ss, sq = s / n, 0., 0.
         for j in range(stocks):
             if mask[t, j] and abs(x[t, j]) < np.inf:
-                v = np.float64(x[t, j])
+                v = np.float64(x[t, j])                      # float64: a float32 square overflows above ~1.8e19
                 d = v - mu; ss += d * d; sq += v * v
         sd = math.sqrt(ss / n)
-        if not sd > 1e-10 * math.sqrt(sq / n): continue
+        if not sd > 1e-10 * math.sqrt(sq / n): continue      # a constant day has no z-score
         for j in range(stocks):
             if counts[t, j] and mask[t, j] and abs(x[t, j]) < np.inf: out[t, j] = (x[t, j] - mu) / sd; has[t, j] = True
     return out, has, used
 
+# %% ../nbs/05_pool.ipynb #933cbdad
 @_jit(reassociate=True)
 def _nb_day_sums(Z, k, z, y): # float64 per day: [k, day] Σ Zᵢ·z of the first k members, [day] Σ z², Σ z·y, Σ z
     days, stocks = z.shape
@@ -112,7 +93,8 @@ def zscore_by_day(x:Tensor, # [day, stock]
                  )->Tensor: # [day, stock] float32, NaN off the mask, where x is not finite, and on constant days
     "Cross-sectional z-score (ddof 0) of `x` on each day over the masked finite values."
     if _compiled(x):
-        return torch.from_numpy(_nb_zscore(_np(x), _np(mask) if mask is not None else np.ones(x.shape, np.bool_)))
+        m = _np(mask) if mask is not None else np.ones(x.shape, np.bool_)
+        return torch.from_numpy(_nb_zscore(_np(x), m, m, np.nan)[0])
     m = torch.isfinite(x) if mask is None else torch.isfinite(x) & mask
     n = m.sum(1, keepdim=True).clamp_min(1).double()
     x0 = torch.where(m, x, 0).double()
@@ -230,7 +212,7 @@ class FactorPool:
 def _masked(f:Tensor, valid:Tensor, counts:Tensor)->tuple[Tensor, Tensor, int]:
     "`masked_zscores` and the valid cells where `f` is finite, in one pass when compiled."
     if _compiled(f):
-        z, has, used = _nb_masked_zscore(_np(f), _np(valid), _np(counts))
+        z, has, used = _nb_zscore(_np(f), _np(valid), _np(counts), 0.)
         return torch.from_numpy(z), torch.from_numpy(has), int(used.sum())
     z = zscore_by_day(f, valid)
     has = torch.isfinite(z) & counts
@@ -371,13 +353,10 @@ def _evict(self:FactorPool, j:int)->None:
     self._ycells = None
     if j != last:
         self._norm[j] = self._norm[last]
-        for a in [self.gram, self.corr]:
+        for a in [self.gram, self.corr, self._dd]:                     # [member, member(, day)]
             a[j, :], a[:, j] = a[last, :], a[:, last]
             a[j, j] = a[last, last]
-        self.b[j] = self.b[last]
-        self._dd[j, :], self._dd[:, j] = self._dd[last, :], self._dd[:, last]
-        self._dd[j, j] = self._dd[last, last]
-        self._ds[j], self._dy[j] = self._ds[last], self._dy[last]
+        for a in [self.b, self._ds, self._dy]: a[j] = a[last]          # [member(, day)]
         self.formulas[j], self._values[j] = self.formulas[last], self._values[last]
     self.formulas.pop(); self._values.pop()
     self._refit()

@@ -22,7 +22,7 @@ from .metrics import RewardContext, daily_rank_ic, mean_std_ir
 from .pool import EVALUATE_KEYS, FactorPool, combine_zscores, fit_weights, zscore_by_day
 from .factors import COMBINE_RULE, load_factors
 from .library import library_formulas
-from .baseline import CACHE_BYTES, MODELS, BaselineResult, FeatureMatrix, Splits, baseline_panel, feature_matrix, fit_baseline, robust_zscore_by_day
+from .baseline import CACHE_BYTES, MODELS, BaselineResult, FeatureMatrix, Splits, baseline_panel, feature_column, feature_matrix, fit_baseline, robust_zscore_by_day
 from .env import labelled, resolve_data
 from .scoring import connect_ray
 
@@ -369,10 +369,8 @@ def with_features(fm:FeatureMatrix, panel:Panel, features:list, mask:Tensor, cac
 def with_values(fm:FeatureMatrix, names:list[str], values:list[Tensor], # [day, stock] each column's values on the panel
                 mask:Tensor)->FeatureMatrix:
     "`fm` with columns of values already computed added, preprocessed as `feature_matrix` preprocesses a feature."
-    d0, d1 = int(fm.day[0]), int(fm.day[-1]) + 1
-    di, si = torch.from_numpy(fm.day - d0), torch.from_numpy(fm.stock)
-    cols = [torch.nan_to_num(robust_zscore_by_day(v[d0:d1], mask[d0:d1])[di, si], 0.).numpy() for v in values]
-    return FeatureMatrix(np.hstack([fm.X, np.stack(cols, 1).astype(np.float32)]), fm.names + list(names), fm.day, fm.stock, fm.shape)
+    cols = np.stack([feature_column(v, mask, fm.day, fm.stock) for v in values], 1)
+    return FeatureMatrix(np.hstack([fm.X, cols]), fm.names + list(names), fm.day, fm.stock, fm.shape)
 
 # %% ../nbs/14_study.ipynb #d67ba614
 STUDY_KEYS = {'data/dir': '--data', 'data/universe': '--universes', 'data/train_start': '--test-years', 'data/train_end': '--test-years',
@@ -740,7 +738,7 @@ def score_fold(data, # Qlib data directory
         else: atomic_write_json(r.dir/'alpha158_blend.json', {})
         step(f'{r.name}: Alpha158 blended with its pool')
     if need_ens:
-        # Alpha158 beside the ensemble only if it is not the pool already scored (its features and models made then)
+        # Alpha158 beside the ensemble: only the parts its ensemble.json lacks (features and models made when first needed)
         score_ensemble(panel, splits, runs, fdir, topk, cache, (lambda: (*features(), rounds, fitted)) if baselines else None, pooled)
         step('seed ensemble')
     bar.close()
