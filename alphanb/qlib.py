@@ -22,7 +22,8 @@ from .pool import WARMUP_DAYS
 from .factors import FactorsFileError, load_factors
 
 # %% auto #0
-__all__ = ['QLIB_LABEL', 'qlib_provider', 'QlibInstruments', 'qlib_instruments', 'FactorsLoader', 'qlib_workflow_config']
+__all__ = ['QLIB_LABEL', 'QLIB_RECORDER', 'qlib_provider', 'QlibInstruments', 'qlib_instruments', 'FactorsLoader',
+           'qlib_workflow_config']
 
 # %% ../nbs/13_qlib.ipynb #fef7ca55
 def qlib_provider(provider_uri:str|Path|None=None, # Qlib data directory; the one Qlib is initialised on when None
@@ -126,6 +127,12 @@ class FactorsLoader(DataLoader):
         values = np.concatenate([x, y.to_numpy(np.float32)[keep]], 1)
         return pd.DataFrame(values, index=index, columns=columns)
 
+# %% ../nbs/13_qlib.ipynb #0f0e92ab
+# Qlib's experiment manager on an SQLite store in the working folder (artifacts under ./mlruns): records read back a run
+# whose metrics Qlib logs from a background thread, which mlflow's file store can catch half written
+QLIB_RECORDER = {'class': 'MLflowExpManager', 'module_path': 'qlib.workflow.expm',
+                 'kwargs': {'uri': 'sqlite:///mlruns.db', 'default_exp_name': 'Experiment'}}
+
 # %% ../nbs/13_qlib.ipynb #53e9871d
 def qlib_workflow_config(factors:str|Path, # the factors.json
                          provider_uri:str|Path, # Qlib data directory
@@ -149,7 +156,7 @@ def qlib_workflow_config(factors:str|Path, # the factors.json
                'learn_processors': [{'class': 'DropnaLabel'}, {'class': 'CSRankNorm', 'kwargs': {'fields_group': 'label'}}]}
     records = [{'class': 'SignalRecord', 'module_path': 'qlib.workflow.record_temp', 'kwargs': {'model': '<MODEL>', 'dataset': '<DATASET>'}},
                {'class': 'SigAnaRecord', 'module_path': 'qlib.workflow.record_temp', 'kwargs': {'ana_long_short': False, 'ann_scaler': 252}}]
-    config = {'qlib_init': {'provider_uri': str(provider_uri), 'region': 'cn'}, 'experiment_name': 'alphanb_factors_lgb',
+    config = {'qlib_init': {'provider_uri': str(provider_uri), 'region': 'cn', 'exp_manager': QLIB_RECORDER}, 'experiment_name': 'alphanb_factors_lgb',
               'market': universe, 'benchmark': benchmark, 'data_handler_config': handler}
     if benchmark is not None:
         config['port_analysis_config'] = {

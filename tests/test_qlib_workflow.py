@@ -1,8 +1,9 @@
 """Qlib's own workflow on mined factors: the example workflow nbs/experiments/qlib_factors_lgb.yaml trains Qlib's
 LGBModel through alphanb's FactorsLoader on the demo market, in this process and through the `qrun` command.
 
-Qlib's recorder keeps its experiments in mlflow's file store (mlflow 3 opens it only with MLFLOW_ALLOW_FILE_STORE=true)
-and puts the store's lock under the working folder, so both runs happen in a scratch folder.
+The workflow keeps Qlib's records in an SQLite store in the working folder (mlflow's file store, pyqlib's default, can be
+read half written while Qlib logs metrics from a background thread) and Qlib puts its experiment lock there too, so both
+runs happen in a scratch folder.
 """
 import os, subprocess, sys
 from pathlib import Path
@@ -30,8 +31,8 @@ def workflow_config(monkeypatch) -> dict:
 
 @pytest.fixture
 def scratch(tmp_path, monkeypatch) -> Path:
-    "A scratch working folder with mlflow's file store allowed and one thread per library."
-    for k, v in {'MLFLOW_ALLOW_FILE_STORE': 'true', 'NUMBA_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1'}.items():
+    "A scratch working folder with one thread per library."
+    for k, v in {'NUMBA_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1'}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -51,7 +52,7 @@ def test_lgb_on_factors(demo_data, scratch, monkeypatch):
     model = init_instance_by_config(task['model'])
     dataset = init_instance_by_config(task['dataset'])
     assert isinstance(dataset.handler.data_loader, FactorsLoader)
-    with R.start(experiment_name='test', uri=f'file:{scratch}/mlruns'):   # LGBModel logs its learning curve to Qlib's recorder
+    with R.start(experiment_name='test', uri=f'sqlite:///{scratch}/mlruns.db'):   # LGBModel logs its learning curve to Qlib's recorder
         model.fit(dataset)
     pred = model.predict(dataset)
 
