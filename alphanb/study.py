@@ -28,14 +28,14 @@ from .scoring import connect_ray
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'ENSEMBLE_ALPHA158',
-           'METHODS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'parse_ints', 'Fold', 'fold_spans', 'final_fold',
-           'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity', 'Choice', 'member_values',
-           'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors', 'classic_baselines',
-           'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'with_values', 'study_config',
-           'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs', 'ensemble_entries',
-           'ensemble_done', 'ensemble_candidates', 'score_ensemble', 'score_run', 'score_fold', 'study_rows',
-           'best_single_classic', 'aggregate', 'seed_spread', 'targets', 'plot_folds', 'format_table', 'final_summary',
-           'study', 'compare_settings', 'study_command']
+           'METHODS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'JOINED', 'parse_ints', 'Fold', 'fold_spans',
+           'final_fold', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity', 'Choice',
+           'member_values', 'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors',
+           'classic_baselines', 'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'with_values',
+           'study_config', 'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs',
+           'ensemble_entries', 'ensemble_done', 'ensemble_candidates', 'score_ensemble', 'score_run', 'score_fold',
+           'study_rows', 'best_single_classic', 'aggregate', 'seed_spread', 'targets', 'plot_folds', 'format_table',
+           'final_summary', 'study', 'compare_settings', 'join_studies', 'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -1046,6 +1046,38 @@ def compare_settings(studies:dict, # name -> a study's directory (`--out`); runs
     df = df.sort_values('universe', kind='stable')
     return (df.groupby(['universe', 'study'], sort=False)
               .agg(runs=('seed', 'count'), **{f'{c}_{s}': (c, s) for c in COMPARED for s in ['mean', 'std']}).reset_index())
+
+# %% ../nbs/14_study.ipynb #8d55d715
+JOINED = ['data', 'universes', 'seeds', 'baselines', 'pool_universes', 'settings']   # what studies joined as one must share
+
+def join_studies(outs:list, # directories (`--out`) of finished studies of one protocol on different test years
+                )->dict: # test_years, rows, table, seed_spread, targets: as `study` gives them, over all the test years
+    "Studies of the same settings, data and seeds on different test years read as one study: mean ± std over seeds × all their test years, the best classic factor chosen over all of them, the targets."
+    outs, metas, rows = [Path(o) for o in outs], [], []
+    if not outs: raise ConfigError('join_studies needs at least one study directory')
+    for o in outs:
+        if not (o/'study.json').exists() or not (o/'summary.json').exists():
+            raise ConfigError(f"{o} holds no study (study.json and summary.json): run `alphanb study --out {o}` first")
+        m, s = _read(o/'study.json'), _read(o/'summary.json')
+        if s.get('pending') or sorted(s.get('test_years', [])) != sorted(m['test_years']):
+            left = ', '.join(s.get('pending') or []) or f"its summary has test years {s.get('test_years')}, its folds {m['test_years']}"
+            raise ConfigError(f"{o} is not finished ({left}): run its `alphanb study` command to the end before joining it")
+        metas.append(m); rows.append(pd.read_csv(o/'rows.csv'))
+    for o, m in zip(outs[1:], metas[1:]):
+        for k in JOINED:
+            if m.get(k) == metas[0].get(k): continue
+            a, b = metas[0].get(k), m.get(k)
+            what = ', '.join(f'{p}: {a.get(p)!r} -> {b.get(p)!r}' for p in sorted(set(a) | set(b)) if a.get(p) != b.get(p)) if k == 'settings' else f'{a!r} -> {b!r}'
+            raise ConfigError(f"{o} is a study of other {k} than {outs[0]} ({what}): only studies of one protocol join as one")
+    seen = {}
+    for o, m in zip(outs, metas):
+        for y in m['test_years']:
+            if y in seen: raise ConfigError(f"test year {y} is in both {seen[y]} and {o}: join studies of different test years")
+            seen[y] = o
+    df = pd.concat(rows, ignore_index=True)
+    df = df[df.method != 'classic_best_single']                             # chosen again, over all the test years
+    df = pd.concat([df, best_single_classic(df)], ignore_index=True)
+    return {'test_years': sorted(seen), 'rows': df, 'table': aggregate(df), 'seed_spread': seed_spread(df), 'targets': targets(df)}
 
 # %% ../nbs/14_study.ipynb #20aa4212
 _STUDY = Options(study, 'data', 'universes', 'test_years', 'final', 'seeds', 'out', 'scratch', 'steps', 'jobs', 'ray', 'baselines',
