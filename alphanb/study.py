@@ -1059,6 +1059,7 @@ def join_studies(outs:list, # directories (`--out`) of finished studies of one p
         if not (o/'study.json').exists() or not (o/'summary.json').exists():
             raise ConfigError(f"{o} holds no study (study.json and summary.json): run `alphanb study --out {o}` first")
         m, s = _read(o/'study.json'), _read(o/'summary.json')
+        if not m['test_years']: raise ConfigError(f"{o} has no test year (a study of the final fold only): nothing of it to join")
         if s.get('pending') or sorted(s.get('test_years', [])) != sorted(m['test_years']):
             left = ', '.join(s.get('pending') or []) or f"its summary has test years {s.get('test_years')}, its folds {m['test_years']}"
             raise ConfigError(f"{o} is not finished ({left}): run its `alphanb study` command to the end before joining it")
@@ -1067,7 +1068,10 @@ def join_studies(outs:list, # directories (`--out`) of finished studies of one p
         for k in JOINED:
             if m.get(k) == metas[0].get(k): continue
             a, b = metas[0].get(k), m.get(k)
-            what = ', '.join(f'{p}: {a.get(p)!r} -> {b.get(p)!r}' for p in sorted(set(a) | set(b)) if a.get(p) != b.get(p)) if k == 'settings' else f'{a!r} -> {b!r}'
+            if k == 'settings':
+                a, b = a or {}, b or {}
+                what = ', '.join(f'{p}: {a.get(p)!r} -> {b.get(p)!r}' for p in sorted(set(a) | set(b)) if a.get(p) != b.get(p))
+            else: what = f'{a!r} -> {b!r}'
             raise ConfigError(f"{o} is a study of other {k} than {outs[0]} ({what}): only studies of one protocol join as one")
     seen = {}
     for o, m in zip(outs, metas):
