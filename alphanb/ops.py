@@ -172,51 +172,56 @@ def _nb_central_sums(x, m, w, k): # [k-1, day, stock] window sums of (x - m_t)**
 
 # %% ../nbs/01_ops.ipynb #138f7fbe
 @_jit
-def _nb_window_var(x, w): # count, mean and sum of squared deviations about it of each window's present values
+def _nb_window_var(x, w, root): # [day, stock] sample variance (ddof 1) of each window's present values, or its square
+    # root (IEEE's, as numpy's: torch's vectorised float64 sqrt can be an ulp off), NaN below two values
+    # one pass over the deviations d from the window's latest present value k: Σd² − (Σd)²/n. As k is one of the values,
+    # (mean − k)² is at most the sum of squared deviations, so the subtraction loses no more digits than the window has
+    # days; on a flat window every d is exactly 0, and so is the sum
     days, stocks = x.shape
-    n, m, m2 = np.zeros((days, stocks)), np.zeros((days, stocks)), np.zeros((days, stocks))
+    out = np.empty((days, stocks))
     for t in numba.prange(days):
-        lo, lowest, highest = max(0, t - w + 1), np.full(stocks, np.inf), np.full(stocks, -np.inf)
+        lo = max(0, t - w + 1)
+        k, n, a, b = np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks)
+        for s in range(stocks):
+            for i in range(t, lo - 1, -1):
+                if x[i, s] == x[i, s]:
+                    k[s] = x[i, s]; break
         for i in range(lo, t + 1):
             for s in range(stocks):
                 v = x[i, s]
                 if v == v:
-                    n[t, s] += 1; m[t, s] += v
-                    lowest[s] = min(lowest[s], v); highest[s] = max(highest[s], v)
-        for s in range(stocks): m[t, s] = m[t, s] / n[t, s] if n[t, s] > 0 else np.nan
-        for i in range(lo, t + 1):
-            for s in range(stocks):
-                v = x[i, s]
-                if v == v and lowest[s] < highest[s]:        # a flat window's deviations are exactly 0
-                    d = v - m[t, s]; m2[t, s] += d * d
-    return n, m, m2
+                    d = v - k[s]; n[s] += 1; a[s] += d; b[s] += d * d
+        for s in range(stocks):
+            var = (b[s] - a[s] * a[s] / n[s]) / (n[s] - 1) if n[s] > 1 else np.nan
+            out[t, s] = math.sqrt(var) if root else var
+    return out
 
 # %% ../nbs/01_ops.ipynb #5839b0e8
 @_jit
 def _nb_pair_sums(x, y, w): # over each window's days where both are present: count, and the sums of the products of
-    # deviations about the window means (xy, x², y²); a series flat in the window has deviations of exactly 0
+    # deviations about the window means (xy, x², y²), in one pass from the deviations from the latest such day's values
+    # (as `_nb_window_var`); a series flat in the window has deviations of exactly 0
     days, stocks = x.shape
     n, cxy, cxx, cyy = np.zeros((days, stocks)), np.zeros((days, stocks)), np.zeros((days, stocks)), np.zeros((days, stocks))
-    for t in numba.prange(days):                           # the means and ranges of one day's windows: rows, not panels
+    for t in numba.prange(days):                           # one day's windows: rows, not panels
         lo = max(0, t - w + 1)
-        mx, my = np.zeros(stocks), np.zeros(stocks)
-        lx, hx, ly, hy = np.full(stocks, np.inf), np.full(stocks, -np.inf), np.full(stocks, np.inf), np.full(stocks, -np.inf)
-        for i in range(lo, t + 1):
-            for s in range(stocks):
-                a, b = x[i, s], y[i, s]
-                if a == a and b == b:
-                    n[t, s] += 1; mx[s] += a; my[s] += b
-                    lx[s] = min(lx[s], a); hx[s] = max(hx[s], a)
-                    ly[s] = min(ly[s], b); hy[s] = max(hy[s], b)
+        kx, ky = np.zeros(stocks), np.zeros(stocks)
         for s in range(stocks):
-            if n[t, s] > 0: mx[s] /= n[t, s]; my[s] /= n[t, s]
+            for i in range(t, lo - 1, -1):
+                a, b = x[i, s], y[i, s]
+                if a == a and b == b:
+                    kx[s] = a; ky[s] = b; break
+        sa, sb, sab, saa, sbb = np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks)
         for i in range(lo, t + 1):
             for s in range(stocks):
                 a, b = x[i, s], y[i, s]
                 if a == a and b == b:
-                    da = a - mx[s] if lx[s] < hx[s] else 0.
-                    db = b - my[s] if ly[s] < hy[s] else 0.
-                    cxy[t, s] += da * db; cxx[t, s] += da * da; cyy[t, s] += db * db
+                    da = a - kx[s]; db = b - ky[s]
+                    n[t, s] += 1; sa[s] += da; sb[s] += db; sab[s] += da * db; saa[s] += da * da; sbb[s] += db * db
+        for s in range(stocks):
+            k = n[t, s]
+            if k > 0:
+                cxy[t, s] = sab[s] - sa[s] * sb[s] / k; cxx[t, s] = saa[s] - sa[s] * sa[s] / k; cyy[t, s] = sbb[s] - sb[s] * sb[s] / k
     return n, cxy, cxx, cyy
 
 # %% ../nbs/01_ops.ipynb #c995149a
@@ -472,8 +477,7 @@ def ts_var(x:Tensor, # [day, stock]
     "Rolling sample variance (ddof 1) of the last `w` days, NaN skipped (Qlib `Var`)."
     w = _check_window(w)
     if _compiled(x) and w <= LOOP_MAX_WINDOW:
-        n, _, m2 = map(torch.from_numpy, _nb_window_var(_np(x, torch.float64), w))
-        return torch.where(n > 1, m2 / (n - 1), NAN).to(x.dtype)
+        return torch.from_numpy(_nb_window_var(_np(x, torch.float64), w, False)).to(x.dtype)
     n, (s, s2) = _moments(x, w, 2)
     var = ((s2 - s * s / n) / (n - 1)).clamp_min(0)
     var = _flat_to_zero(var, x, w, s2 / n)
@@ -484,6 +488,8 @@ def ts_std(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
     "Rolling sample standard deviation (ddof 1) of the last `w` days, NaN skipped (Qlib `Std`)."
+    w = _check_window(w)
+    if _compiled(x) and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_window_var(_np(x, torch.float64), w, True)).to(x.dtype)
     return ts_var(x, w).sqrt()
 
 # %% ../nbs/01_ops.ipynb #04b6f80a

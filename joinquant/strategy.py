@@ -111,20 +111,15 @@ def _flat_to_zero(var, x, w, scale):
     return var
 
 def _window_var(x, w):
-    "Count, mean and sum of squared deviations about it of each window's present values (alphanb's compiled loop)."
-    n, s = np.zeros(x.shape), np.zeros(x.shape)
-    lo, hi = np.full(x.shape, np.inf), np.full(x.shape, -np.inf)
+    "Count and sum of squared deviations about the mean of each window's present values (alphanb's compiled loop)."
+    k = np.zeros(x.shape)                                 # the shift: the window's latest present value
+    for v in _lags(x, w): k = np.where(np.isnan(v), k, v)
+    n, a, b = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
     for v in _lags(x, w):
         ok = ~np.isnan(v)
-        n = n + ok; s = s + np.where(ok, v, 0.)
-        lo = np.where(ok, np.minimum(lo, v), lo); hi = np.where(ok, np.maximum(hi, v), hi)
-    m = np.where(n > 0, s / np.where(n > 0, n, 1.), np.nan)
-    moves = lo < hi                                       # a flat window's deviations are exactly 0
-    m2 = np.zeros(x.shape)
-    for v in _lags(x, w):
-        d = v - m
-        m2 = m2 + np.where(~np.isnan(v) & moves, d * d, 0.)
-    return n, m, m2
+        d = np.where(ok, v - k, 0.)
+        n = n + ok; a = a + d; b = b + d * d
+    return n, np.where(n > 0, b - a * a / np.where(n > 0, n, 1.), 0.)
 
 # %% ../nbs/10a_jq_strategy.ipynb #5cb766dd
 @_quiet
@@ -145,7 +140,7 @@ def np_ts_mean(x, w):
 def np_ts_var(x, w):
     "Rolling sample variance (ddof 1), NaN skipped, exactly 0 over equal values (Qlib `Var`)."
     if w <= LOOP_MAX_WINDOW:
-        n, _, m2 = _window_var(x, w)
+        n, m2 = _window_var(x, w)
         return np.where(n > 1, m2 / (n - 1), np.nan)
     n, (s, s2) = _moments(x, w, 2)
     var = _flat_to_zero(np.maximum((s2 - s * s / n) / (n - 1), 0.), x, w, s2 / n)
@@ -284,20 +279,17 @@ def np_ts_ema(x, w):
 # %% ../nbs/10a_jq_strategy.ipynb #16ae64d8
 def _pair_window(x, y, w):
     "Over each window's days where both are present: count and the sums of products of deviations (xy, x², y²)."
-    n, sx, sy = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
-    lx, hx, ly, hy = np.full(x.shape, np.inf), np.full(x.shape, -np.inf), np.full(x.shape, np.inf), np.full(x.shape, -np.inf)
+    kx, ky = np.zeros(x.shape), np.zeros(x.shape)         # the shifts: the values of the latest day where both are present
     for a, b in zip(_lags(x, w), _lags(y, w)):
         ok = ~(np.isnan(a) | np.isnan(b))
-        n = n + ok; sx = sx + np.where(ok, a, 0.); sy = sy + np.where(ok, b, 0.)
-        lx, hx = np.where(ok, np.minimum(lx, a), lx), np.where(ok, np.maximum(hx, a), hx)
-        ly, hy = np.where(ok, np.minimum(ly, b), ly), np.where(ok, np.maximum(hy, b), hy)
-    mx, my = np.where(n > 0, sx / np.where(n > 0, n, 1.), 0.), np.where(n > 0, sy / np.where(n > 0, n, 1.), 0.)
-    cxy, cxx, cyy = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
+        kx, ky = np.where(ok, a, kx), np.where(ok, b, ky)
+    n, sa, sb, sab, saa, sbb = (np.zeros(x.shape) for _ in range(6))
     for a, b in zip(_lags(x, w), _lags(y, w)):
         ok = ~(np.isnan(a) | np.isnan(b))
-        da = np.where(lx < hx, a - mx, 0.); db = np.where(ly < hy, b - my, 0.)   # a flat series deviates by exactly 0
-        cxy = cxy + np.where(ok, da * db, 0.); cxx = cxx + np.where(ok, da * da, 0.); cyy = cyy + np.where(ok, db * db, 0.)
-    return n, cxy, cxx, cyy
+        da, db = np.where(ok, a - kx, 0.), np.where(ok, b - ky, 0.)
+        n = n + ok; sa = sa + da; sb = sb + db; sab = sab + da * db; saa = saa + da * da; sbb = sbb + db * db
+    some, k = n > 0, np.where(n > 0, n, 1.)
+    return (n, np.where(some, sab - sa * sb / k, 0.), np.where(some, saa - sa * sa / k, 0.), np.where(some, sbb - sb * sb / k, 0.))
 
 def _pair_sums(x, y, w):
     "Mask of days where both are present, then the count and the window sums of x, y, xy, x², y² over them."

@@ -8,10 +8,12 @@ import pytest
 
 from alphanb.backtest import BacktestConfig, backtest, rebalance_days
 from alphanb.core import AlphanbError
+from alphanb.data import load_panel
 from alphanb.evaluate import FormulaCache, evaluate_formula
-from alphanb.joinquant import export_joinquant, strategy_source
+from alphanb.joinquant import export_joinquant, formula_tree, strategy_source
 from alphanb.jq_sim import LocalJoinQuant
 from alphanb.jq_strategy import NP_OPERATORS, np_evaluate, np_features, qlib_symbol
+from alphanb.operators import FAMILY_ARITY, OPERATORS
 from alphanb.pool import combined_factor
 from alphanb.factors import load_factors
 
@@ -250,3 +252,31 @@ def test_cli_prints_the_result_last(tmp_path):
     assert (tmp_path/'strategy.py').read_text() == strategy_source() and not (tmp_path/'alphanb_model.npz').exists()
     none = cli('--out', tmp_path/'out3')
     assert none.returncode == 2 and '--factors' in none.stderr
+
+
+def operator_formulas()->list[str]:
+    "One formula per operator alphanb knows, windowed ones at three windows, on a price level, a return and a log volume."
+    args, out = ['$close', 'Returns', 'LogVolume'], []
+    for name, spec in OPERATORS.items():
+        k = FAMILY_ARITY[spec.family]
+        for w in ([3, 10, 20] if spec.family in ('rolling', 'pair_rolling') else [None]):
+            extra = f', {max(w, spec.min_window)}' if w else ', 2' if spec.family == 'delay' else ''
+            if spec.params: extra += ', 0.3'
+            if spec.infix in ('&', '|'): out.append(f'($close > 10) {spec.infix} (Returns > 0)')
+            elif spec.infix and k == 2: out.append(f'$close {spec.infix} Returns')
+            else: out.append(f"{name}({', '.join(args[:k])}{extra})")
+    return out
+
+
+def test_every_operator_equals_bit_for_bit(demo_data):
+    "Each operator alone: the strategy's numpy value (float32) equals evaluate_formula's in every cell, NaN where it is NaN."
+    panel = load_panel(demo_data, 'csi300')
+    bars, member = {f: panel[f].numpy() for f in panel.fields}, panel.member.numpy()
+    forms = operator_formulas()
+    assert len(forms) > 100 and {f.split('(')[0] for f in forms} >= {'Std', 'Var', 'Cov', 'Corr', 'Skew', 'Kurt', 'Rank'}
+    differ = []
+    for text in forms:
+        a, b = evaluate_formula(panel, text).numpy(), np_evaluate(formula_tree(text), bars, member)
+        if not np.array_equal(a, b, equal_nan=True):
+            differ.append((text, int((~((a == b) | (np.isnan(a) & np.isnan(b)))).sum())))
+    assert not differ, differ
