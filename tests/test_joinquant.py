@@ -13,7 +13,7 @@ from alphanb.evaluate import FormulaCache, evaluate_formula
 from alphanb.joinquant import export_joinquant, formula_tree, strategy_source
 from alphanb.jq_sim import LocalJoinQuant
 from alphanb.jq_strategy import NP_OPERATORS, np_evaluate, np_features, qlib_symbol
-from alphanb.operators import FAMILY_ARITY, OPERATORS
+from alphanb.operators import OPERATORS
 from alphanb.pool import combined_factor
 from alphanb.factors import load_factors
 
@@ -256,15 +256,12 @@ def test_cli_prints_the_result_last(tmp_path):
 
 def operator_formulas()->list[str]:
     "One formula per operator alphanb knows, windowed ones at three windows, on a price level, a return and a log volume."
-    args, out = ['$close', 'Returns', 'LogVolume'], []
+    out = []
     for name, spec in OPERATORS.items():
-        k = FAMILY_ARITY[spec.family]
-        for w in ([3, 10, 20] if spec.family in ('rolling', 'pair_rolling') else [None]):
-            extra = f', {max(w, spec.min_window)}' if w else ', 2' if spec.family == 'delay' else ''
-            if spec.params: extra += ', 0.3'
-            if spec.infix in ('&', '|'): out.append(f'($close > 10) {spec.infix} (Returns > 0)')
-            elif spec.infix and k == 2: out.append(f'$close {spec.infix} Returns')
-            else: out.append(f"{name}({', '.join(args[:k])}{extra})")
+        xs = ', '.join(['$close', 'Returns', 'LogVolume'][:spec.arity])
+        for w in ([3, 10, 20] if spec.windowed else [None]):
+            extra = f', {max(w, spec.min_window)}' + (', 0.3' if spec.params else '') if w else ', 2' if spec.family == 'delay' else ''
+            out.append(f'{name}({xs}{extra})')
     return out
 
 
