@@ -66,6 +66,7 @@ class RewardSettings:
     size_penalty: float = 0.002          # 'ic' reward: taken off per node of the formula (parsimony)
     label: str = 'rank'                  # what rewards correlate with: 'rank', the forward return's daily CSRankNorm, or 'return' itself
     target_base: str = ''                # mine on top of this library: rewards measure the label's residual on its ridge prediction ('': the label)
+    day_step: int = 1                    # 'pool' and 'ic' rewards read every k-th train day (1: every day): a k-times cheaper score
 
 # %% ../nbs/07_config.ipynb #d3f9135b
 @dataclass
@@ -255,6 +256,11 @@ def check_config(cfg:TrainConfig)->TrainConfig:
          f"{cfg.run.workers} and {cfg.run.block_days}")
     need(cfg.run.ray is None or (isinstance(cfg.run.ray, str) and cfg.run.ray.strip()), "config key 'run/ray' must be a Ray "
          f"address ('local', 'auto' or host:port) or null, got {cfg.run.ray!r}")
+    need(r.day_step >= 1, f"config key 'reward/day_step' must be >= 1, got {r.day_step}")
+    need(r.day_step == 1 or r.mode != 'seed', "config key 'reward/day_step' samples the train days: the 'seed' reward's books "
+         "need every day; use reward/mode 'pool' or 'ic', or day_step 1")
+    need(cfg.run.ray is None or r.day_step == 1, "config key 'reward/day_step' samples the train days in one process: it cannot be "
+         "used with run/ray (--ray), whose blocks score every day; unset one of them")
     need(cfg.run.ray is None or not r.target_base, "config key 'reward/target_base' fits its base model on the whole train span "
          "in one process: it cannot be used with run/ray (--ray); unset one of them")
     for k in ['ppo/steps', 'run/checkpoint_every', 'data/warmup_days', 'run/threads', 'run/cache_mb']:

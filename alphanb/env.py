@@ -17,7 +17,7 @@ from .core import *
 from .config import *
 from .data import Panel, load_panel, calendar
 from .formula import Formula
-from .evaluate import FormulaCache, evaluate_formula
+from .evaluate import FormulaCache, evaluate_formula, panel_until
 from .metrics import RewardContext, RewardConfig, REWARD_MODES
 from .pool import FactorPool
 from .baseline import feature_matrix, fit_linear, cs_rank_norm
@@ -183,15 +183,18 @@ class FormulaEnv:
         self.ctx = RewardContext(panel, train_days, topk=topk, config=RewardConfig(weights=dict(weights or SEED_REWARD_WEIGHTS)))
         self.pool = FactorPool(self.ctx, pool_size, corr_max, stability=stability, keep_values=False)   # members evaluated again at the end
         self.cache = FormulaCache(cache_mb * 2**20)
+        self._past = panel_until(panel, train_days.stop)   # the days rewards read: formulas are not computed on later ones
         self.scores: dict[str, dict] = {}      # canonical key -> {'reward', 'ic', 'rank_ic', 'valid', 'formula'}
         self.episodes = 0                      # formulas written
         self.evaluations = 0                   # distinct formulas evaluated
         self.seconds = {'evaluate': 0.0, 'metrics': 0.0, 'pool': 0.0}   # where evaluation time goes
 
     def factor(self, f:Formula)->Tensor|None:
-        "[day, stock] values of `f` on the panel, or None when it cannot be evaluated."
+        "[day, stock] values of `f` on the panel up to the train span's end (NaN after it), or None when it cannot be evaluated."
         t0 = time.perf_counter()
-        try: return evaluate_formula(self.panel, f, self.cache)
+        try:
+            x = evaluate_formula(self._past, f, self.cache)
+            return x if x.shape[0] == self.panel.n_days else torch.cat([x, x.new_full((self.panel.n_days - x.shape[0], x.shape[1]), math.nan)])
         except (AlphanbError, RuntimeError, ValueError, ZeroDivisionError): return None
         finally: self.seconds['evaluate'] += time.perf_counter() - t0
 

@@ -5,6 +5,7 @@
 # %% ../nbs/03b_evaluate.ipynb #928ca29b
 from __future__ import annotations
 import weakref
+from dataclasses import replace
 from collections import OrderedDict
 from typing import Iterable
 
@@ -19,7 +20,7 @@ from .operators import Op
 from .formula import Formula
 
 # %% auto #0
-__all__ = ['FormulaCache', 'data_span', 'eval_dtype', 'evaluate_formula', 'evaluate_formulas']
+__all__ = ['FormulaCache', 'data_span', 'eval_dtype', 'evaluate_formula', 'panel_until', 'evaluate_formulas']
 
 # %% ../nbs/03b_evaluate.ipynb #3d66c789
 class FormulaCache:
@@ -152,6 +153,19 @@ def evaluate_formula(panel, # a `Panel` (alphanb.data)
     if cache is not None: cache.bind(panel, dtype)
     with torch.no_grad():
         return ops.finite_float32(_evaluate(panel, f, cache, {}, dtype, _repeated(f)))   # a fresh tensor: callers may modify it
+
+# %% ../nbs/03b_evaluate.ipynb #7ee7e16a
+def panel_until(panel, # a `Panel`
+                stop:int, # the days kept: the first `stop`
+               ): # a `Panel` of those days, on which every formula has the whole panel's values
+    "The first `stop` days of `panel`, carrying over where each stock's data runs, so that formulas evaluate there as on the whole panel."
+    if stop >= panel.n_days: return panel
+    first, within = data_span(panel)                         # from the whole panel: a series that goes on after `stop` stays open
+    s = slice(0, stop)
+    out = replace(panel, data=panel.data[:, s], dates=panel.dates[s], member=panel.member[s], tradable=panel.tradable[s],
+                  target=panel.target[s], listed=None if panel.listed is None else panel.listed[s])
+    object.__setattr__(out, '_data_span', (first, within[s]))
+    return out
 
 # %% ../nbs/03b_evaluate.ipynb #2e21e1da
 def evaluate_formulas(panel, # a `Panel`

@@ -172,7 +172,7 @@ def np_ts_skew(x, w):
     "Rolling sample skewness, pandas' bias-corrected estimator, NaN skipped; NaN below 3 values (Qlib `Skew`)."
     n, (c2, c3) = _central(x, w, 3)
     B, C = c2 / n, c3 / n
-    return np.where((n >= 3) & (B > 1e-14), np.sqrt(n * (n - 1)) * C / ((n - 2) * B ** 1.5), np.nan)
+    return np.where((n >= 3) & (B > 1e-14), np.sqrt(n * (n - 1)) * C / ((n - 2) * (B * np.sqrt(B))), np.nan)
 
 # %% ../nbs/10a_jq_strategy.ipynb #398fa9c0
 @_quiet

@@ -343,8 +343,8 @@ class RewardContext:
         if self.config.ic not in ('ic', 'rank_ic'): raise ConfigError(f"reward ic must be 'ic' or 'rank_ic', got '{self.config.ic}'")
         s = self.days
         self.dates = panel.dates[s]
-        self.valid = panel.valid[s]                                     # [day, stock] bool
-        self.target = panel.target[s]                                   # [day, stock]
+        self.valid = panel.valid[s].contiguous()                        # [day, stock] bool (`days` may step over days)
+        self.target = panel.target[s].contiguous()                      # [day, stock]
         hm = self.has_target = self.valid & torch.isfinite(self.target) # [day, stock] cells IC looks at
         self._n = hm.sum(1)                                             # [day]
         self._y0 = torch.where(hm, self.target, 0).double()             # [day, stock] target, 0 off the cells
@@ -359,7 +359,7 @@ class RewardContext:
         self._stt = (self._tc ** 2).sum(1)
         self._syy = (_centre(self._y0, hmf, self._n) ** 2).sum(1)      # [day] the target's spread over its cells
         self._yspread = _spread(self._syy, self._y0)                    # [day] the target is not constant
-        self.returns = next_returns(panel['$close'], lag)[s]            # [day, stock] 1-day book returns
+        self.returns = next_returns(panel['$close'], lag)[s].contiguous()   # [day, stock] 1-day book returns
         self._rfin = _isfinite(self.returns)
         self._r0 = torch.where(self._rfin, self.returns, 0).double()
         self._day_ok = self.valid.sum(1) >= min_stocks                  # [day] days a book is chosen
@@ -372,7 +372,7 @@ class RewardContext:
 
     def span(self, factor:Tensor)->Tensor:
         "`factor` on this context's days: sliced when given on the whole panel."
-        if factor.shape[0] == self.panel.n_days and factor.shape[0] != self.n_days: return factor[self.days]
+        if factor.shape[0] == self.panel.n_days and factor.shape[0] != self.n_days: return factor[self.days].contiguous()
         if factor.shape[0] != self.n_days:
             raise ConfigError(f"factor has {factor.shape[0]} days; expected the panel's {self.panel.n_days} or the span's {self.n_days}")
         return factor

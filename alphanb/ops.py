@@ -249,6 +249,65 @@ def _nb_rank_signs(x, w): # [day, stock] sum over the window's earlier days of s
                 elif d < 0: out[t, s] -= 1
     return out
 
+# %% ../nbs/01_ops.ipynb #8f1ab0c3
+@_jit
+def _nb_window_shape(x, w, kind): # [day, stock] float64 skewness (kind 3), excess kurtosis (4) or mean absolute deviation
+    # (1) of each window's present values, w <= LOOP_MAX_WINDOW, in one loop: the window's count and mean as
+    # `_nb_window_mean` adds them, the sums of `_nb_central_sums` (or `_nb_abs_dev`), and the tensor kernels' last steps
+    # in their order: the same values bit for bit, without the [day, stock] temporaries between them. B**1.5 is
+    # B·√B: pow differs by an ulp between libm, numpy's SIMD loops and torch; a product and a root are IEEE's everywhere
+    days, stocks = x.shape
+    out = np.empty((days, stocks))
+    big = np.finfo(np.float64).max
+    for t in numba.prange(days):
+        lo = max(0, t - w + 1)
+        n, m, c2, c3, c4 = np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks)
+        for i in range(lo, t + 1):
+            for s in range(stocks):
+                v = x[i, s]
+                if v == v: m[s] += min(max(v, -big), big); n[s] += 1.0
+        for s in range(stocks): m[s] = m[s] / n[s]
+        for i in range(lo, t + 1):
+            for s in range(stocks):
+                v = x[i, s]
+                if v == v:
+                    d = v - m[s]
+                    if kind == 1: c2[s] += math.fabs(d)
+                    else:
+                        d2 = d * d; c2[s] += d2
+                        if kind == 3: c3[s] += d2 * d
+                        else: c4[s] += d2 * d2
+        for s in range(stocks):
+            k = n[s]
+            if kind == 1: out[t, s] = c2[s] / k
+            elif kind == 3:
+                B, C = c2[s] / k, c3[s] / k
+                out[t, s] = math.sqrt(k * (k - 1)) * C / ((k - 2) * (B * math.sqrt(B))) if k >= 3 and B > 1e-14 else np.nan
+            else:
+                B, D = c2[s] / k, c4[s] / k
+                out[t, s] = ((k * k - 1) * D / (B * B) - 3 * (k - 1) ** 2) / ((k - 2) * (k - 3)) if k >= 4 and B > 1e-14 else np.nan
+    return out
+
+# %% ../nbs/01_ops.ipynb #12c25fa0
+@_jit
+def _nb_window_rank(x, w): # [day, stock] float64 percentile of today's value among the window's present values, NaN
+    # where today's is NaN: `_nb_rank_signs` and the window's count in one loop, then the tensor kernel's last step
+    days, stocks = x.shape
+    out = np.empty((days, stocks))
+    for t in numba.prange(days):
+        lo = max(0, t - w + 1)
+        n, sg = np.zeros(stocks), np.zeros(stocks)
+        for i in range(lo, t + 1):
+            for s in range(stocks):
+                v = x[i, s]
+                if v == v: n[s] += 1.0
+                if i < t:
+                    d = v - x[t, s]
+                    if d > 0: sg[s] += 1
+                    elif d < 0: sg[s] -= 1
+        for s in range(stocks): out[t, s] = np.nan if x[t, s] != x[t, s] else (n[s] + 1 - sg[s]) / 2 / n[s]
+    return out
+
 # %% ../nbs/01_ops.ipynb #0e8edfa1
 @_jit
 def _nb_order_stat(xt, w, q): # xt [stock, day] -> [stock, day] rolling median (q < 0) or q-quantile of the present values
@@ -516,9 +575,11 @@ def ts_skew(x:Tensor, # [day, stock]
             w:int, # window length (Qlib needs >= 3)
            )->Tensor: # [day, stock]
     "Rolling sample skewness of the last `w` days, NaN skipped (Qlib `Skew`, pandas' bias-corrected estimator)."
-    n, m, (c2, c3) = _central_sums(x, _check_window(w), 3)
+    w = _check_window(w)
+    if _compiled(x) and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_window_shape(_np(x, torch.float64), w, 3)).to(x.dtype)
+    n, m, (c2, c3) = _central_sums(x, w, 3)
     B, C = c2 / n, c3 / n
-    skew = (n * (n - 1)).sqrt() * C / ((n - 2) * B.pow(1.5))
+    skew = (n * (n - 1)).sqrt() * C / ((n - 2) * (B * B.sqrt()))   # B**1.5 as IEEE's product and root: the same bits on any machine
     return torch.where((n >= 3) & (B > 1e-14), skew, NAN).to(x.dtype)
 
 # %% ../nbs/01_ops.ipynb #cebb56b9
@@ -526,7 +587,9 @@ def ts_kurt(x:Tensor, # [day, stock]
             w:int, # window length (Qlib needs >= 4)
            )->Tensor: # [day, stock]
     "Rolling sample excess kurtosis of the last `w` days, NaN skipped (Qlib `Kurt`, pandas' bias-corrected estimator)."
-    n, m, (c2, c3, c4) = _central_sums(x, _check_window(w), 4)
+    w = _check_window(w)
+    if _compiled(x) and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_window_shape(_np(x, torch.float64), w, 4)).to(x.dtype)
+    n, m, (c2, c3, c4) = _central_sums(x, w, 4)
     B, D = c2 / n, c4 / n
     kurt = ((n * n - 1) * D / (B * B) - 3 * (n - 1) ** 2) / ((n - 2) * (n - 3))
     return torch.where((n >= 4) & (B > 1e-14), kurt, NAN).to(x.dtype)
@@ -537,6 +600,7 @@ def ts_mad(x:Tensor, # [day, stock]
           )->Tensor: # [day, stock]
     "Rolling mean absolute deviation about the window mean, NaN skipped (Qlib `Mad`)."
     w = _check_window(w)
+    if _compiled(x) and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_window_shape(_np(x, torch.float64), w, 1)).to(x.dtype)
     n, (s,) = _moments(x, w)
     m = s / n
     if _compiled(x): return (torch.from_numpy(_nb_abs_dev(_np(x, torch.float64), m.numpy(), w)) / n).to(x.dtype)
@@ -552,6 +616,7 @@ def ts_rank(x:Tensor, # [day, stock]
            )->Tensor: # [day, stock] in (0, 1]
     "Percentile of today's value within the last `w` days: average rank / count, NaN skipped (Qlib `Rank(x, w)`)."
     w = _check_window(w)
+    if _compiled(x) and x.dtype == torch.float64 and w <= LOOP_MAX_WINDOW: return torch.from_numpy(_nb_window_rank(_np(x), w))
     days = x.shape[0]
     n, _ = _moments(x, w, 0)
     if _compiled(x): sgn = torch.from_numpy(_nb_rank_signs(_np(x), w))
