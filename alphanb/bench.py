@@ -344,9 +344,10 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
                   max_depth:int=4, # deepest root-to-leaf path of the formulas
                   seed:int=0, # seed of the formulas
                   repeat:int=2, # passes per setting; the best is kept
+                  train_steps:int=3, # training steps timed per setting after a warm-up step, the defaults' settings (0: none)
                   verbose:bool=True, # print the table
                  )->dict: # seconds per pass for each setting, idle and busy, and the ratios to one thread
-    "Evaluation time with one thread, the 'auto' policy and every core, on an idle machine and with one core busy elsewhere."
+    "Evaluation and training time with one thread, the 'auto' policy and every core, idle and with one core busy elsewhere."
     say = print if verbose else (lambda *a, **k: None)
     panel = load_panel(provider_uri, universe, start, end)
     fs = random_formulas(n, seed=seed, max_depth=max_depth)
@@ -361,33 +362,49 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
             for f in fs: evaluate_formula(panel, f, FormulaCache())
             best = min(best, time.perf_counter() - t)
         return best
+    cfg = apply_overrides(TrainConfig(), {'data/universe': universe, 'run/seed': seed})
+    n_valid = max(2, panel.n_days // 4)
+    train, valid = slice(0, panel.n_days - n_valid - panel.horizon), slice(panel.n_days - n_valid, panel.n_days)
+    def trained(setting)->float:   # seconds of `train_steps` steps of a fresh run (the same formulas in every setting)
+        ops.set_threads(setting)
+        tr = Trainer(cfg, data=(panel, train, valid))
+        tr.run_step()
+        t = time.perf_counter()
+        for _ in range(train_steps): tr.run_step()
+        return time.perf_counter() - t
+    def both(setting)->tuple[float, float]: return timed(setting), (trained(setting) if train_steps else math.nan)
     busy_before = ops.ThreadPolicy('auto').busy_elsewhere()
     try:
-        idle = {k: timed(v) for k, v in settings.items()}
+        idle = {k: both(v) for k, v in settings.items()}
         spinner = subprocess.Popen([sys.executable, '-c', 'while True: pass'])   # another process on one core
         try:
             time.sleep(1.)
-            busy = {k: timed(v) for k, v in settings.items()}
+            busy = {k: both(v) for k, v in settings.items()}
         finally: spinner.kill(); spinner.wait()
     finally: ops.set_threads(before)
-    table = pd.DataFrame({'idle s': idle, 'one core busy s': busy})
-    table['idle vs one thread'] = table['idle s'] / idle['one thread']
-    table['busy vs one thread'] = table['one core busy s'] / busy['one thread']
+    table = pd.DataFrame({'idle s': {k: v[0] for k, v in idle.items()}, 'one core busy s': {k: v[0] for k, v in busy.items()},
+                          'train idle s': {k: v[1] for k, v in idle.items()}, 'train busy s': {k: v[1] for k, v in busy.items()}})
+    for col, name in [('idle s', 'idle'), ('one core busy s', 'busy'), ('train idle s', 'train idle'), ('train busy s', 'train busy')]:
+        table[f'{name} vs one thread'] = table[col] / table.loc['one thread', col]
+    auto, every = table.loc['auto (default)'], table.loc[f'all {top} cores']
     res = {'universe': universe, 'days': panel.n_days, 'stocks': panel.n_stocks, 'formulas': n, 'cores': top,
            'load_before': busy_before, 'table': table.reset_index(names='threads').to_dict('records'),
-           'auto_vs_one_busy': busy['auto (default)'] / busy['one thread'],
-           'all_vs_one_busy': busy[f'all {top} cores'] / busy['one thread'],
-           'auto_vs_one_idle': idle['auto (default)'] / idle['one thread']}
+           'auto_vs_one_busy': auto['busy vs one thread'], 'all_vs_one_busy': every['busy vs one thread'],
+           'auto_vs_one_idle': auto['idle vs one thread'], 'train_steps': train_steps,
+           'train_auto_vs_one_busy': auto['train busy vs one thread'], 'train_all_vs_one_busy': every['train busy vs one thread'],
+           'train_auto_vs_one_idle': auto['train idle vs one thread']}
     say(f"{panel}: {n} formulas, {top} cores, other load before {busy_before:.1f} cores")
     say(table.to_string(float_format=lambda v: f'{v:.2f}'))
     say(f"one core busy elsewhere: auto {res['auto_vs_one_busy']:.2f}x one thread (target <= 1.25), "
         f"all cores {res['all_vs_one_busy']:.2f}x")
+    if train_steps: say(f"training, {train_steps} steps of {cfg.ppo.batch_size} formulas, one core busy: auto "
+                        f"{res['train_auto_vs_one_busy']:.2f}x one thread, all cores {res['train_all_vs_one_busy']:.2f}x")
     return res
 
 # %% ../nbs/15_bench.ipynb #0f630982
-_bench_threads_args = Options(bench_threads, *_FORMULA_SET, 'repeat', rename={'provider_uri': 'data'})
+_bench_threads_args = Options(bench_threads, *_FORMULA_SET, 'repeat', 'train_steps', rename={'provider_uri': 'data'})
 
-@command('bench-threads', "evaluation time with one thread, the default 'auto' threads and all cores, idle and with a core busy elsewhere",
+@command('bench-threads', "evaluation and training time with one thread, the default 'auto' threads and all cores, idle and with a core busy elsewhere",
          _bench_threads_args)
 def bench_threads_command(args)->dict:
     "`alphanb bench threads`: the thread policy against one thread and every core."

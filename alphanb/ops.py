@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor
-import psutil
+import psutil, threadpoolctl
 from .core import ConfigError, FormulaError
 try: import numba
 except ImportError: numba = None   # the tensor kernels below work without it, more slowly on the CPU
@@ -74,7 +74,7 @@ class _Loop:
         try: return Path(self.disp._cache._cache_file._index_path).exists()
         except AttributeError: return False          # no cache (a notebook cell's function) or another numba layout
     def __call__(self, *args):
-        numba.set_num_threads(POLICY.threads())      # the thread policy below (cached between its looks)
+        _apply_threads(POLICY.threads())             # the thread policy below (cached between its looks)
         if self.ready: return self.disp(*args)
         self.ready = True
         if self.disp.signatures or self._on_disk(): return self.disp(*args)
@@ -396,13 +396,34 @@ def _policy_from_environment()->ThreadPolicy:
 
 POLICY = _policy_from_environment()
 
+# %% ../nbs/01_ops.ipynb #bbf51165
+_APPLIED = None   # the threads last given to the loops; None before numba's pool started
+_BLAS_AT = -math.inf   # when the BLAS libraries were last given them
+
+def _apply_threads(n:int)->None:
+    "`n` threads for the next compiled loop, and for the BLAS libraries behind numpy and scipy."
+    global _APPLIED, _BLAS_AT
+    if _APPLIED is None:
+        # numba's pool starts at its first use. With its OpenMP layer it shares torch's OpenMP runtime, and starting it
+        # sets torch's threads to the pool's size: a training's one torch thread would become all the cores.
+        keep = torch.get_num_threads()
+        numba.set_num_threads(n); torch.set_num_threads(keep)
+        import scipy.linalg   # numba's first call loads scipy's BLAS: load it now, so that the limit below reaches it
+    else: numba.set_num_threads(n)
+    # OpenBLAS threads spin while they wait: on a busy core they take the time of the thread that has work. Set when the
+    # count changes, and every few seconds for a library loaded since (about 1 ms each time)
+    if n != _APPLIED or time.monotonic() - _BLAS_AT > 5.:
+        threadpoolctl.threadpool_limits(n, user_api='blas')
+        _BLAS_AT = time.monotonic()
+    _APPLIED = n
+
 # %% ../nbs/01_ops.ipynb #05574a68
 def set_threads(setting='auto', # 'auto': the cores other processes leave free; or a number of threads
                )->None:
     "Threads of the compiled CPU loops from now on (also `ALPHANB_THREADS` in the environment)."
-    global THREADS
+    global THREADS, _BLAS_AT
     POLICY.set(setting); POLICY.error = None
-    THREADS = POLICY.setting
+    THREADS, _BLAS_AT = POLICY.setting, -math.inf   # the BLAS libraries too, at the next loop
 
 # %% ../nbs/01_ops.ipynb #6b2a91f8
 def _window_extreme(x:Tensor, # [day, stock]
