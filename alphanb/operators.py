@@ -11,7 +11,7 @@ from .core import AlphanbError
 
 # %% auto #0
 __all__ = ['FAMILY_ARITY', 'FAMILIES', 'VOCABULARY_NAMES', 'OPERATORS', 'VOCABULARIES', 'MINING_OPERATORS', 'CONDITIONS', 'INFIX',
-           'QLIB_NAMES', 'QLIB_OPS', 'Op', 'QlibExpansion', 'qlib_writer']
+           'QLIB_NAMES', 'QLIB_OPS', 'Op', 'QlibExpansion', 'qlib_writer', 'example_formulas']
 
 # %% ../nbs/02_operators.ipynb #105583a8
 FAMILY_ARITY = {'unary': 1, 'binary': 2, 'ternary': 3, 'rolling': 1, 'pair_rolling': 2, 'cross_section': 1, 'delay': 1}
@@ -248,3 +248,18 @@ def qlib_writer(op:Op)->Callable|None:
 
 # %% ../nbs/02_operators.ipynb #c7087ef9
 QLIB_OPS: dict[str, Callable|None] = {s.kernel: qlib_writer(s) for s in OPERATORS.values()}   # kernel name -> writer
+
+# %% ../nbs/02_operators.ipynb #027f9608
+def example_formulas(windows=(3, 10, 20), # the windows of each windowed operator (each raised to its smallest)
+                     inputs=('$close', 'Returns', 'LogVolume'), # the operands, first to last
+                     param=0.3, # the parameter of a parametrised operator (Quantile's q)
+                     delay=2, # the offset of a delay operator
+                    )->list[str]: # formula texts, in the records' order
+    "One formula per operator in its function form, each windowed one at each of `windows`."
+    out = []
+    for name, op in OPERATORS.items():
+        xs = ', '.join(inputs[:op.arity])
+        for w in (windows if op.windowed else [None]):
+            extra = f', {max(w, op.min_window)}' + (f', {param}' if op.params else '') if w else f', {delay}' if op.family == 'delay' else ''
+            out.append(f'{name}({xs}{extra})')
+    return out

@@ -317,15 +317,27 @@ def _nb_order_stat(xt, w, q): # xt [stock, day] -> [stock, day] rolling median (
         buf = np.empty(min(w, days), xt.dtype)             # the window's present values, kept sorted
         n = 0
         for t in range(days):
-            if t >= w:                                     # the day leaving the window
-                old = xt[s, t - w]
-                if old == old:
-                    j = 0
-                    while buf[j] != old: j += 1
+            v = xt[s, t]
+            old = xt[s, t - w] if t >= w else np.nan       # the day leaving the window
+            if old == old:
+                lo, hi = 0, n                              # bisection to the first value equal to `old`
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if buf[mid] < old: lo = mid + 1
+                    else: hi = mid
+                j = lo
+                if v == v:                                 # today's value takes its slot and moves to after the values <= it
+                    if v >= old:
+                        while j + 1 < n and buf[j + 1] <= v:
+                            buf[j] = buf[j + 1]; j += 1
+                    else:
+                        while j > 0 and buf[j - 1] > v:
+                            buf[j] = buf[j - 1]; j -= 1
+                    buf[j] = v
+                else:
                     for k in range(j, n - 1): buf[k] = buf[k + 1]
                     n -= 1
-            v = xt[s, t]
-            if v == v:                                     # insertion into the sorted window
+            elif v == v:                                   # insertion after the values <= it
                 j = n
                 while j > 0 and buf[j - 1] > v:
                     buf[j] = buf[j - 1]; j -= 1

@@ -13,7 +13,7 @@ from alphanb.evaluate import FormulaCache, evaluate_formula
 from alphanb.joinquant import export_joinquant, formula_tree, strategy_source
 from alphanb.jq_sim import LocalJoinQuant
 from alphanb.jq_strategy import NP_OPERATORS, np_evaluate, np_features, qlib_symbol
-from alphanb.operators import OPERATORS
+from alphanb.operators import example_formulas
 from alphanb.pool import combined_factor
 from alphanb.factors import load_factors
 
@@ -254,22 +254,11 @@ def test_cli_prints_the_result_last(tmp_path):
     assert none.returncode == 2 and '--factors' in none.stderr
 
 
-def operator_formulas()->list[str]:
-    "One formula per operator alphanb knows, windowed ones at three windows, on a price level, a return and a log volume."
-    out = []
-    for name, spec in OPERATORS.items():
-        xs = ', '.join(['$close', 'Returns', 'LogVolume'][:spec.arity])
-        for w in ([3, 10, 20] if spec.windowed else [None]):
-            extra = f', {max(w, spec.min_window)}' + (', 0.3' if spec.params else '') if w else ', 2' if spec.family == 'delay' else ''
-            out.append(f'{name}({xs}{extra})')
-    return out
-
-
 def test_every_operator_equals_bit_for_bit(demo_data):
     "Each operator alone: the strategy's numpy value (float32) equals evaluate_formula's in every cell, NaN where it is NaN."
     panel = load_panel(demo_data, 'csi300')
     bars, member = {f: panel[f].numpy() for f in panel.fields}, panel.member.numpy()
-    forms = operator_formulas()
+    forms = example_formulas()
     assert len(forms) > 100 and {f.split('(')[0] for f in forms} >= {'Std', 'Var', 'Cov', 'Corr', 'Skew', 'Kurt', 'Rank'}
     differ = []
     for text in forms:
