@@ -23,6 +23,7 @@ from .library import alpha158, alpha158_formulas
 from .backtest import BacktestConfig, backtest, qlib_backtest, trading_window
 from .config import TrainConfig, add_config_args, apply_overrides, config_from_args, make_config
 from .train import Trainer
+from .env import run_slices
 from .pool import WARMUP_DAYS
 from .scoring import BlockScorer, ShardedEvaluator, connect_ray, join_pieces, plan_blocks
 from .synth import MarketSpec, simulate_market, write_qlib
@@ -349,7 +350,12 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
                  )->dict: # seconds per pass for each setting, idle and busy, and the ratios to one thread
     "Evaluation and training time with one thread, the 'auto' policy and every core, idle and with one core busy elsewhere."
     say = print if verbose else (lambda *a, **k: None)
+    if train_steps < 0: raise ConfigError(f"train_steps must be >= 0 (0: no training timed), got {train_steps}")
     panel = load_panel(provider_uri, universe, start, end)
+    d, n_valid = panel.dates, max(2, panel.n_days // 4)                  # the last quarter is the valid span
+    if train_steps and panel.n_days - n_valid - panel.horizon < 2:
+        raise ConfigError(f"{start}..{end} holds {panel.n_days} days of {universe}: too few to time training (a train span, the "
+                          f"{panel.horizon}-day label's gap and a valid span of a quarter of the days); give a longer span or train_steps=0")
     fs = random_formulas(n, seed=seed, max_depth=max_depth)
     for f in fs[:3]: evaluate_formula(panel, f, FormulaCache())          # loops compiled or loaded before timing
     top, before = ops.ThreadPolicy.ceiling(), ops.THREADS
@@ -363,8 +369,7 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
             best = min(best, time.perf_counter() - t)
         return best
     cfg = apply_overrides(TrainConfig(), {'data/universe': universe, 'run/seed': seed})
-    n_valid = max(2, panel.n_days // 4)
-    train, valid = slice(0, panel.n_days - n_valid - panel.horizon), slice(panel.n_days - n_valid, panel.n_days)
+    train, valid = run_slices(panel, d[0], d[-n_valid - 1], d[-n_valid], d[-1])
     def trained(setting)->float:   # seconds of `train_steps` steps of a fresh run (the same formulas in every setting)
         ops.set_threads(setting)
         tr = Trainer(cfg, data=(panel, train, valid))

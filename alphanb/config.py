@@ -19,13 +19,13 @@ from .metrics import REWARD, REWARD_MODES
 __all__ = ['SEED_REWARD_WEIGHTS', 'LABELS', 'BEFORE_KEYS', 'GROUPS', 'RENAMED', 'FLAT_KEYS', 'FLAGS', 'DataSettings',
            'PolicySettings', 'RewardSettings', 'PoolSettings', 'PPOSettings', 'SearchSettings', 'RunSettings',
            'TrainConfig', 'config_keys', 'flatten_overrides', 'apply_overrides', 'config_paths', 'check_config',
-           'parse_value', 'read_config_file', 'make_config', 'stored_config', 'config_dict', 'add_config_args',
-           'config_from_args']
+           'reward_day_step', 'parse_value', 'read_config_file', 'make_config', 'stored_config', 'config_dict',
+           'add_config_args', 'config_from_args']
 
 # %% ../nbs/07_config.ipynb #a1a10f4f
 SEED_REWARD_WEIGHTS = {t.name: t.weight for t in REWARD}   # the seed reward's default weights, by term
 LABELS = ('return', 'rank')   # what rewards and the pool's weights correlate with (`reward/label`)
-BEFORE_KEYS = {'reward/label': 'return'}   # settings whose default changed after configs were stored without them -> the value those runs had
+BEFORE_KEYS = {'reward/label': 'return', 'reward/day_step': 1}   # settings whose default changed after configs were stored without them -> the value those runs had
 
 # %% ../nbs/07_config.ipynb #a3ccbb0e
 @dataclass
@@ -66,7 +66,7 @@ class RewardSettings:
     size_penalty: float = 0.002          # 'ic' reward: taken off per node of the formula (parsimony)
     label: str = 'rank'                  # what rewards correlate with: 'rank', the forward return's daily CSRankNorm, or 'return' itself
     target_base: str = ''                # mine on top of this library: rewards measure the label's residual on its ridge prediction ('': the label)
-    day_step: int = 1                    # 'pool' and 'ic' rewards read every k-th train day (1: every day): a k-times cheaper score
+    day_step: int|None = None            # rewards read every k-th train day (1: every day; None: 2 for the 'pool' and 'ic' rewards, 1 for 'seed')
 
 # %% ../nbs/07_config.ipynb #d3f9135b
 @dataclass
@@ -256,11 +256,9 @@ def check_config(cfg:TrainConfig)->TrainConfig:
          f"{cfg.run.workers} and {cfg.run.block_days}")
     need(cfg.run.ray is None or (isinstance(cfg.run.ray, str) and cfg.run.ray.strip()), "config key 'run/ray' must be a Ray "
          f"address ('local', 'auto' or host:port) or null, got {cfg.run.ray!r}")
-    need(r.day_step >= 1, f"config key 'reward/day_step' must be >= 1, got {r.day_step}")
-    need(r.day_step == 1 or r.mode != 'seed', "config key 'reward/day_step' samples the train days: the 'seed' reward's books "
-         "need every day; use reward/mode 'pool' or 'ic', or day_step 1")
-    need(cfg.run.ray is None or r.day_step == 1, "config key 'reward/day_step' samples the train days in one process: it cannot be "
-         "used with run/ray (--ray), whose blocks score every day; unset one of them")
+    need(r.day_step is None or r.day_step >= 1, f"config key 'reward/day_step' must be >= 1 or null, got {r.day_step}")
+    need(r.day_step in (None, 1) or r.mode != 'seed', "config key 'reward/day_step' samples the train days: the 'seed' reward's books "
+         "need every day; use reward/mode 'pool' or 'ic', or day_step 1 (or null)")
     need(cfg.run.ray is None or not r.target_base, "config key 'reward/target_base' fits its base model on the whole train span "
          "in one process: it cannot be used with run/ray (--ray); unset one of them")
     for k in ['ppo/steps', 'run/checkpoint_every', 'data/warmup_days', 'run/threads', 'run/cache_mb']:
@@ -277,6 +275,12 @@ def check_config(cfg:TrainConfig)->TrainConfig:
          f"reward/mode 'pool', got {r.mode!r}")
     need(o.lord_decay >= 0, f"config key 'ppo/lord_decay' must be >= 0, got {o.lord_decay}")
     return cfg
+
+# %% ../nbs/07_config.ipynb #bd53f76d
+def reward_day_step(cfg:TrainConfig)->int:
+    "The step over the train days that the rewards read (`reward/day_step`; None: 2 for the 'pool' and 'ic' rewards, 1 for 'seed')."
+    k = cfg.reward.day_step
+    return k if k is not None else 1 if cfg.reward.mode == 'seed' else 2
 
 # %% ../nbs/07_config.ipynb #585bbc15
 def parse_value(text:str)->Any:

@@ -15,8 +15,7 @@ from torch import Tensor
 
 from . import ops
 from .core import *
-from .config import TrainConfig
-from .config import SEED_REWARD_WEIGHTS
+from .config import SEED_REWARD_WEIGHTS, TrainConfig, reward_day_step
 from .data import Panel, calendar, calendar_days, init_qlib, load_panel
 from .formula import FEATURE_HISTORY, Formula
 from .evaluate import FormulaCache, evaluate_formula
@@ -95,27 +94,32 @@ class TrainBlocks:
                  freq:str='day', # data frequency
                  threads:int|None=1, # compiled loops' threads (one per worker)
                  cache_mb:int=256, # sub-expression caches' budget, shared by the blocks
+                 day_step:int=1, # the rewards read every k-th train day (`reward/day_step`)
+                 first:int=0, # the run's train-day number of the first block's first own day (which of its days are read)
                 ):
         if threads is not None: ops.set_threads(threads); torch.set_num_threads(threads)
         self.members, self.staged, self.seconds = [], None, 0.0
         self.config = RewardConfig(weights=dict(weights or {}))
+        if day_step < 1: raise ConfigError(f"day_step must be at least 1, got {day_step}")
         self.parts = []
         for b in blocks:
             p = labelled(on_symbols(load_panel(data, universe, b.load, b.until, horizon=horizon, freq=freq), symbols), label)
             ctx = RewardContext(p, p.day_slice(b.score, b.end), topk=topk, config=self.config)
             e = b.ext
-            hm = ctx.has_target[e:]
+            own = slice(e + (-first) % day_step, None, day_step)       # the own days read: train-day numbers that are multiples of k
+            first += b.days
+            hm = ctx.has_target[own]
             self.parts.append(SimpleNamespace(
-                block=b, panel=p, ctx=ctx, e=e, hm=hm, y=torch.nan_to_num(zscore_by_day(ctx.target[e:], hm)),
-                Z=torch.zeros(capacity + 1, b.days, p.n_stocks), H=torch.zeros(capacity + 1, b.days, p.n_stocks, dtype=torch.bool),
-                cover=torch.zeros(b.days, p.n_stocks, dtype=torch.int16), staged=None,
+                block=b, panel=p, ctx=ctx, e=e, own=own, hm=hm, y=torch.nan_to_num(zscore_by_day(ctx.target[own], hm)),
+                Z=torch.zeros(capacity + 1, len(hm), p.n_stocks), H=torch.zeros(capacity + 1, len(hm), p.n_stocks, dtype=torch.bool),
+                cover=torch.zeros(len(hm), p.n_stocks, dtype=torch.int16), staged=None,
                 cache=FormulaCache(cache_mb * 2**20 // max(len(blocks), 1))))
 
     def frame(self)->dict:
         "The days held, in order: 'dates', 'n' (cells with a label per day), 'n_valid' (valid cells), 'fields'."
         ps = self.parts
-        return {'dates': [d for q in ps for d in q.ctx.dates[q.e:]], 'n': np.concatenate([_np(q.ctx._n[q.e:]) for q in ps]),
-                'n_valid': sum(int(q.ctx.valid[q.e:].sum()) for q in ps), 'fields': ps[0].panel.fields if ps else []}
+        return {'dates': [d for q in ps for d in q.ctx.dates[q.own]], 'n': np.concatenate([_np(q.ctx._n[q.own]) for q in ps]),
+                'n_valid': sum(int(q.ctx.valid[q.own].sum()) for q in ps), 'fields': ps[0].panel.fields if ps else []}
 
     def _values(self, q, text:str)->Tensor|None:
         try: return evaluate_formula(q.panel, text, q.cache)
@@ -123,7 +127,7 @@ class TrainBlocks:
 
     def _stage(self, q, f:Tensor)->tuple[Tensor, Tensor]:
         "The z-scores of `f` on the block's own days and where they count (`masked_zscores`, as `FactorPool._admit` stages them)."
-        return masked_zscores(q.ctx.span(f)[q.e:], q.ctx.valid[q.e:], q.hm)
+        return masked_zscores(q.ctx.span(f)[q.own], q.ctx.valid[q.own], q.hm)
 
     def _sync(self, members:list[str])->None:
         "Hold exactly `members` in the slots (after a restart the worker holds none)."
@@ -151,15 +155,15 @@ class TrainBlocks:
         for q in self.parts:
             f = self._values(q, text)
             if f is None: self.staged = None; return None
-            ctx, e = q.ctx, q.e
+            ctx, o = q.ctx, q.own
             fs = ctx.span(f)
             sc, fin, _ = ctx._prepared(fs)
             ic, ric = ctx.ic_series(fs, fin, _scored=sc)
             bk = ctx.books(fs, fin, _scored=sc)
             q.staged = z, has = self._stage(q, f)
             st = daily_stats(q.Z, len(members), z, q.y)
-            out.append({'ic': ic[e:], 'rank_ic': ric[e:], **{k: bk[k][e:] for k in SERIES[2:]}, 'turnover': bk['turnover'],
-                        'usable': int((ctx.valid[e:] & torch.isfinite(fs[e:])).sum()), 'has_n': has.sum(1), **st})
+            out.append({'ic': ic[o], 'rank_ic': ric[o], **{k: bk[k][o] for k in SERIES[2:]}, 'turnover': bk['turnover'],
+                        'usable': int((ctx.valid[o] & torch.isfinite(fs[o])).sum()), 'has_n': has.sum(1), **st})
         self.staged = text
         return {k: (sum(o[k] for o in out) if k == 'usable' else np.concatenate([_np(o[k]) for o in out], axis=-1)) for k in out[0]}
 
@@ -179,7 +183,7 @@ class TrainBlocks:
     def cover_sums(self, members:list[str])->tuple:
         "`FactorPool._cover_sums` over the days held: [day] cells some member covers, Σ y, Σ y², the target not constant."
         self._sync(members)
-        got = [(*cover_sums(q.cover, q.y), _np(q.ctx._yspread[q.e:])) for q in self.parts]
+        got = [(*cover_sums(q.cover, q.y), _np(q.ctx._yspread[q.own])) for q in self.parts]
         return tuple(np.concatenate(x) for x in zip(*got))
 
     @_busy
@@ -352,9 +356,10 @@ class ShardedEnv(FormulaEnv):
         self.symbols = run_symbols(path, d.universe, days[0], days[-1], d.freq)
         Actor = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(TrainBlocks)
         parts = [list(p) for p in np.array_split(np.arange(len(self.blocks)), min(cfg.run.workers, len(self.blocks))) if len(p)]
+        starts = np.cumsum([0] + [b.days for b in self.blocks])         # each block's first train-day number
         self.workers = Workers(ray, [Actor.remote(str(path), d.universe, self.symbols, [self.blocks[i] for i in p], d.horizon,
                                                   cfg.reward.label, d.topk, cfg.reward.weights, cfg.pool.size, d.freq, 1,
-                                                  cfg.run.cache_mb) for p in parts])
+                                                  cfg.run.cache_mb, reward_day_step(cfg), int(starts[p[0]])) for p in parts])
         frames = self.workers.call('frame')
         frame = {'dates': [t for f in frames for t in f['dates']], 'n': np.concatenate([f['n'] for f in frames]),
                  'n_valid': sum(f['n_valid'] for f in frames)}

@@ -107,7 +107,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.ppo.lr) if params else None
         self.lord_params = list(attention_weights(self.policy)) if cfg.policy.name != 'random' else []
         if cfg.run.ray is None:
-            k, t = cfg.reward.day_step, self.train_days                 # rewards read every k-th train day
+            k, t = reward_day_step(cfg), self.train_days                # rewards read every k-th train day
             self.env = FormulaEnv(self.panel, t if k == 1 else slice(t.start, t.stop, k), cfg.reward.mode, cfg.reward.weights, cfg.data.topk, cfg.pool.size,
                                   cfg.pool.corr_max, cfg.run.cache_mb, cfg.reward.size_penalty, cfg.pool.stability)
         self.search = Search(cfg, self.grammar, self.env)
