@@ -369,7 +369,7 @@ def bench_threads(provider_uri=None, # Qlib data directory; `$ALPHANB_DATA` when
             best = min(best, time.perf_counter() - t)
         return best
     cfg = apply_overrides(TrainConfig(), {'data/universe': universe, 'run/seed': seed})
-    train, valid = run_slices(panel, d[0], d[-n_valid - 1], d[-n_valid], d[-1])
+    train, valid = run_slices(panel, d[0], d[-n_valid - 1], d[-n_valid], d[-1]) if train_steps else (None, None)
     def trained(setting)->float:   # seconds of `train_steps` steps of a fresh run (the same formulas in every setting)
         ops.set_threads(setting)
         tr = Trainer(cfg, data=(panel, train, valid))

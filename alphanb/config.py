@@ -66,7 +66,7 @@ class RewardSettings:
     size_penalty: float = 0.002          # 'ic' reward: taken off per node of the formula (parsimony)
     label: str = 'rank'                  # what rewards correlate with: 'rank', the forward return's daily CSRankNorm, or 'return' itself
     target_base: str = ''                # mine on top of this library: rewards measure the label's residual on its ridge prediction ('': the label)
-    day_step: int|None = None            # rewards read every k-th train day (1: every day; None: 2 for the 'pool' and 'ic' rewards, 1 for 'seed')
+    day_step: int|None = None            # rewards read every k-th train day (1: every day; None: 2 for the 'pool' and 'ic' rewards on daily data, else 1)
 
 # %% ../nbs/07_config.ipynb #d3f9135b
 @dataclass
@@ -278,9 +278,9 @@ def check_config(cfg:TrainConfig)->TrainConfig:
 
 # %% ../nbs/07_config.ipynb #bd53f76d
 def reward_day_step(cfg:TrainConfig)->int:
-    "The step over the train days that the rewards read (`reward/day_step`; None: 2 for the 'pool' and 'ic' rewards, 1 for 'seed')."
+    "The step over the train days that the rewards read (`reward/day_step`; None: 2 for the 'pool' and 'ic' rewards on daily data, else 1)."
     k = cfg.reward.day_step
-    return k if k is not None else 1 if cfg.reward.mode == 'seed' else 2
+    return k if k is not None else 1 if cfg.reward.mode == 'seed' or cfg.data.freq != 'day' else 2
 
 # %% ../nbs/07_config.ipynb #585bbc15
 def parse_value(text:str)->Any:

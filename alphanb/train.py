@@ -319,7 +319,7 @@ def planted(policy:str='transformer', # a policy name or 'random'
     "Train on a synthetic market with a planted formula until it enters the pool or `budget` formulas are written."
     panel = planted_market(formula, seed, n_stocks, n_days, freq=freq)
     cut = int(panel.n_days * 0.75)
-    cfg = make_config({'policy/name': policy, 'run/seed': seed, 'reward/mode': 'ic', 'pool/corr_max': 0.99, 'reward/label': 'return', 'ppo/risk_quantile': 0.1, 'ppo/batch_size': 64, 'ppo/minibatch_size': 64,
+    cfg = make_config({'policy/name': policy, 'run/seed': seed, 'reward/mode': 'ic', 'pool/corr_max': 0.99, 'reward/label': 'return', 'reward/day_step': 1, 'ppo/risk_quantile': 0.1, 'ppo/batch_size': 64, 'ppo/minibatch_size': 64,
                        **(PLANTED_UNIFORM if policy == 'random' else PLANTED_SEARCH),
                        'data/horizon': 1, 'data/freq': freq, 'data/topk': max(5, n_stocks // 10), 'policy/max_len': 8, 'ppo/steps': 10**9, 'run/out': '', **(overrides or {})})
     tr = Trainer(cfg, (panel, slice(30, cut - 1), slice(cut, panel.n_days)))

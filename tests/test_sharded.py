@@ -36,14 +36,15 @@ def close(a, b, tol=1e-9):
 
 
 def test_sharded_training_equals_one_process(cluster, tmp_path):
-    "`alphanb train --ray` over two workers writes the pool, figures and log of the same run in one process."
-    one = train(settings(tmp_path/'one'), progress=False, verbose=False)
+    """`alphanb train --ray` over two workers writes the pool, figures and log of the same run in one process (rewards on every
+    3rd train day: blocks of 280 days start off the step, so each worker's first day number matters)."""
+    one = train(settings(tmp_path/'one', **{'reward/day_step': 3}), progress=False, verbose=False)
     with contextlib.redirect_stdout(io.StringIO()):
         main(['train', '--ray', 'local', '--workers', '2', '--block-days', '280', '--out', str(tmp_path/'ray'), '--no-progress',
               '--steps', '3', '--set', 'ppo/batch_size', '16', '--set', 'ppo/minibatch_size', '16', '--set', 'ppo/epochs', '1',
               '--set', 'policy/hidden', '32', '--set', 'policy/layers', '1', '--set', 'policy/heads', '2', '--set', 'policy/max_len', '8',
               '--set', 'pool/size', '6', '--set', 'run/checkpoint_every', '0', '--set', 'search/elite_share', '0.25',
-              '--set', 'search/mutate_share', '0.25'])
+              '--set', 'search/mutate_share', '0.25', '--set', 'reward/day_step', '3'])
     a = json.loads((tmp_path/'one'/'factors.json').read_text())
     b = json.loads((tmp_path/'ray'/'factors.json').read_text())
     assert len(a) >= 3 and [e['expression'] for e in a] == [e['expression'] for e in b]
