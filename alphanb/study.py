@@ -27,10 +27,10 @@ from .env import labelled, resolve_data
 from .scoring import connect_ray
 
 # %% auto #0
-__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES', 'ENSEMBLE_ALPHA158',
-           'METHODS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'JOINED', 'parse_ints', 'Fold', 'fold_spans',
-           'final_fold', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity', 'Choice',
-           'member_values', 'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors',
+__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'EQUAL_BLEND', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES',
+           'ENSEMBLE_ALPHA158', 'METHODS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'JOINED', 'parse_ints', 'Fold',
+           'fold_spans', 'final_fold', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity',
+           'Choice', 'member_values', 'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors',
            'classic_baselines', 'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'with_values',
            'study_config', 'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs',
            'ensemble_entries', 'ensemble_done', 'ensemble_candidates', 'score_ensemble', 'score_run', 'score_fold',
@@ -338,21 +338,25 @@ def model_figures(r:BaselineResult)->dict:
 
 # %% ../nbs/14_study.ipynb #8c4dcc0c
 BLEND_GRID = tuple(i / 10 for i in range(11))   # weights of the pool tried in a blend
+EQUAL_BLEND = 0.5                                # the blend fixed in advance: both z-scores alike, no year chooses it
 
 def blend(panel:Panel, splits:Splits,
           base:Tensor, # [day, stock] a model's prediction (NaN where it has none)
           pool:Tensor, # [day, stock] the pool's combined factor
           topk:int=30, grid=BLEND_GRID,
-         )->dict: # {'weight', 'scores', 'select', 'test'}
-    "`base` and `pool`, each robust-z-scored per day, mixed as (1 − λ)·base + λ·pool with λ of `grid` chosen by RankIC on the select days."
+         )->dict: # {'weight', 'scores', 'select', 'test', 'equal': {'weight', 'select', 'test'}}
+    "`base` and `pool`, each robust-z-scored per day, mixed as (1 − λ)·base + λ·pool with λ of `grid` chosen by RankIC on the select days; also at λ = `EQUAL_BLEND`."
     zb, zp = robust_zscore_by_day(base, panel.valid), robust_zscore_by_day(pool, panel.valid)
     sel = RewardContext(panel, splits.select, topk=topk)
     mix = lambda lam: (1 - lam) * zb + lam * zp
     scores = [mean_std_ir(sel.ic_series(mix(lam))[1])[0] for lam in grid]   # the RankIC alone: no books to build
     finite = [s if math.isfinite(s) else -math.inf for s in scores]
     lam = grid[int(np.argmax(finite))]
-    out = {'weight': lam, 'scores': dict(zip(map(str, grid), scores)), 'select': _pick(sel.metrics(mix(lam)))}
-    if splits.test.stop > splits.test.start: out['test'] = _pick(RewardContext(panel, splits.test, topk=topk).metrics(mix(lam)))
+    out = {'weight': lam, 'scores': dict(zip(map(str, grid), scores)), 'select': _pick(sel.metrics(mix(lam))),
+           'equal': {'weight': EQUAL_BLEND, 'select': _pick(sel.metrics(mix(EQUAL_BLEND)))}}
+    if splits.test.stop > splits.test.start:
+        test = RewardContext(panel, splits.test, topk=topk)
+        out['test'], out['equal']['test'] = _pick(test.metrics(mix(lam))), _pick(test.metrics(mix(EQUAL_BLEND)))
     return out
 
 # %% ../nbs/14_study.ipynb #e7470750
@@ -763,6 +767,10 @@ METHODS = {
     'alpha158_blend_mined_lightgbm': 'Alpha158 LightGBM blended with the mined pool (weight chosen on the selection year)',
     'alpha158_blend_ensemble_linear': 'Alpha158 ridge blended with the seed ensemble (weight chosen on the selection year)',
     'alpha158_blend_ensemble_lightgbm': 'Alpha158 LightGBM blended with the seed ensemble (weight chosen on the selection year)',
+    'alpha158_equal_blend_mined_linear': 'Alpha158 ridge and the mined pool, equal blend (weight fixed in advance)',
+    'alpha158_equal_blend_mined_lightgbm': 'Alpha158 LightGBM and the mined pool, equal blend (weight fixed in advance)',
+    'alpha158_equal_blend_ensemble_linear': 'Alpha158 ridge and the seed ensemble, equal blend (weight fixed in advance)',
+    'alpha158_equal_blend_ensemble_lightgbm': 'Alpha158 LightGBM and the seed ensemble, equal blend (weight fixed in advance)',
     'alpha158_linear': 'Alpha158, linear (ridge)',
     'alpha158_lightgbm': 'Alpha158, LightGBM',
     'classic_combined': 'classic factors combined (weights fitted on train)',
@@ -790,6 +798,8 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
         if baselines and (r.dir/'alpha158_blend.json').exists():
             for m, v in _read(r.dir/'alpha158_blend.json').items():
                 rows.append(_row(r.universe, r.fold.test_year, r.seed, f'alpha158_blend_mined_{m}', v['test'], v['select'], weight=v['weight']))
+                if 'equal' in v: rows.append(_row(r.universe, r.fold.test_year, r.seed, f'alpha158_equal_blend_mined_{m}', v['equal']['test'],
+                                                  v['equal']['select'], weight=v['equal']['weight']))
     df = pd.DataFrame(rows)
     for (u, f) in folds:                                          # a seed chosen on the selection year
         d = df[(df.universe == u) & (df.test_year == f.test_year) & (df.method == 'mined_pruned')]
@@ -807,6 +817,8 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
                 rows.append(_row(u, f.test_year, None, f'alpha158_combined_ensemble_{m}', v['test'], v['select']))
             for m, v in e.get('alpha158_blend', {}).items():
                 rows.append(_row(u, f.test_year, None, f'alpha158_blend_ensemble_{m}', v['test'], v['select'], weight=v['weight']))
+                if 'equal' in v: rows.append(_row(u, f.test_year, None, f'alpha158_equal_blend_ensemble_{m}', v['equal']['test'], v['equal']['select'],
+                                                  weight=v['equal']['weight']))
         p = Path(out)/u/f.name/'baselines.json'
         if not (baselines and p.exists()): continue
         b = _read(p)
@@ -868,6 +880,8 @@ def targets(rows:pd.DataFrame, # from `study_rows`
                  ('Alpha158 + ensemble as one feature - Alpha158, LightGBM', add('combined_', 'lightgbm'), 0.01),
                  ('Alpha158 blended with the ensemble - Alpha158, ridge', add('blend_', 'linear'), 0.01),
                  ('Alpha158 blended with the ensemble - Alpha158, LightGBM', add('blend_', 'lightgbm'), 0.01),
+                 ('Alpha158 and the ensemble, equal blend - Alpha158, ridge', add('equal_blend_', 'linear'), 0.01),
+                 ('Alpha158 and the ensemble, equal blend - Alpha158, LightGBM', add('equal_blend_', 'lightgbm'), 0.01),
                  ('ensemble diversity (mean |rank corr|), at most', _mean(d, 'mined_ensemble', 'diversity'), 0.5),
                  ('seed std / mean of single pools, at most', float(s.mean()) / _mean(d, 'mined_pruned') if len(s.dropna()) else math.nan, 0.5)]
         for g, v, bar in goals:
