@@ -27,15 +27,16 @@ from .env import labelled, resolve_data
 from .scoring import connect_ray
 
 # %% auto #0
-__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'BLEND_GRID', 'EQUAL_BLEND', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD', 'KEEP_FILES',
-           'ENSEMBLE_ALPHA158', 'METHODS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'JOINED', 'parse_ints', 'Fold',
-           'fold_spans', 'final_fold', 'fold_panel', 'fit_pool', 'subset_weights', 'prune_backward', 'pool_diversity',
-           'Choice', 'member_values', 'choose_members', 'perturb_after', 'score_test', 'pool_records', 'final_factors',
-           'classic_baselines', 'fit_models', 'model_figures', 'blend', 'baseline_mask', 'with_features', 'with_values',
-           'study_config', 'Run', 'default_scratch', 'study_runs', 'check_run', 'trained', 'RayJob', 'train_runs',
-           'ensemble_entries', 'ensemble_done', 'ensemble_candidates', 'score_ensemble', 'score_run', 'score_fold',
-           'study_rows', 'best_single_classic', 'aggregate', 'seed_spread', 'targets', 'plot_folds', 'format_table',
-           'final_summary', 'study', 'compare_settings', 'join_studies', 'study_command']
+__all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'COMBINE_BLOCK', 'BLEND_GRID', 'EQUAL_BLEND', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD',
+           'KEEP_FILES', 'ENSEMBLE_ALPHA158', 'METHODS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'JOINED',
+           'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel', 'fit_pool', 'subset_weights',
+           'prune_backward', 'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after',
+           'score_test', 'pool_records', 'final_factors', 'classic_baselines', 'fit_models', 'model_figures', 'blend',
+           'baseline_mask', 'with_features', 'with_values', 'study_config', 'Run', 'default_scratch', 'study_runs',
+           'check_run', 'trained', 'RayJob', 'train_runs', 'ensemble_entries', 'ensemble_done', 'ensemble_candidates',
+           'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'best_single_classic', 'aggregate', 'seed_spread',
+           'targets', 'plot_folds', 'format_table', 'final_summary', 'study', 'compare_settings', 'join_studies',
+           'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -216,10 +217,19 @@ def member_values(panel:Panel, entries:list[dict], cache:FormulaCache|None=None)
     return [evaluate_formula(panel, e['expression'], cache) for e in entries]
 
 # %% ../nbs/14_study.ipynb #ca4800aa
-def _combined(panel:Panel, values:list[Tensor], weights, days:slice)->Tensor:
-    "[day, stock] on `days`: the members' daily z-scores there, weighted and summed (`combine_zscores`)."
-    valid = panel.valid[days]
-    return combine_zscores(torch.stack([zscore_by_day(v[days], valid) for v in values]), weights, valid)
+COMBINE_BLOCK = 64   # days combined at a time: the members' z-scores are held for one block only
+
+def _combined(panel:Panel, values:list[Tensor], weights, days:slice,
+              start:int=0, # the panel day of `values`' first row (values held on a span only)
+             )->Tensor:
+    "[day, stock] on `days`: the members' daily z-scores there, weighted and summed (`combine_zscores`), a block of days at a time."
+    out = torch.empty((days.stop - days.start, panel.n_stocks), dtype=torch.float32)
+    for a in range(days.start, days.stop, COMBINE_BLOCK):     # z-scores are per day: blocks give the same values
+        b = min(a + COMBINE_BLOCK, days.stop)
+        valid = panel.valid[a:b]
+        out[a - days.start:b - days.start] = combine_zscores(torch.stack([zscore_by_day(v[a - start:b - start], valid) for v in values]),
+                                                             weights, valid)
+    return out
 
 def choose_members(panel:Panel, # the fold's panel
                    splits:Splits, # its slices: `fit` for weights, `select` for the choice, `valid` for diversity
@@ -601,15 +611,16 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
     cands = ensemble_candidates(runs, pooled)
     spans = _spans(splits, ['select', 'test'])
     ctx = {k: RewardContext(panel, getattr(splits, k), topk=topk) for k in spans}
-    value = {}                                                    # expression -> values: each formula evaluated once
+    lo, hi = splits.valid.start, max(splits.valid.stop, splits.test.stop)
+    value = {}    # expression -> values on days lo..hi only (hundreds of candidates): each formula evaluated once
     def vals(es):
         for e in es:
-            if e['expression'] not in value: value[e['expression']] = evaluate_formula(panel, e['expression'], cache)
+            if e['expression'] not in value: value[e['expression']] = evaluate_formula(panel, e['expression'], cache)[lo:hi].clone()
         return [value[e['expression']] for e in es]
     for c in cands.values():                                      # each candidate's figures; only 'select' chooses
         if c['entries']:
             w = [e['weight'] for e in c['entries']]
-            c.update({k: _pick(ctx[k].metrics(_combined(panel, vals(c['entries']), w, getattr(splits, k)))) for k in spans})
+            c.update({k: _pick(ctx[k].metrics(_combined(panel, vals(c['entries']), w, getattr(splits, k), lo))) for k in spans})
         else: c.update({k: NO_METRICS for k in spans})
     score = lambda k: cands[k]['select']['rank_ic'] if math.isfinite(cands[k]['select']['rank_ic']) else -math.inf
     chosen = max(cands, key=score)                                # the first (own) on a tie
@@ -624,7 +635,7 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
     elif entries:
         values = vals(entries)
         res.update({k: cands[chosen][k] for k in spans})
-        res['diversity'] = pool_diversity([v[splits.valid] for v in values], panel.valid[splits.valid])
+        res['diversity'] = pool_diversity([v[splits.valid.start - lo:splits.valid.stop - lo] for v in values], panel.valid[splits.valid])
         seeds = ', '.join(map(str, res['seeds']))
         by = (f'the mean of the final pools of seeds {seeds}, each chosen by backward elimination' if chosen == 'own' else
               f"the mean of the final pools of {', '.join(cands[chosen]['runs'])} (each chosen by backward elimination on its own "
@@ -636,8 +647,8 @@ def score_ensemble(panel:Panel, splits:Splits, runs:list[Run], fdir:Path, topk:i
     else: res.update({'select': NO_METRICS, 'test': NO_METRICS, 'diversity': math.nan})
     # Alpha158 beside it, the parts not already there: the members as features, the combined factor as one, blended with it
     todo = [k for k in ENSEMBLE_ALPHA158 if k not in res and (entries or k == 'alpha158')] if alpha158 is not None else []
-    comb = _combined(panel, vals(entries), [e['weight'] for e in entries], slice(0, panel.n_days)) if todo and entries else None
     value.clear()
+    comb = _combined(panel, member_values(panel, entries, cache), [e['weight'] for e in entries], slice(0, panel.n_days)) if todo and entries else None
     if todo:
         a158, fm, mask, rounds, models = alpha158() if callable(alpha158) else alpha158
         if 'alpha158' in todo:
@@ -783,6 +794,16 @@ def _row(universe, year, seed, method, test:dict, select=None, label=None, **kw)
             **{k: test.get(k) for k in EVALUATE_KEYS}, 'select_rank_ic': (select or {}).get('rank_ic'), **kw}
 
 # %% ../nbs/14_study.ipynb #b2c7307f
+def _blend_rows(universe, year, seed, of:str, # 'mined' (a run's pool) or 'ensemble'
+                blends:dict, # model -> `blend` result
+               )->list[dict]:
+    "Rows of the blends with Alpha158's models: at the chosen weight and, where scored, at the equal weight."
+    rows = []
+    for m, v in blends.items():
+        for kind, b in [('blend', v)] + ([('equal_blend', v['equal'])] if 'equal' in v else []):
+            rows.append(_row(universe, year, seed, f'alpha158_{kind}_{of}_{m}', b['test'], b['select'], weight=b['weight']))
+    return rows
+
 def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
     "One row per universe, test year, method and seed, read from the result files (the final fold has none)."
     rows, folds = [], {}
@@ -796,10 +817,7 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
             for m, v in _read(r.dir/'alpha158_pool.json').items():
                 rows.append(_row(r.universe, r.fold.test_year, r.seed, f'alpha158_mined_{m}', v['test'], v['select']))
         if baselines and (r.dir/'alpha158_blend.json').exists():
-            for m, v in _read(r.dir/'alpha158_blend.json').items():
-                rows.append(_row(r.universe, r.fold.test_year, r.seed, f'alpha158_blend_mined_{m}', v['test'], v['select'], weight=v['weight']))
-                if 'equal' in v: rows.append(_row(r.universe, r.fold.test_year, r.seed, f'alpha158_equal_blend_mined_{m}', v['equal']['test'],
-                                                  v['equal']['select'], weight=v['equal']['weight']))
+            rows += _blend_rows(r.universe, r.fold.test_year, r.seed, 'mined', _read(r.dir/'alpha158_blend.json'))
     df = pd.DataFrame(rows)
     for (u, f) in folds:                                          # a seed chosen on the selection year
         d = df[(df.universe == u) & (df.test_year == f.test_year) & (df.method == 'mined_pruned')]
@@ -815,10 +833,7 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
             for m, v in e.get('alpha158', {}).items(): rows.append(_row(u, f.test_year, None, f'alpha158_ensemble_{m}', v['test'], v['select']))
             for m, v in e.get('alpha158_combined', {}).items():
                 rows.append(_row(u, f.test_year, None, f'alpha158_combined_ensemble_{m}', v['test'], v['select']))
-            for m, v in e.get('alpha158_blend', {}).items():
-                rows.append(_row(u, f.test_year, None, f'alpha158_blend_ensemble_{m}', v['test'], v['select'], weight=v['weight']))
-                if 'equal' in v: rows.append(_row(u, f.test_year, None, f'alpha158_equal_blend_ensemble_{m}', v['equal']['test'], v['equal']['select'],
-                                                  weight=v['equal']['weight']))
+            rows += _blend_rows(u, f.test_year, None, 'ensemble', e.get('alpha158_blend', {}))
         p = Path(out)/u/f.name/'baselines.json'
         if not (baselines and p.exists()): continue
         b = _read(p)
