@@ -362,11 +362,13 @@ def blend(panel:Panel, splits:Splits,
     scores = [mean_std_ir(sel.ic_series(mix(lam))[1])[0] for lam in grid]   # the RankIC alone: no books to build
     finite = [s if math.isfinite(s) else -math.inf for s in scores]
     lam = grid[int(np.argmax(finite))]
-    out = {'weight': lam, 'scores': dict(zip(map(str, grid), scores)), 'select': _pick(sel.metrics(mix(lam))),
-           'equal': {'weight': EQUAL_BLEND, 'select': _pick(sel.metrics(mix(EQUAL_BLEND)))}}
+    at = {l: mix(l) for l in dict.fromkeys([lam, EQUAL_BLEND])}     # the chosen weight and the equal one: once when they agree
+    figures = lambda ctx: {l: _pick(ctx.metrics(x)) for l, x in at.items()}
+    s = figures(sel)
+    out = {'weight': lam, 'scores': dict(zip(map(str, grid), scores)), 'select': s[lam], 'equal': {'weight': EQUAL_BLEND, 'select': s[EQUAL_BLEND]}}
     if splits.test.stop > splits.test.start:
-        test = RewardContext(panel, splits.test, topk=topk)
-        out['test'], out['equal']['test'] = _pick(test.metrics(mix(lam))), _pick(test.metrics(mix(EQUAL_BLEND)))
+        t = figures(RewardContext(panel, splits.test, topk=topk))
+        out['test'], out['equal']['test'] = t[lam], t[EQUAL_BLEND]
     return out
 
 # %% ../nbs/14_study.ipynb #e7470750
