@@ -17,7 +17,7 @@ from .data import *
 from .data import _stored_fields
 from .formula import FEATURE_HISTORY, Formula
 from .grammar import random_formulas
-from .evaluate import FormulaCache, evaluate_formula
+from .evaluate import FormulaCache, evaluate_formula, fusion
 from .metrics import RewardContext, daily_rank_ic
 from .library import alpha158, alpha158_formulas
 from .backtest import BacktestConfig, backtest, qlib_backtest, trading_window
@@ -312,6 +312,7 @@ def bench_families(panel:Panel, # the data (its stored fields are float32)
                 f = Formula.parse(text)
                 evaluate_formula(panel, f, FormulaCache())                      # compiled loops loaded before timing
                 t, ours, pf = best(lambda: evaluate_formula(panel, f, FormulaCache()))
+                with fusion(False): t_unfused = best(lambda: evaluate_formula(panel, f, FormulaCache()))[0]   # a kernel per operator
                 ref = refs.get(text)
                 t_ref, theirs, _ = best(lambda: ref(F)) if ref is not None else (math.nan, None, math.nan)
                 agree = math.nan
@@ -322,11 +323,11 @@ def bench_families(panel:Panel, # the data (its stored fields are float32)
                 fields = sorted({x.op for x in f.nodes() if x.op.startswith('$')})
                 nbytes = (len(fields) + 1) * n * 4
                 rows.append({'family': fam, 'formula': text, 'fields': len(fields), 'bytes': nbytes, 'alphanb_ms': 1e3 * t,
-                             'reference_ms': 1e3 * t_ref, 'bound_ms': 1e3 * nbytes / bw, 'agree': agree,
+                             'unfused_ms': 1e3 * t_unfused, 'reference_ms': 1e3 * t_ref, 'bound_ms': 1e3 * nbytes / bw, 'agree': agree,
                              'page_faults': pf})
     finally: ops.set_threads(before)
     per = pd.DataFrame(rows)
-    fam = per.groupby('family', sort=False)[['alphanb_ms', 'reference_ms', 'bound_ms', 'page_faults']].mean()
+    fam = per.groupby('family', sort=False)[['alphanb_ms', 'unfused_ms', 'reference_ms', 'bound_ms', 'page_faults']].mean()
     fam['vs_bound'] = fam['alphanb_ms'] / fam['bound_ms']
     fam['vs_reference'] = fam['alphanb_ms'] / fam['reference_ms']
     say(f"{panel}: streaming bandwidth {bw / 1e9:.1f} GB/s (float32 arrays of {n:,} values); one thread, fresh cache per formula")
@@ -661,9 +662,11 @@ def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
                     t0 = time.perf_counter(); fn(); out.append(time.perf_counter() - t0)
                 return min(out)
             ours = best(lambda: [evaluate_formula(panel, t) for t in texts])
+            with fusion(False): unfused = best(lambda: [evaluate_formula(panel, t) for t in texts])   # a kernel per operator
             theirs = best(lambda: [e.evaluate(sdata) for e in exprs])
             rows.append({'family': fam, 'formulas': len(texts), 'alphagen_ms': 1e3 * theirs / len(texts),
-                         'alphanb_ms': 1e3 * ours / len(texts), 'speedup': theirs / ours, 'max_rel_diff': worst,
+                         'alphanb_ms': 1e3 * ours / len(texts), 'speedup': theirs / ours,
+                         'unfused_ms': 1e3 * unfused / len(texts), 'unfused_speedup': theirs / unfused, 'max_rel_diff': worst,
                          'not_compared': ', '.join(sorted({n.op for t in texts for n in Formula.parse(t).nodes()} & ALPHAGEN_DIFFERENT))})
     finally: torch.set_num_threads(threads); ops.set_threads('auto')
     if verbose:

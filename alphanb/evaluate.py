@@ -4,7 +4,8 @@
 
 # %% ../nbs/03b_evaluate.ipynb #928ca29b
 from __future__ import annotations
-import weakref
+import os, weakref
+from contextlib import contextmanager
 from dataclasses import replace
 from collections import OrderedDict
 from typing import Iterable
@@ -20,7 +21,7 @@ from .operators import Op
 from .formula import Formula
 
 # %% auto #0
-__all__ = ['FormulaCache', 'data_span', 'eval_dtype', 'evaluate_formula', 'panel_until', 'evaluate_formulas']
+__all__ = ['FUSE', 'FormulaCache', 'data_span', 'fusion', 'eval_dtype', 'evaluate_formula', 'panel_until', 'evaluate_formulas']
 
 # %% ../nbs/03b_evaluate.ipynb #3d66c789
 class FormulaCache:
@@ -89,6 +90,83 @@ def data_span(panel, # a `Panel`
     object.__setattr__(panel, '_data_span', got)
     return got
 
+# %% ../nbs/03b_evaluate.ipynb #e73d409a
+FUSE = os.environ.get('ALPHANB_FUSE', '1') != '0'   # chains of elementwise operators as one `ops.fused` program on the CPU;
+                                                  # False (ALPHANB_FUSE=0): a kernel per operator
+
+@contextmanager
+def fusion(on:bool=True):
+    "Fused elementwise programs on or off inside the block (as `FUSE`), e.g. to time or check them against the kernels."
+    global FUSE
+    before, FUSE = FUSE, on
+    try: yield
+    finally: FUSE = before
+
+_OPCODE = {'Add': ops.ADD, 'Sub': ops.SUB, 'Mul': ops.MUL, 'Div': ops.DIV, 'Neg': ops.NEG, 'Abs': ops.ABS, 'Sign': ops.SIGN,
+           'Greater': ops.MAX, 'Less': ops.MIN}
+
+def _fusing(panel, dtype)->bool: return FUSE and dtype == torch.float64 and ops._compiled(panel.member)
+
+def _fusable(f:Formula)->bool:
+    "An operator a fused program computes with its kernel's bits."
+    if f.kind == 'feature' or f.op == 'Const': return False
+    return (f.op in _OPCODE or f.op == 'Delay' or (f.op == 'Delta' and not f.offset)
+            or (f.op == 'Pow' and f.args[1].op == 'Const' and f.args[1].value == 2))
+
+class _Unfit(Exception): "A formula one fused program cannot take."
+
+def _is32(panel, f:Formula)->bool:
+    "Whether `f`'s value is float32 (the evaluator's rule): a float32 field, an exact constant, an exact32 operator of such."
+    if f.op == 'Const': return _exact32(f.value)
+    if f.kind == 'feature': return panel[f.op].dtype == torch.float32
+    return f.spec.exact32 and all(_is32(panel, a) for a in f.args)
+
+class _Program:
+    "A fused program as it is written. An operand is (float64?, register, leaf, days back): a register, or a leaf read days back."
+    def __init__(self): self.rows, self.numbers, self.registers, self.leaves = [], [], [0, 0], ({}, {})
+    def emit(self, op, wide:bool, a=None, b=None, value:float=0.):
+        a, b = a or (wide, -1, -1, 0), b or (wide, -1, -1, 0)
+        dst = self.registers[wide]; self.registers[wide] += 1
+        self.rows.append((op, int(wide), dst, a[1], b[1], a[2], b[2])); self.numbers.append((value, a[3], b[3]))
+        return (wide, dst, -1, 0)
+    def leaf(self, key:str, value, back:int=0): # value: a tensor, or in a dry run its dtype
+        wide = (value if isinstance(value, torch.dtype) else value.dtype) == torch.float64
+        have = self.leaves[wide]
+        if key not in have:
+            if len(have) == ops.FUSED_LEAVES[wide]: raise _Unfit
+            have[key] = value
+        return (wide, -1, list(have).index(key), back)
+
+def _emit(f:Formula, read, known, prog:_Program, top:bool=False):
+    "Write `f` into `prog`, reading with `read(g)` each sub-formula `g` it takes as it is (`known(g)`: computed already); its operand."
+    if f.op == 'Const': return prog.emit(ops.CONST, not _exact32(f.value), value=f.value)
+    if not top and (known(f) or not _fusable(f)): return prog.leaf(str(f), read(f))
+    if f.op in ('Delay', 'Delta'):
+        x = f.args[0]
+        if x.op == 'Const': raise _Unfit
+        v = read(x)
+        if f.op == 'Delta': return prog.emit(ops.SUB, prog.leaf(str(x), v)[0], prog.leaf(str(x), v), prog.leaf(str(x), v, f.window))
+        r = prog.leaf(str(x), v, f.offset)
+        return prog.emit(ops.COPY, r[0], r) if top else r
+    if f.op == 'Pow':
+        r = _emit(f.args[0], read, known, prog)
+        if r[0]: raise _Unfit                                 # a float64 base: its square is not exact
+        return prog.emit(ops.SQUARE, True, prog.emit(ops.WIDEN, True, r))
+    xs = [_emit(a, read, known, prog) for a in f.args]
+    wide = any(x[0] for x in xs)                              # an exact32 operator in float64 when an operand is
+    return prog.emit(_OPCODE[f.op], wide, *[prog.emit(ops.WIDEN, True, x) if wide and not x[0] else x for x in xs])
+
+def _fused(panel, f:Formula, cache, memo, dtype, shared, finite:bool=False)->Tensor|None:
+    "`f` as one fused program; None when it does not fit in one (then each operator is a kernel of its own)."
+    known = lambda g: str(g) in shared or str(g) in memo or (cache is not None and str(g) in cache)
+    try: _emit(f, lambda g: torch.float32 if _is32(panel, g) else dtype, known, _Program(), top=True)   # a dry run: computes nothing
+    except _Unfit: return None
+    prog = _Program()
+    try: _emit(f, lambda g: _evaluate(panel, g, cache, memo, dtype, shared), known, prog, top=True)
+    except _Unfit: return None                                # a leaf came into the cache meanwhile, one too many
+    return ops.fused(np.array(prog.rows).reshape(-1, 7), np.array(prog.numbers, np.float64).reshape(-1, 3),
+                     *[list(L.values()) for L in prog.leaves], tuple(prog.registers), finite)
+
 # %% ../nbs/03b_evaluate.ipynb #5252e53c
 def _exact32(value:float)->bool: return float(np.float32(value)) == value   # a constant that float32 holds exactly
 
@@ -105,6 +183,11 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, share
     hit = memo.get(key)
     if hit is None and cache is not None: hit = cache.get(key)
     if hit is not None: return hit
+    out = _fused(panel, f, cache, memo, dtype, shared) if _fusing(panel, dtype) and _fusable(f) else None
+    if out is not None:                                       # a chain of elementwise operators in one pass
+        if key in shared: memo[key] = out
+        if cache is not None: cache.put(key, out)
+        return out
     if f.kind == 'feature':                                   # a field as stored (float32): nothing to compute or keep
         out = panel[f.op]
         return out if out.dtype == torch.float32 else out.to(dtype)
@@ -152,6 +235,11 @@ def evaluate_formula(panel, # a `Panel` (alphanb.data)
     dtype = dtype or eval_dtype(panel)
     if cache is not None: cache.bind(panel, dtype)
     with torch.no_grad():
+        if _fusing(panel, dtype) and _fusable(f):
+            hit = None if cache is None else cache.get(str(f))
+            if hit is not None: return ops.finite_float32(hit)
+            out = _fused(panel, f, cache, {}, dtype, _repeated(f), finite=True)   # rounded to float32 in the same pass
+            if out is not None: return out
         return ops.finite_float32(_evaluate(panel, f, cache, {}, dtype, _repeated(f)))   # a fresh tensor: callers may modify it
 
 # %% ../nbs/03b_evaluate.ipynb #7ee7e16a

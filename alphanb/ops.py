@@ -17,12 +17,14 @@ try: import numba
 except ImportError: numba = None   # the tensor kernels below work without it, more slowly on the CPU
 
 # %% auto #0
-__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'THREADS', 'POLICY', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay',
-           'ThreadPolicy', 'set_threads', 'ts_max', 'ts_min', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew',
-           'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank',
-           'cs_zscore', 'finite_float32', 'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater',
-           'less', 'gate', 'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile',
-           'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
+__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'THREADS', 'POLICY', 'COPY', 'CONST', 'WIDEN', 'ADD', 'SUB', 'MUL', 'DIV', 'NEG',
+           'ABS', 'SIGN', 'MAX', 'MIN', 'SQUARE', 'FUSED_CHUNK', 'FUSED_LEAVES', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le',
+           'eq', 'ne', 'delay', 'ThreadPolicy', 'set_threads', 'ts_max', 'ts_min', 'ts_sum', 'ts_mean', 'ts_var',
+           'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov',
+           'ts_corr', 'cs_rank', 'cs_zscore', 'finite_float32', 'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign',
+           'pow', 'greater', 'less', 'gate', 'fused', 'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare',
+           'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma',
+           'qlib_ema', 'ts_zscore']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -87,11 +89,14 @@ class _Loop:
         return out
 
 # %% ../nbs/01_ops.ipynb #4b7ba7da
-def _jit(fn=None, *, reassociate:bool=False):
+def _jit(fn=None, *, reassociate:bool=False, inner:bool=False):
     # numba caches machine code beside a module's file; a function defined in a notebook cell has no file to cache beside.
     # `reassociate` lets a float reduction be vectorised (summed in a different order); NaN and inf keep their meaning.
-    if fn is None: return lambda f: _jit(f, reassociate=reassociate)
+    # `inner`: a serial loop called from compiled loops only, with numpy's division (x / 0 is ±inf or NaN, as IEEE says,
+    # not a Python error checked on every cell, which keeps the loop from being vectorised)
+    if fn is None: return lambda f: _jit(f, reassociate=reassociate, inner=inner)
     if numba is None: return fn
+    if inner: return numba.njit(nogil=True, cache='__file__' in globals(), error_model='numpy')(fn)
     return _Loop(numba.njit(parallel=True, nogil=True, cache='__file__' in globals(), fastmath={'reassoc'} if reassociate else False)(fn))
 
 # %% ../nbs/01_ops.ipynb #5e6c13fd
@@ -1038,6 +1043,136 @@ def gate(c, # [day, stock] condition
     "`x` where `c` > 0, else `y` (AlphaGPT's Gate; Qlib `If(Gt(c,0),x,y)`)."
     x, y = _pair(x, y, c)
     return torch.where(c > 0, x, y)
+
+# %% ../nbs/01_ops.ipynb #a15036c8
+COPY, CONST, WIDEN, ADD, SUB, MUL, DIV, NEG, ABS, SIGN, MAX, MIN, SQUARE = range(13)   # opcodes of `fused`
+FUSED_CHUNK = 2048      # cells a fused program computes at a time: its registers stay in the CPU's cache
+FUSED_LEAVES = (4, 3)   # float32 and float64 arrays one fused program reads
+
+# %% ../nbs/01_ops.ipynb #ad29ca48
+@_jit(inner=True)
+def _nb_read(z, src, lo, back, m): # z[:m] = src[lo - back : lo - back + m], NaN where that is before the first cell
+    k0 = min(m, max(0, back - lo))
+    for s in range(k0): z[s] = np.nan
+    zz, ss = z[k0:m], src[lo - back + k0:lo - back + m]
+    for s in range(m - k0): zz[s] = ss[s]
+
+@_jit(inner=True)
+def _nb_operand(scratch, src, lo, back, m): # the chunk's cells of `src` read `back` cells earlier: a view, else a copy
+    if lo >= back: return src[lo - back:lo - back + m]
+    _nb_read(scratch, src, lo, back, m)
+    return scratch[:m]
+
+@_jit(inner=True)
+def _nb_widen(z, x, m):
+    for s in range(m): z[s] = x[s]
+
+@_jit(inner=True)
+def _nb_step(op, z, x, y, m): # z[:m] = op(x, y) in z's dtype, as the kernels of the elementwise operators
+    nan = z.dtype.type(np.nan)
+    if op == COPY:
+        for s in range(m): z[s] = x[s]
+    elif op == ADD:
+        for s in range(m): z[s] = x[s] + y[s]
+    elif op == SUB:
+        for s in range(m): z[s] = x[s] - y[s]
+    elif op == MUL:
+        for s in range(m): z[s] = x[s] * y[s]
+    elif op == DIV:
+        for s in range(m):
+            q = x[s] / y[s]
+            z[s] = nan if (y[s] == 0) | (np.abs(q) == np.inf) else q
+    elif op == NEG:
+        for s in range(m): z[s] = -x[s]
+    elif op == ABS:
+        for s in range(m): z[s] = np.abs(x[s])
+    elif op == SIGN:
+        for s in range(m):
+            v = x[s]
+            z[s] = nan if v != v else (v > 0) - (v < 0)
+    elif op == MAX:                               # np.maximum: NaN if either is NaN, the second of two equal values (±0)
+        for s in range(m):
+            u, v = x[s], y[s]
+            z[s] = u if (u > v) | (u != u) else v
+    elif op == MIN:
+        for s in range(m):
+            u, v = x[s], y[s]
+            z[s] = u if (u < v) | (u != u) else v
+    elif op == SQUARE:
+        for s in range(m):
+            q = x[s] * x[s]
+            z[s] = nan if np.abs(q) == np.inf else q
+
+@_jit(inner=True)
+def _nb_result(o, x, m, finite): # o[:m] = x[:m], as a finite float32 when `finite`
+    if finite:
+        for s in range(m):
+            v = np.float32(x[s]); o[s] = np.float32(np.nan) if np.abs(v) == np.inf else v
+    else:
+        for s in range(m): o[s] = x[s]
+
+# %% ../nbs/01_ops.ipynb #f0481b3c
+@_jit
+def _nb_fused(prog, numbers, n32, n64, days, stocks, out32, out64, finite, a0, a1, a2, a3, b0, b1, b2):
+    # prog [instruction, 7], numbers [instruction, 3] as `fused` says; a0..a3 float32 leaves, b0..b2 float64, flat [day * stock]
+    n = days * stocks
+    chunks = (n + FUSED_CHUNK - 1) // FUSED_CHUNK
+    last = prog.shape[0] - 1
+    nb = min(numba.get_num_threads(), chunks)
+    per = (chunks + nb - 1) // nb
+    for blk in numba.prange(nb):                        # a thread's chunks in a row
+        r32 = np.empty((n32 + 2, FUSED_CHUNK), np.float32)   # registers, and two rows for operands before the first day
+        r64 = np.empty((n64 + 2, FUSED_CHUNK), np.float64)
+        for c in range(blk * per, min(chunks, (blk + 1) * per)):
+            lo = c * FUSED_CHUNK
+            m = min(FUSED_CHUNK, n - lo)
+            for k in range(prog.shape[0]):
+                op, wide, dst, ia, ib, la, lb = prog[k, 0], prog[k, 1], prog[k, 2], prog[k, 3], prog[k, 4], prog[k, 5], prog[k, 6]
+                ba, bb = int(numbers[k, 1]) * stocks, int(numbers[k, 2]) * stocks
+                if op == CONST:
+                    if wide: r64[dst, :m] = numbers[k, 0]
+                    else: r32[dst, :m] = np.float32(numbers[k, 0])
+                elif op == WIDEN:
+                    x32 = r32[ia, :m] if la < 0 else _nb_operand(r32[n32], a0 if la == 0 else a1 if la == 1 else a2 if la == 2 else a3, lo, ba, m)
+                    _nb_widen(r64[dst], x32, m)
+                elif wide:
+                    x = r64[ia, :m] if la < 0 else _nb_operand(r64[n64], b0 if la == 0 else b1 if la == 1 else b2, lo, ba, m)
+                    y = x if ib < 0 and lb < 0 else r64[ib, :m] if lb < 0 else _nb_operand(r64[n64 + 1], b0 if lb == 0 else b1 if lb == 1 else b2, lo, bb, m)
+                    _nb_step(op, r64[dst], x, y, m)
+                else:
+                    x32 = r32[ia, :m] if la < 0 else _nb_operand(r32[n32], a0 if la == 0 else a1 if la == 1 else a2 if la == 2 else a3, lo, ba, m)
+                    y32 = x32 if ib < 0 and lb < 0 else r32[ib, :m] if lb < 0 else _nb_operand(r32[n32 + 1], a0 if lb == 0 else a1 if lb == 1 else a2 if lb == 2 else a3, lo, bb, m)
+                    _nb_step(op, r32[dst], x32, y32, m)
+            if prog[last, 1]:
+                if finite: _nb_result(out32[lo:lo + m], r64[prog[last, 2]], m, True)
+                else: _nb_result(out64[lo:lo + m], r64[prog[last, 2]], m, False)
+            else: _nb_result(out32[lo:lo + m], r32[prog[last, 2]], m, finite)
+
+# %% ../nbs/01_ops.ipynb #28070bb2
+_NONE32, _NONE64 = np.empty(1, np.float32), np.empty(1, np.float64)   # the slots of leaves a program does not read
+
+def fused(program:np.ndarray, # [instruction, 7] int64: opcode, float64?, register, a, b, leaf of a, leaf of b (-1: a register)
+          numbers:np.ndarray, # [instruction, 3] float64: a CONST's value, the days back of a's leaf, of b's leaf
+          leaves32:list[Tensor], # [day, stock] float32 tensors the program reads, at most FUSED_LEAVES[0]
+          leaves64:list[Tensor], # [day, stock] float64 tensors, at most FUSED_LEAVES[1]
+          registers:tuple[int, int], # float32 and float64 registers the program writes
+          finite:bool=False, # the result as `finite_float32` gives it
+         )->Tensor: # [day, stock] the last instruction's values: float32 if `finite` or that instruction is float32, else float64
+    "Run a program of elementwise instructions over every cell of the leaves in one pass (compiled CPU loops only)."
+    if numba is None: raise RuntimeError("fused programs need numba (ALPHANB_KERNELS=numba and numba installed)")
+    if len(leaves32) > FUSED_LEAVES[0] or len(leaves64) > FUSED_LEAVES[1]:
+        raise ValueError(f"a fused program reads at most {FUSED_LEAVES} float32/float64 leaves, not {(len(leaves32), len(leaves64))}")
+    if not (leaves32 or leaves64): raise ValueError("a fused program reads at least one leaf (its shape is the result's)")
+    days, stocks = (leaves32 or leaves64)[0].shape
+    wide = bool(program[-1, 1])
+    if days * stocks == 0: return torch.empty((days, stocks), dtype=torch.float32 if finite or not wide else torch.float64)
+    out32 = np.empty(days * stocks, np.float32) if finite or not wide else _NONE32
+    out64 = np.empty(days * stocks, np.float64) if wide and not finite else _NONE64
+    a = [_np(x).reshape(-1) for x in leaves32] + [_NONE32] * (FUSED_LEAVES[0] - len(leaves32))
+    b = [_np(x).reshape(-1) for x in leaves64] + [_NONE64] * (FUSED_LEAVES[1] - len(leaves64))
+    _nb_fused(np.ascontiguousarray(program, np.int64), np.ascontiguousarray(numbers, np.float64), max(registers[0], 1),
+              max(registers[1], 1), days, stocks, out32, out64, finite, *a, *b)
+    return torch.from_numpy(out32 if finite or not wide else out64).view(days, stocks)
 
 # %% ../nbs/01_ops.ipynb #2a7abde3
 JUMP_WINDOW = 20
