@@ -18,13 +18,13 @@ except ImportError: numba = None   # the tensor kernels below work without it, m
 
 # %% auto #0
 __all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'THREADS', 'POLICY', 'COPY', 'CONST', 'WIDEN', 'ADD', 'SUB', 'MUL', 'DIV', 'NEG',
-           'ABS', 'SIGN', 'MAX', 'MIN', 'SQUARE', 'FUSED_CHUNK', 'FUSED_LEAVES', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le',
-           'eq', 'ne', 'delay', 'ThreadPolicy', 'set_threads', 'ts_max', 'ts_min', 'ts_sum', 'ts_mean', 'ts_var',
-           'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov',
-           'ts_corr', 'cs_rank', 'cs_zscore', 'finite_float32', 'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign',
-           'pow', 'greater', 'less', 'gate', 'fused', 'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare',
-           'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma',
-           'qlib_ema', 'ts_zscore']
+           'ABS', 'SIGN', 'MAX', 'MIN', 'SQUARE', 'FUSED_CHUNK', 'FUSED_LEAVES', 'FUSED_BLOCKS', 'JUMP_WINDOW', 'gt',
+           'ge', 'lt', 'le', 'eq', 'ne', 'delay', 'ThreadPolicy', 'set_threads', 'ts_max', 'ts_min', 'ts_sum',
+           'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta', 'ts_wma',
+           'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'finite_float32', 'add', 'sub', 'mul', 'div', 'neg',
+           'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate', 'fused', 'jump', 'decay', 'max3', 'tsum20',
+           'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_',
+           'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -1048,6 +1048,7 @@ def gate(c, # [day, stock] condition
 COPY, CONST, WIDEN, ADD, SUB, MUL, DIV, NEG, ABS, SIGN, MAX, MIN, SQUARE = range(13)   # opcodes of `fused`
 FUSED_CHUNK = 2048      # cells a fused program computes at a time: its registers stay in the CPU's cache
 FUSED_LEAVES = (4, 3)   # float32 and float64 arrays one fused program reads
+FUSED_BLOCKS = 64       # runs of chunks the threads share (each allocates its registers once)
 
 # %% ../nbs/01_ops.ipynb #ad29ca48
 @_jit(inner=True)
@@ -1118,9 +1119,9 @@ def _nb_fused(prog, numbers, n32, n64, days, stocks, out32, out64, finite, a0, a
     n = days * stocks
     chunks = (n + FUSED_CHUNK - 1) // FUSED_CHUNK
     last = prog.shape[0] - 1
-    nb = min(numba.get_num_threads(), chunks)
+    nb = min(FUSED_BLOCKS, chunks)
     per = (chunks + nb - 1) // nb
-    for blk in numba.prange(nb):                        # a thread's chunks in a row
+    for blk in numba.prange(nb):                        # runs of chunks, shared among the threads
         r32 = np.empty((n32 + 2, FUSED_CHUNK), np.float32)   # registers, and two rows for operands before the first day
         r64 = np.empty((n64 + 2, FUSED_CHUNK), np.float64)
         for c in range(blk * per, min(chunks, (blk + 1) * per)):
