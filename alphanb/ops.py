@@ -1165,13 +1165,22 @@ def fused(program:np.ndarray, # [instruction, 7] int64: opcode, float64?, regist
         raise ValueError(f"a fused program reads at most {FUSED_LEAVES} float32/float64 leaves, not {(len(leaves32), len(leaves64))}")
     if not (leaves32 or leaves64): raise ValueError("a fused program reads at least one leaf (its shape is the result's)")
     days, stocks = (leaves32 or leaves64)[0].shape
+    for want, leaves in [(torch.float32, leaves32), (torch.float64, leaves64)]:
+        if any(x.dtype != want or tuple(x.shape) != (days, stocks) for x in leaves):
+            raise ValueError(f"a fused program's {want} leaves must all be {want} and [{days}, {stocks}] like the first, "
+                             f"not {[(str(x.dtype), tuple(x.shape)) for x in leaves]}")
+    program = np.ascontiguousarray(program, np.int64)
+    for col, what in [(2, 'writes'), (3, 'reads'), (4, 'reads')]:   # every register in its bank (-1: none, or a leaf)
+        bank = np.asarray(registers)[np.where(program[:, 0] == WIDEN, 1 if col == 2 else 0, program[:, 1])]
+        if ((program[:, col] < -1) | (program[:, col] >= bank)).any():
+            raise ValueError(f"a fused program {what} a register beyond the {tuple(registers)} float32/float64 registers it has")
     wide = bool(program[-1, 1])
     if days * stocks == 0: return torch.empty((days, stocks), dtype=torch.float32 if finite or not wide else torch.float64)
     out32 = np.empty(days * stocks, np.float32) if finite or not wide else _NONE32
     out64 = np.empty(days * stocks, np.float64) if wide and not finite else _NONE64
     a = [_np(x).reshape(-1) for x in leaves32] + [_NONE32] * (FUSED_LEAVES[0] - len(leaves32))
     b = [_np(x).reshape(-1) for x in leaves64] + [_NONE64] * (FUSED_LEAVES[1] - len(leaves64))
-    _nb_fused(np.ascontiguousarray(program, np.int64), np.ascontiguousarray(numbers, np.float64), max(registers[0], 1),
+    _nb_fused(program, np.ascontiguousarray(numbers, np.float64), max(registers[0], 1),
               max(registers[1], 1), days, stocks, out32, out64, finite, *a, *b)
     return torch.from_numpy(out32 if finite or not wide else out64).view(days, stocks)
 
