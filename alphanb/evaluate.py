@@ -91,8 +91,15 @@ def data_span(panel, # a `Panel`
     return got
 
 # %% ../nbs/03b_evaluate.ipynb #e73d409a
-FUSE = os.environ.get('ALPHANB_FUSE', '1') != '0'   # chains of elementwise operators as one `ops.fused` program on the CPU;
-                                                  # False (ALPHANB_FUSE=0): a kernel per operator
+def _fuse_setting(value:str)->bool:
+    "ALPHANB_FUSE's value: on (1, true, yes, on) or off (0, false, no, off)."
+    v = value.strip().lower()
+    if v in ('1', 'true', 'yes', 'on'): return True
+    if v in ('0', 'false', 'no', 'off'): return False
+    raise ValueError(f"ALPHANB_FUSE={value!r}: use 1 (fused elementwise programs, the default) or 0 (a kernel per operator)")
+
+FUSE = _fuse_setting(os.environ.get('ALPHANB_FUSE', '1'))   # chains of elementwise operators as one `ops.fused` program on the CPU;
+                                                           # False (ALPHANB_FUSE=0): a kernel per operator
 
 @contextmanager
 def fusion(on:bool=True):
