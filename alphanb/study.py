@@ -28,15 +28,15 @@ from .scoring import connect_ray
 
 # %% auto #0
 __all__ = ['MIN_SPAN_DAYS', 'NO_METRICS', 'COMBINE_BLOCK', 'BLEND_GRID', 'EQUAL_BLEND', 'STUDY_KEYS', 'RUN_FREE', 'ONE_THREAD',
-           'KEEP_FILES', 'ENSEMBLE_ALPHA158', 'METHODS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'JOINED',
+           'KEEP_FILES', 'ENSEMBLE_ALPHA158', 'METHODS', 'FORMS', 'AFTER_THE_FACT', 'PLOTTED', 'COMPARED', 'JOINED',
            'parse_ints', 'Fold', 'fold_spans', 'final_fold', 'fold_panel', 'fit_pool', 'subset_weights',
            'prune_backward', 'pool_diversity', 'Choice', 'member_values', 'choose_members', 'perturb_after',
            'score_test', 'pool_records', 'final_factors', 'classic_baselines', 'fit_models', 'model_figures', 'blend',
            'baseline_mask', 'with_features', 'with_values', 'study_config', 'Run', 'default_scratch', 'study_runs',
            'check_run', 'trained', 'RayJob', 'train_runs', 'ensemble_entries', 'ensemble_done', 'ensemble_candidates',
-           'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'best_single_classic', 'aggregate', 'seed_spread',
-           'targets', 'plot_folds', 'format_table', 'final_summary', 'study', 'compare_settings', 'join_studies',
-           'study_command']
+           'score_ensemble', 'score_run', 'score_fold', 'study_rows', 'best_single_classic', 'form_chosen', 'aggregate',
+           'seed_spread', 'targets', 'plot_folds', 'format_table', 'final_summary', 'study', 'compare_settings',
+           'join_studies', 'study_command']
 
 # %% ../nbs/14_study.ipynb #96118a0f
 def parse_ints(text, # '0-4', '0,1,2', '2017,2018-2019', an int, or a list of ints
@@ -776,6 +776,8 @@ METHODS = {
     'alpha158_ensemble_lightgbm': 'Alpha158 + seed ensemble, LightGBM',
     'alpha158_combined_ensemble_linear': "Alpha158 + the seed ensemble's combined factor as one feature, linear (ridge)",
     'alpha158_combined_ensemble_lightgbm': "Alpha158 + the seed ensemble's combined factor as one feature, LightGBM",
+    'alpha158_form_ensemble_linear': 'Alpha158 + the seed ensemble, as its members or as one feature, whichever the selection year prefers, linear (ridge)',
+    'alpha158_form_ensemble_lightgbm': 'Alpha158 + the seed ensemble, as its members or as one feature, whichever the selection year prefers, LightGBM',
     'alpha158_blend_mined_linear': 'Alpha158 ridge blended with the mined pool (weight chosen on the selection year)',
     'alpha158_blend_mined_lightgbm': 'Alpha158 LightGBM blended with the mined pool (weight chosen on the selection year)',
     'alpha158_blend_ensemble_linear': 'Alpha158 ridge blended with the seed ensemble (weight chosen on the selection year)',
@@ -844,7 +846,7 @@ def study_rows(runs:list[Run], out, baselines:bool=True)->pd.DataFrame:
         for n, v in b['classic'].items():
             rows.append(_row(u, f.test_year, None, f'classic:{n}', v['test'], v['select'], f'classic factor {n} alone'))
     df = pd.DataFrame(rows)
-    return pd.concat([df, best_single_classic(df)], ignore_index=True)
+    return pd.concat([df, best_single_classic(df), form_chosen(df)], ignore_index=True)
 
 # %% ../nbs/14_study.ipynb #06ee0c9e
 def best_single_classic(rows:pd.DataFrame)->pd.DataFrame:
@@ -858,6 +860,24 @@ def best_single_classic(rows:pd.DataFrame)->pd.DataFrame:
         out.append(d[d.method == best].assign(method='classic_best_single', label=METHODS['classic_best_single'],
                                                factor=best.split(':', 1)[1]))
     return pd.concat(out, ignore_index=True) if out else rows.iloc[:0]
+
+# %% ../nbs/14_study.ipynb #3ac0fbc8
+FORMS = {'members': 'alpha158_ensemble_{m}', 'one feature': 'alpha158_combined_ensemble_{m}'}   # the ways the ensemble joins Alpha158, first wins a tie
+
+def form_chosen(rows:pd.DataFrame)->pd.DataFrame:
+    "Per universe, test year and model: the row of the way of adding the ensemble to Alpha158 (`FORMS`) with the higher selection-year RankIC."
+    out = []
+    for m in MODELS:
+        forms = {v.format(m=m): k for k, v in FORMS.items()}
+        if not len(rows) or 'select_rank_ic' not in rows: break           # no row was chosen on a selection year
+        d = rows[rows.method.isin(list(forms)) & rows.select_rank_ic.notna()]
+        for _, g in d.groupby(['universe', 'test_year'], sort=False):
+            if g.method.nunique() < len(forms): continue            # a choice needs every form scored on the selection year
+            order = g.method.map(list(forms).index)
+            best = g.loc[g.assign(_o=order).sort_values(['select_rank_ic', '_o'], ascending=[False, True]).index[0]]
+            out.append({**best.to_dict(), 'method': f'alpha158_form_ensemble_{m}', 'label': METHODS[f'alpha158_form_ensemble_{m}'],
+                        'form': forms[best.method]})
+    return pd.DataFrame(out) if out else rows.iloc[:0]
 
 # %% ../nbs/14_study.ipynb #40b11ba5
 def aggregate(rows:pd.DataFrame)->pd.DataFrame:
@@ -895,6 +915,8 @@ def targets(rows:pd.DataFrame, # from `study_rows`
                  ('Alpha158 + ensemble as features - Alpha158, LightGBM', add('', 'lightgbm'), 0.01),
                  ('Alpha158 + ensemble as one feature - Alpha158, ridge', add('combined_', 'linear'), 0.01),
                  ('Alpha158 + ensemble as one feature - Alpha158, LightGBM', add('combined_', 'lightgbm'), 0.01),
+                 ('Alpha158 + ensemble, form chosen on the selection year - Alpha158, ridge', add('form_', 'linear'), 0.01),
+                 ('Alpha158 + ensemble, form chosen on the selection year - Alpha158, LightGBM', add('form_', 'lightgbm'), 0.01),
                  ('Alpha158 blended with the ensemble - Alpha158, ridge', add('blend_', 'linear'), 0.01),
                  ('Alpha158 blended with the ensemble - Alpha158, LightGBM', add('blend_', 'lightgbm'), 0.01),
                  ('Alpha158 and the ensemble, equal blend - Alpha158, ridge', add('equal_blend_', 'linear'), 0.01),
@@ -1110,8 +1132,8 @@ def join_studies(outs:list, # directories (`--out`) of finished studies of one p
             if y in seen: raise ConfigError(f"test year {y} is in both {seen[y]} and {o}: join studies of different test years")
             seen[y] = o
     df = pd.concat(rows, ignore_index=True)
-    df = df[df.method != 'classic_best_single']                             # chosen again, over all the test years
-    df = pd.concat([df, best_single_classic(df)], ignore_index=True)
+    df = df[(df.method != 'classic_best_single') & ~df.method.str.startswith('alpha158_form_')]   # made again from the rows
+    df = pd.concat([df, best_single_classic(df), form_chosen(df)], ignore_index=True)
     return {'test_years': sorted(seen), 'rows': df, 'table': aggregate(df), 'seed_spread': seed_spread(df), 'targets': targets(df)}
 
 # %% ../nbs/14_study.ipynb #20aa4212
