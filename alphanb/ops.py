@@ -1046,7 +1046,7 @@ def gate(c, # [day, stock] condition
 
 # %% ../nbs/01_ops.ipynb #a15036c8
 COPY, CONST, WIDEN, ADD, SUB, MUL, DIV, NEG, ABS, SIGN, MAX, MIN, SQUARE = range(13)   # opcodes of `fused`
-FUSED_CHUNK = 2048      # cells a fused program computes at a time: its registers stay in the CPU's cache
+FUSED_CHUNK = 512       # cells a fused program computes at a time: its registers stay in the core's L1 cache (32 KiB)
 FUSED_LEAVES = (4, 3)   # float32 and float64 arrays one fused program reads
 FUSED_BLOCKS = 64       # runs of chunks the threads share (each allocates its registers once)
 
