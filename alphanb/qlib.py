@@ -18,11 +18,11 @@ from . import data as _data
 from .core import *
 from .data import Panel, calendar, calendar_days, data_dir, init_qlib, load_panel, qlib_reads, universes
 from .evaluate import FormulaCache, evaluate_formula
-from .pool import WARMUP_DAYS
+from .pool import WARMUP_DAYS, combine_zscores, zscore_by_day
 from .factors import FactorsFileError, load_factors
 
 # %% auto #0
-__all__ = ['QLIB_LABEL', 'QLIB_RECORDER', 'qlib_provider', 'QlibInstruments', 'qlib_instruments', 'FactorsLoader',
+__all__ = ['QLIB_LABEL', 'POOL_FEATURE', 'QLIB_RECORDER', 'qlib_provider', 'QlibInstruments', 'qlib_instruments', 'FactorsLoader',
            'qlib_workflow_config']
 
 # %% ../nbs/13_qlib.ipynb #fef7ca55
@@ -64,6 +64,7 @@ def qlib_instruments(instruments:str|dict|list|None, # 'csi300', D.instruments('
 
 # %% ../nbs/13_qlib.ipynb #1f6633e6
 QLIB_LABEL = 'Ref($close, -2)/Ref($close, -1) - 1'   # Qlib's benchmark label: the return from t+1 to t+2
+POOL_FEATURE = 'alphanb_pool'                        # the feature of a pool combined into one (`FactorsLoader(combine=True)`)
 
 def _labels(label)->list[str]:
     labels = [label] if isinstance(label, str) else list(label) if isinstance(label, (list, tuple)) else []
@@ -79,17 +80,24 @@ class FactorsLoader(DataLoader):
                  provider_uri:str|Path|None=None, # Qlib data directory; the one Qlib is initialised on when None
                  label:str|list[str]=QLIB_LABEL, # Qlib expression of the label (a list gives LABEL0, LABEL1, ...)
                  warmup:int=WARMUP_DAYS, # trading days loaded before `start_time` so that rolling windows are full
+                 combine:bool=False, # one feature instead of one per factor: the pool's combined factor, as alphanb scores the pool
+                 name:str=POOL_FEATURE, # the name of that feature
                 ):
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigError(f"warmup must be a whole number of trading days >= 0, got {warmup!r}")
+        if not isinstance(combine, bool): raise ConfigError(f"combine must be true or false, got {combine!r}")
+        if not isinstance(name, str) or not name.strip(): raise ConfigError(f"name must be a feature name (text), got {name!r}")
         _labels(label)
         self.factors, self.provider_uri, self.label, self.warmup = str(factors), provider_uri, label, warmup
+        self.combine, self.name = combine, name
         self.entries = load_factors(factors)   # read now: a bad file fails when the workflow is set up, not after
         names = [e['factor_name'] for e in self.entries]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice: raise FactorsFileError(f"factors file {factors} names {', '.join(twice)} more than once; give each factor its own factor_name")
 
-    def __repr__(self): return f"FactorsLoader({self.factors}, {len(self.entries)} factors, label {self.label!r}, warmup {self.warmup})"
+    def __repr__(self):
+        return (f"FactorsLoader({self.factors}, {len(self.entries)} factors{f' combined as {self.name}' if self.combine else ''}, "
+                f"label {self.label!r}, warmup {self.warmup})")
 
     def panel(self, instruments=None, start_time=None, end_time=None)->tuple[Panel, pd.DatetimeIndex]:
         "The alphanb `Panel` the factors are computed on (from `warmup` days before `start_time`) and the days `load` returns."
@@ -120,9 +128,15 @@ class FactorsLoader(DataLoader):
         keep = (si >= 0) & panel.member.numpy()[di, np.maximum(si, 0)]                        # [row] members of the panel only
         di, si = di[keep], si[keep]
         cache = FormulaCache()
-        x = np.stack([evaluate_formula(panel, e['expression'], cache).numpy()[di, si] for e in self.entries], 1)   # [row, factor]
-        columns = pd.MultiIndex.from_tuples([('feature', e['factor_name']) for e in self.entries] +
-                                            [('label', f'LABEL{i}') for i in range(len(labels))])
+        if self.combine:   # each member's daily z-scores over the panel's stocks, read at the rows, weighted and summed
+            rows = (torch.from_numpy(di), torch.from_numpy(si))
+            zs = torch.stack([zscore_by_day(evaluate_formula(panel, e['expression'], cache), panel.valid)[rows] for e in self.entries])
+            x = combine_zscores(zs[:, None], [e['weight'] for e in self.entries], panel.valid[rows][None])[0].numpy()[:, None]
+            names = [self.name]
+        else:
+            x = np.stack([evaluate_formula(panel, e['expression'], cache).numpy()[di, si] for e in self.entries], 1)   # [row, factor]
+            names = [e['factor_name'] for e in self.entries]
+        columns = pd.MultiIndex.from_tuples([('feature', n) for n in names] + [('label', f'LABEL{i}') for i in range(len(labels))])
         index = pd.MultiIndex.from_arrays([panel.dates[di], pd.Index(panel.symbols)[si]], names=['datetime', 'instrument'])
         values = np.concatenate([x, y.to_numpy(np.float32)[keep]], 1)
         return pd.DataFrame(values, index=index, columns=columns)
@@ -144,14 +158,21 @@ def qlib_workflow_config(factors:str|Path, # the factors.json
                          label:str=QLIB_LABEL, # Qlib expression of the label
                          warmup:int=WARMUP_DAYS, # trading days loaded before the first day
                          num_boost_round:int=500, # most LightGBM trees (early stopping on valid usually ends sooner)
+                         combine:bool=False, # the pool as one feature (`FactorsLoader(combine=True)`) instead of a feature per factor
+                         alpha158:bool=False, # Qlib's Alpha158 features beside the pool's (`NestedDataLoader` with `Alpha158DL`)
                         )->dict: # a workflow for `qrun` (dump it as YAML) or `task_train(config['task'], name)`
     "Qlib's workflow training `LGBModel` on the factors of `factors` through `FactorsLoader`, recording signal, IC and backtest."
     span = lambda s: [str(s[0]), str(s[1])]
     loader = {'factors': str(factors)}
     if label != QLIB_LABEL: loader['label'] = label
     if warmup != WARMUP_DAYS: loader['warmup'] = warmup
+    if combine: loader['combine'] = True
+    data_loader = {'class': 'FactorsLoader', 'module_path': 'alphanb.qlib', 'kwargs': loader}
+    if alpha158:   # the pool's loader first: its rows (the members with data) are the frame's, Alpha158 joined to them
+        data_loader = {'class': 'NestedDataLoader', 'module_path': 'qlib.data.dataset.loader', 'kwargs': {
+            'dataloader_l': [data_loader, {'class': 'Alpha158DL', 'module_path': 'qlib.contrib.data.loader'}]}}
     handler = {'start_time': str(train[0]), 'end_time': str(test[1]), 'instruments': universe,
-               'data_loader': {'class': 'FactorsLoader', 'module_path': 'alphanb.qlib', 'kwargs': loader},
+               'data_loader': data_loader,
                'infer_processors': [{'class': 'CSRankNorm', 'kwargs': {'fields_group': 'feature'}}],
                'learn_processors': [{'class': 'DropnaLabel'}, {'class': 'CSRankNorm', 'kwargs': {'fields_group': 'label'}}]}
     records = [{'class': 'SignalRecord', 'module_path': 'qlib.workflow.record_temp', 'kwargs': {'model': '<MODEL>', 'dataset': '<DATASET>'}},
