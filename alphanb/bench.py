@@ -646,7 +646,7 @@ def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
     sdata = sd.StockData(universe, str(days[0].date()), str(days[-1].date()), max_backtrack_days=back, max_future_days=0,
                          device=torch.device('cpu'), preloaded_data=(x, panel.dates, pd.Index(panel.symbols)))
     threads = torch.get_num_threads(); torch.set_num_threads(1); ops.set_threads(1)
-    rows = []
+    rows, per = [], []
     try:
         for fam, texts in ALPHAGEN_FAMILIES.items():
             exprs = [to_alphagen(t, expr_mod, sd.FeatureType) for t in texts]
@@ -656,9 +656,9 @@ def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
                 if {n.op for n in Formula.parse(t).nodes()} & ALPHAGEN_DIFFERENT: continue
                 ok = torch.isfinite(a) & torch.isfinite(b)
                 worst = max(worst, float(((a - b).abs() / b.abs().clamp_min(1e-6))[ok].max()))
-            def best(fn):
+            def best(fn, n=repeat):
                 out = []
-                for _ in range(repeat):
+                for _ in range(n):
                     t0 = time.perf_counter(); fn(); out.append(time.perf_counter() - t0)
                 return min(out)
             ours = best(lambda: [evaluate_formula(panel, t) for t in texts])
@@ -668,11 +668,16 @@ def bench_alphagen(alphagen:str|Path, # an AlphaGen checkout
                          'alphanb_ms': 1e3 * ours / len(texts), 'speedup': theirs / ours,
                          'unfused_ms': 1e3 * unfused / len(texts), 'unfused_speedup': theirs / unfused, 'max_rel_diff': worst,
                          'not_compared': ', '.join(sorted({n.op for t in texts for n in Formula.parse(t).nodes()} & ALPHAGEN_DIFFERENT))})
+            for t, e in zip(texts, exprs):                                 # each formula alone, its data in cache
+                a, b = best(lambda: e.evaluate(sdata), 3 * repeat), best(lambda: evaluate_formula(panel, t), 3 * repeat)
+                per.append({'family': fam, 'formula': t, 'alphagen_ms': 1e3 * a, 'alphanb_ms': 1e3 * b, 'speedup': a / b})
     finally: torch.set_num_threads(threads); ops.set_threads('auto')
     if verbose:
         print(f"{universe} {days[0]:%Y-%m-%d}..{days[-1]:%Y-%m-%d}: {len(days)} days x {panel.n_stocks} stocks, one thread each, no cache")
         print(pd.DataFrame(rows).set_index('family').to_string(float_format=lambda v: f'{v:.3g}'))
-    return {'universe': universe, 'days': len(days), 'stocks': panel.n_stocks, 'table': rows}
+        print('each formula alone (the fastest of its runs):')
+        print(pd.DataFrame(per).set_index(['family', 'formula']).to_string(float_format=lambda v: f'{v:.3g}'))
+    return {'universe': universe, 'days': len(days), 'stocks': panel.n_stocks, 'table': rows, 'formulas': per}
 
 # %% ../nbs/15_bench.ipynb #f09ea59f
 _bench_alphagen_args = Options(bench_alphagen, 'alphagen', 'data', 'universe', 'start', 'end',
