@@ -162,6 +162,8 @@ def qlib_workflow_config(factors:str|Path, # the factors.json
                          alpha158:bool=False, # Qlib's Alpha158 features beside the pool's (`NestedDataLoader` with `Alpha158DL`)
                         )->dict: # a workflow for `qrun` (dump it as YAML) or `task_train(config['task'], name)`
     "Qlib's workflow training `LGBModel` on the factors of `factors` through `FactorsLoader`, recording signal, IC and backtest."
+    for k, v in [('combine', combine), ('alpha158', alpha158)]:
+        if not isinstance(v, bool): raise ConfigError(f"{k} must be true or false, got {v!r}")
     span = lambda s: [str(s[0]), str(s[1])]
     loader = {'factors': str(factors)}
     if label != QLIB_LABEL: loader['label'] = label

@@ -867,9 +867,9 @@ FORMS = {'members': 'alpha158_ensemble_{m}', 'one feature': 'alpha158_combined_e
 def form_chosen(rows:pd.DataFrame)->pd.DataFrame:
     "Per universe, test year and model: the row of the way of adding the ensemble to Alpha158 (`FORMS`) with the higher selection-year RankIC."
     out = []
+    if not len(rows) or 'select_rank_ic' not in rows: return rows.iloc[:0]   # no row was chosen on a selection year
     for m in MODELS:
         forms = {v.format(m=m): k for k, v in FORMS.items()}
-        if not len(rows) or 'select_rank_ic' not in rows: break           # no row was chosen on a selection year
         d = rows[rows.method.isin(list(forms)) & rows.select_rank_ic.notna()]
         for _, g in d.groupby(['universe', 'test_year'], sort=False):
             if g.method.nunique() < len(forms): continue            # a choice needs every form scored on the selection year
