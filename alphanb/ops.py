@@ -17,14 +17,14 @@ try: import numba
 except ImportError: numba = None   # the tensor kernels below work without it, more slowly on the CPU
 
 # %% auto #0
-__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'THREADS', 'POLICY', 'COPY', 'CONST', 'WIDEN', 'ADD', 'SUB', 'MUL', 'DIV', 'NEG',
-           'ABS', 'SIGN', 'MAX', 'MIN', 'SQUARE', 'FUSED_CHUNK', 'FUSED_LEAVES', 'FUSED_BLOCKS', 'JUMP_WINDOW', 'gt',
-           'ge', 'lt', 'le', 'eq', 'ne', 'delay', 'ThreadPolicy', 'set_threads', 'ts_max', 'ts_min', 'ts_sum',
-           'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med', 'ts_delta', 'ts_wma',
-           'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'finite_float32', 'add', 'sub', 'mul', 'div', 'neg',
-           'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate', 'fused', 'jump', 'decay', 'max3', 'tsum20',
-           'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_',
-           'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
+__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'WINDOW_ROWS', 'THREADS', 'POLICY', 'COPY', 'CONST', 'WIDEN', 'ADD', 'SUB', 'MUL',
+           'DIV', 'NEG', 'ABS', 'SIGN', 'MAX', 'MIN', 'SQUARE', 'FUSED_CHUNK', 'FUSED_LEAVES', 'FUSED_BLOCKS',
+           'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay', 'ThreadPolicy', 'set_threads', 'ts_max',
+           'ts_min', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med',
+           'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'finite_float32', 'add', 'sub',
+           'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate', 'fused', 'jump', 'decay',
+           'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin',
+           'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -58,6 +58,7 @@ def delay(x:Tensor, # [day, stock]
 KERNELS = os.environ.get('ALPHANB_KERNELS', 'numba')   # 'numba': compiled loops on the CPU; 'torch': tensor kernels only
 
 LOOP_MAX_WINDOW = 64   # Var/Std/Cov/Corr: two-pass loops up to this window; longer windows use O(1)-per-cell window sums
+WINDOW_ROWS = 64       # days a task of the window loops computes: its rows of scratch stay in the core's L2 cache
 
 def _compiled(x:Tensor)->bool:
     "Whether `x` goes through the compiled CPU loops: numba installed, `KERNELS == 'numba'` and `x` on the CPU."
@@ -134,29 +135,53 @@ def _nb_window_sum(x, w): # [day, stock] float64 sum of the last w rows (fewer a
 
 # %% ../nbs/01_ops.ipynb #28cb7f12
 @_jit
-def _nb_window_extreme(x, w, largest): # [day, stock] float64 extreme of the last w rows (NaN skipped; ∓inf where none)
-    # van Herk / Gil-Werman: within blocks of w rows, running extremes forward (g) and backward (h); the window ending
-    # at t spans at most two blocks, so its extreme is that of h at its first row and g at t: O(1) per cell for any w
+def _nb_window_extreme(x, w, largest, none_nan): # [day, stock] float64 extreme of the last w rows, NaN skipped; where
+    # none: ∓inf, or NaN when `none_nan`. van Herk / Gil-Werman: within blocks of w rows, running extremes backward (h)
+    # and forward (g); the window ending at t spans at most two blocks, so its extreme is that of the previous block's h
+    # at its first row and g at t: O(1) per cell for any w. A task takes a run of blocks, keeping the h of two blocks and
+    # one row of g, so the pass reads x twice (the second time from cache) and writes the result once
     days, stocks = x.shape
     fill = -np.inf if largest else np.inf
-    g, h, out = np.empty((days, stocks)), np.empty((days, stocks)), np.empty((days, stocks))
-    for b in numba.prange((days + w - 1) // w):
-        t0, t1 = b * w, min(days, (b + 1) * w)
-        for s in range(stocks):
-            v = x[t0, s]; g[t0, s] = fill if v != v else v
-            v = x[t1 - 1, s]; h[t1 - 1, s] = fill if v != v else v
-        for t in range(t0 + 1, t1):
-            for s in range(stocks):
-                v, p = x[t, s], g[t - 1, s]
-                g[t, s] = p if v != v else max(p, v) if largest else min(p, v)
-        for t in range(t1 - 2, t0 - 1, -1):
-            for s in range(stocks):
-                v, p = x[t, s], h[t + 1, s]
-                h[t, s] = p if v != v else max(p, v) if largest else min(p, v)
-    for t in numba.prange(days):
-        for s in range(stocks):
-            if t < w - 1: out[t, s] = g[t, s]
-            else: out[t, s] = max(h[t - w + 1, s], g[t, s]) if largest else min(h[t - w + 1, s], g[t, s])
+    out = np.empty((days, stocks))
+    blocks = (days + w - 1) // w
+    per = (WINDOW_ROWS + w - 1) // w                    # blocks a task takes
+    for task in numba.prange((blocks + per - 1) // per):
+        b0, b1 = task * per, min(blocks, (task + 1) * per)
+        h, g = np.empty((2, w, stocks)), np.empty(stocks)  # h of the previous block and of this one
+        for b in range(max(0, b0 - 1), b1):
+            t0, t1 = b * w, min(days, (b + 1) * w)
+            hb = h[b % 2]
+            for t in range(t1 - 1, t0 - 1, -1):
+                ht, xt = hb[t - t0], x[t]
+                if t == t1 - 1:
+                    for s in range(stocks):
+                        v = xt[s]; ht[s] = fill if v != v else v
+                else:
+                    hn = hb[t + 1 - t0]
+                    for s in range(stocks):
+                        v, p = xt[s], hn[s]
+                        ht[s] = p if v != v else max(p, v) if largest else min(p, v)
+            if b < b0: continue                         # the block before the task's first: its h only
+            hp = h[(b + 1) % 2]
+            for t in range(t0, t1):
+                xt, ot = x[t], out[t]
+                if t == t0:
+                    for s in range(stocks):
+                        v = xt[s]; g[s] = fill if v != v else v
+                else:
+                    for s in range(stocks):
+                        v, p = xt[s], g[s]
+                        g[s] = p if v != v else max(p, v) if largest else min(p, v)
+                if t < w - 1 or t == t1 - 1 and t1 - t0 == w:  # the window is rows 0..t, or this whole block
+                    for s in range(stocks): ot[s] = g[s]
+                else:                                    # the previous block's rows from t - w + 1, and this one's to t
+                    hq = hp[t + 1 - t0]
+                    for s in range(stocks):
+                        u, v = hq[s], g[s]
+                        ot[s] = max(u, v) if largest else min(u, v)
+                if none_nan:
+                    for s in range(stocks):
+                        if ot[s] == fill: ot[s] = np.nan
     return out
 
 # %% ../nbs/01_ops.ipynb #b1eac8de
@@ -181,52 +206,105 @@ def _nb_window_var(x, w, root): # [day, stock] sample variance (ddof 1) of each 
     # root (IEEE's, as numpy's: torch's vectorised float64 sqrt can be an ulp off), NaN below two values
     # one pass over the deviations d from the window's latest present value k: Σd² − (Σd)²/n. As k is one of the values,
     # (mean − k)² is at most the sum of squared deviations, so the subtraction loses no more digits than the window has
-    # days; on a flat window every d is exactly 0, and so is the sum
+    # days; on a flat window every d is exactly 0, and so is the sum. A task takes WINDOW_ROWS days in order: k and the
+    # count move along them (the latest present value so far is the window's when it holds any; counts are exact),
+    # and a sweep of a day's row adds four rows' deviations (a missing value's as 0.0, which leaves a sum from 0.0 as
+    # it was): the same sums in the same order as one window at a time
     days, stocks = x.shape
     out = np.empty((days, stocks))
-    for t in numba.prange(days):
-        lo = max(0, t - w + 1)
-        k, n, a, b = np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks)
-        for s in range(stocks):
-            for i in range(t, lo - 1, -1):
-                if x[i, s] == x[i, s]:
-                    k[s] = x[i, s]; break
-        for i in range(lo, t + 1):
+    for task in numba.prange((days + WINDOW_ROWS - 1) // WINDOW_ROWS):
+        t0, t1 = task * WINDOW_ROWS, min(days, (task + 1) * WINDOW_ROWS)
+        r0 = max(0, t0 - w + 1)                          # the first row a window of the task reads
+        k, n, a, b = np.zeros(stocks), np.zeros(stocks), np.empty(stocks), np.empty(stocks)
+        for i in range(r0, t0):
+            xi = x[i]
             for s in range(stocks):
-                v = x[i, s]
-                if v == v:
-                    d = v - k[s]; n[s] += 1; a[s] += d; b[s] += d * d
-        for s in range(stocks):
-            var = (b[s] - a[s] * a[s] / n[s]) / (n[s] - 1) if n[s] > 1 else np.nan
-            out[t, s] = math.sqrt(var) if root else var
+                v = xi[s]
+                if v == v: k[s] = v; n[s] += 1.0
+        for t in range(t0, t1):
+            xt = x[t]
+            for s in range(stocks):
+                v = xt[s]
+                if v == v: k[s] = v; n[s] += 1.0
+            if t - w >= r0:                              # the row that left the window
+                xo = x[t - w]
+                for s in range(stocks): n[s] -= 1.0 if xo[s] == xo[s] else 0.0
+            a[:] = 0.0; b[:] = 0.0
+            i = max(0, t - w + 1)
+            while i + 4 <= t + 1:
+                x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+                for s in range(stocks):
+                    ks, sa, sb = k[s], a[s], b[s]
+                    v = x0[s]; d = v - ks if v == v else 0.0; sa += d; sb += d * d
+                    v = x1[s]; d = v - ks if v == v else 0.0; sa += d; sb += d * d
+                    v = x2[s]; d = v - ks if v == v else 0.0; sa += d; sb += d * d
+                    v = x3[s]; d = v - ks if v == v else 0.0; sa += d; sb += d * d
+                    a[s] = sa; b[s] = sb
+                i += 4
+            while i <= t:
+                x0 = x[i]
+                for s in range(stocks):
+                    v = x0[s]; d = v - k[s] if v == v else 0.0; a[s] += d; b[s] += d * d
+                i += 1
+            ot = out[t]
+            for s in range(stocks):
+                var = (b[s] - a[s] * a[s] / n[s]) / (n[s] - 1) if n[s] > 1 else np.nan
+                ot[s] = math.sqrt(var) if root else var
     return out
 
 # %% ../nbs/01_ops.ipynb #5839b0e8
 @_jit
 def _nb_pair_sums(x, y, w): # over each window's days where both are present: count, and the sums of the products of
     # deviations about the window means (xy, x², y²), in one pass from the deviations from the latest such day's values
-    # (as `_nb_window_var`); a series flat in the window has deviations of exactly 0
+    # (as `_nb_window_var`, and by tasks of days as it: the same sums in the same order as one window at a time); a
+    # series flat in the window has deviations of exactly 0
     days, stocks = x.shape
-    n, cxy, cxx, cyy = np.zeros((days, stocks)), np.zeros((days, stocks)), np.zeros((days, stocks)), np.zeros((days, stocks))
-    for t in numba.prange(days):                           # one day's windows: rows, not panels
-        lo = max(0, t - w + 1)
-        kx, ky = np.zeros(stocks), np.zeros(stocks)
-        for s in range(stocks):
-            for i in range(t, lo - 1, -1):
-                a, b = x[i, s], y[i, s]
-                if a == a and b == b:
-                    kx[s] = a; ky[s] = b; break
-        sa, sb, sab, saa, sbb = np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks)
-        for i in range(lo, t + 1):
+    n, cxy, cxx, cyy = np.empty((days, stocks)), np.empty((days, stocks)), np.empty((days, stocks)), np.empty((days, stocks))
+    for task in numba.prange((days + WINDOW_ROWS - 1) // WINDOW_ROWS):
+        t0, t1 = task * WINDOW_ROWS, min(days, (task + 1) * WINDOW_ROWS)
+        r0 = max(0, t0 - w + 1)
+        kx, ky, c = np.zeros(stocks), np.zeros(stocks), np.zeros(stocks)
+        sa, sb, sab, saa, sbb = np.empty(stocks), np.empty(stocks), np.empty(stocks), np.empty(stocks), np.empty(stocks)
+        for i in range(r0, t0):
+            xi, yi = x[i], y[i]
             for s in range(stocks):
-                a, b = x[i, s], y[i, s]
-                if a == a and b == b:
-                    da = a - kx[s]; db = b - ky[s]
-                    n[t, s] += 1; sa[s] += da; sb[s] += db; sab[s] += da * db; saa[s] += da * da; sbb[s] += db * db
-        for s in range(stocks):
-            k = n[t, s]
-            if k > 0:
-                cxy[t, s] = sab[s] - sa[s] * sb[s] / k; cxx[t, s] = saa[s] - sa[s] * sa[s] / k; cyy[t, s] = sbb[s] - sb[s] * sb[s] / k
+                a, b = xi[s], yi[s]
+                if a == a and b == b: kx[s] = a; ky[s] = b; c[s] += 1.0
+        for t in range(t0, t1):
+            xt, yt = x[t], y[t]
+            for s in range(stocks):
+                a, b = xt[s], yt[s]
+                if a == a and b == b: kx[s] = a; ky[s] = b; c[s] += 1.0
+            if t - w >= r0:
+                xo, yo = x[t - w], y[t - w]
+                for s in range(stocks): c[s] -= 1.0 if xo[s] == xo[s] and yo[s] == yo[s] else 0.0
+            sa[:] = 0.0; sb[:] = 0.0; sab[:] = 0.0; saa[:] = 0.0; sbb[:] = 0.0
+            i = max(0, t - w + 1)
+            while i + 2 <= t + 1:
+                x0, x1, y0, y1 = x[i], x[i + 1], y[i], y[i + 1]
+                for s in range(stocks):
+                    ka, kb, pa, pb, pab, paa, pbb = kx[s], ky[s], sa[s], sb[s], sab[s], saa[s], sbb[s]
+                    a, b = x0[s], y0[s]; ok = a == a and b == b
+                    da = a - ka if ok else 0.0; db = b - kb if ok else 0.0
+                    pa += da; pb += db; pab += da * db; paa += da * da; pbb += db * db
+                    a, b = x1[s], y1[s]; ok = a == a and b == b
+                    da = a - ka if ok else 0.0; db = b - kb if ok else 0.0
+                    pa += da; pb += db; pab += da * db; paa += da * da; pbb += db * db
+                    sa[s] = pa; sb[s] = pb; sab[s] = pab; saa[s] = paa; sbb[s] = pbb
+                i += 2
+            while i <= t:
+                x0, y0 = x[i], y[i]
+                for s in range(stocks):
+                    a, b = x0[s], y0[s]; ok = a == a and b == b
+                    da = a - kx[s] if ok else 0.0; db = b - ky[s] if ok else 0.0
+                    sa[s] += da; sb[s] += db; sab[s] += da * db; saa[s] += da * da; sbb[s] += db * db
+                i += 1
+            nt, xyt, xxt, yyt = n[t], cxy[t], cxx[t], cyy[t]
+            for s in range(stocks):
+                k = c[s]; nt[s] = k
+                if k > 0:
+                    xyt[s] = sab[s] - sa[s] * sb[s] / k; xxt[s] = saa[s] - sa[s] * sa[s] / k; yyt[s] = sbb[s] - sb[s] * sb[s] / k
+                else: xyt[s] = 0.0; xxt[s] = 0.0; yyt[s] = 0.0
     return n, cxy, cxx, cyy
 
 # %% ../nbs/01_ops.ipynb #c995149a
@@ -260,37 +338,95 @@ def _nb_window_shape(x, w, kind): # [day, stock] float64 skewness (kind 3), exce
     # (1) of each window's present values, w <= LOOP_MAX_WINDOW, in one loop: the window's count and mean as
     # `_nb_window_mean` adds them, the sums of `_nb_central_sums` (or `_nb_abs_dev`), and the tensor kernels' last steps
     # in their order: the same values bit for bit, without the [day, stock] temporaries between them. B**1.5 is
-    # B·√B: pow differs by an ulp between libm, numpy's SIMD loops and torch; a product and a root are IEEE's everywhere
+    # B·√B: pow differs by an ulp between libm, numpy's SIMD loops and torch; a product and a root are IEEE's everywhere.
+    # By tasks of days as `_nb_window_mean` (a missing value's deviation adds 0.0, which leaves a sum from 0.0 as it was)
     days, stocks = x.shape
     out = np.empty((days, stocks))
     big = np.finfo(np.float64).max
-    for t in numba.prange(days):
-        lo = max(0, t - w + 1)
-        n, m, c2, c3, c4 = np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks), np.zeros(stocks)
-        for i in range(lo, t + 1):
+    for task in numba.prange((days + WINDOW_ROWS - 1) // WINDOW_ROWS):
+        t0, t1 = task * WINDOW_ROWS, min(days, (task + 1) * WINDOW_ROWS)
+        r0 = max(0, t0 - w + 1)
+        z, n = np.empty((t1 - r0, stocks)), np.zeros(stocks)
+        m, c2, c3, c4 = np.empty(stocks), np.empty(stocks), np.empty(stocks), np.empty(stocks)
+        for i in range(r0, t1):
+            zi, xi = z[i - r0], x[i]
             for s in range(stocks):
-                v = x[i, s]
-                if v == v: m[s] += min(max(v, -big), big); n[s] += 1.0
-        for s in range(stocks): m[s] = m[s] / n[s]
-        for i in range(lo, t + 1):
-            for s in range(stocks):
-                v = x[i, s]
-                if v == v:
-                    d = v - m[s]
+                v = xi[s]
+                zi[s] = min(max(v, -big), big) if v == v else 0.0
+        for i in range(r0, t0):
+            xi = x[i]
+            for s in range(stocks): n[s] += 1.0 if xi[s] == xi[s] else 0.0
+        for t in range(t0, t1):
+            xt = x[t]
+            for s in range(stocks): n[s] += 1.0 if xt[s] == xt[s] else 0.0
+            if t - w >= r0:
+                xo = x[t - w]
+                for s in range(stocks): n[s] -= 1.0 if xo[s] == xo[s] else 0.0
+            lo = max(0, t - w + 1)
+            i, e = lo - r0, t - r0 + 1
+            if i + 4 <= e:
+                z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
+                for s in range(stocks): m[s] = (0.0 + z0[s]) + z1[s] + z2[s] + z3[s]
+                i += 4
+            else:
+                z0 = z[i]
+                for s in range(stocks): m[s] = 0.0 + z0[s]
+                i += 1
+            while i + 4 <= e:
+                z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
+                for s in range(stocks): m[s] = m[s] + z0[s] + z1[s] + z2[s] + z3[s]
+                i += 4
+            while i < e:
+                z0 = z[i]
+                for s in range(stocks): m[s] += z0[s]
+                i += 1
+            for s in range(stocks): m[s] = m[s] / n[s]
+            c2[:] = 0.0; c3[:] = 0.0; c4[:] = 0.0
+            i = lo
+            while i + 2 <= t + 1:                     # a loop per kind: each vectorised on its own
+                x0, x1 = x[i], x[i + 1]
+                if kind == 1:
+                    for s in range(stocks):
+                        ms = m[s]
+                        v = x0[s]; d0 = v - ms if v == v else 0.0
+                        v = x1[s]; d1 = v - ms if v == v else 0.0
+                        c2[s] = c2[s] + math.fabs(d0) + math.fabs(d1)
+                elif kind == 3:
+                    for s in range(stocks):
+                        ms = m[s]
+                        v = x0[s]; d0 = v - ms if v == v else 0.0
+                        v = x1[s]; d1 = v - ms if v == v else 0.0
+                        e0, e1 = d0 * d0, d1 * d1
+                        c2[s] = c2[s] + e0 + e1; c3[s] = c3[s] + e0 * d0 + e1 * d1
+                else:
+                    for s in range(stocks):
+                        ms = m[s]
+                        v = x0[s]; d0 = v - ms if v == v else 0.0
+                        v = x1[s]; d1 = v - ms if v == v else 0.0
+                        e0, e1 = d0 * d0, d1 * d1
+                        c2[s] = c2[s] + e0 + e1; c4[s] = c4[s] + e0 * e0 + e1 * e1
+                i += 2
+            while i <= t:
+                x0 = x[i]
+                for s in range(stocks):
+                    v = x0[s]; d = v - m[s] if v == v else 0.0
                     if kind == 1: c2[s] += math.fabs(d)
                     else:
                         d2 = d * d; c2[s] += d2
                         if kind == 3: c3[s] += d2 * d
                         else: c4[s] += d2 * d2
-        for s in range(stocks):
-            k = n[s]
-            if kind == 1: out[t, s] = c2[s] / k
+                i += 1
+            ot = out[t]
+            if kind == 1:
+                for s in range(stocks): ot[s] = c2[s] / n[s]
             elif kind == 3:
-                B, C = c2[s] / k, c3[s] / k
-                out[t, s] = math.sqrt(k * (k - 1)) * C / ((k - 2) * (B * math.sqrt(B))) if k >= 3 and B > 1e-14 else np.nan
+                for s in range(stocks):
+                    k = n[s]; B, C = c2[s] / k, c3[s] / k
+                    ot[s] = math.sqrt(k * (k - 1)) * C / ((k - 2) * (B * math.sqrt(B))) if k >= 3 and B > 1e-14 else np.nan
             else:
-                B, D = c2[s] / k, c4[s] / k
-                out[t, s] = ((k * k - 1) * D / (B * B) - 3 * (k - 1) ** 2) / ((k - 2) * (k - 3)) if k >= 4 and B > 1e-14 else np.nan
+                for s in range(stocks):
+                    k = n[s]; B, D = c2[s] / k, c4[s] / k
+                    ot[s] = ((k * k - 1) * D / (B * B) - 3 * (k - 1) ** 2) / ((k - 2) * (k - 3)) if k >= 4 and B > 1e-14 else np.nan
     return out
 
 # %% ../nbs/01_ops.ipynb #12c25fa0
@@ -446,8 +582,9 @@ def set_threads(setting='auto', # 'auto': the cores other processes leave free; 
 def _window_extreme(x:Tensor, # [day, stock]
                     w:int, # window length
                     largest:bool, # maximum when True, minimum when False
-                   )->Tensor: # [day, stock] extreme of the last `w` rows; ∓inf where all are missing
-    if _compiled(x): return torch.from_numpy(_nb_window_extreme(_np(x), w, largest)).to(x.dtype)
+                    none_nan:bool=False, # NaN where all are missing (else ∓inf)
+                   )->Tensor: # [day, stock] extreme of the last `w` rows
+    if _compiled(x): return torch.from_numpy(_nb_window_extreme(_np(x), w, largest, none_nan)).to(x.dtype)
     fill = -math.inf if largest else math.inf
     op = torch.maximum if largest else torch.minimum
     p = torch.where(torch.isnan(x), fill, x)          # [day, stock] extreme of the last `span` rows
@@ -457,7 +594,7 @@ def _window_extreme(x:Tensor, # [day, stock]
             part = _shift(p, off, fill)
             out = part if out is None else op(out, part)
             off += span
-        if 2 * span > w: return out
+        if 2 * span > w: return torch.where(out == fill, NAN, out) if none_nan else out
         p = op(p, _shift(p, span, fill)); span *= 2
 
 # %% ../nbs/01_ops.ipynb #48a3282e
@@ -465,16 +602,14 @@ def ts_max(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
     "Rolling maximum of the last `w` days, NaN skipped (Qlib `Max(x, w)`)."
-    m = _window_extreme(x, _check_window(w), True)
-    return torch.where(m == -math.inf, NAN, m)
+    return _window_extreme(x, _check_window(w), True, none_nan=True)
 
 # %% ../nbs/01_ops.ipynb #89c5cecf
 def ts_min(x:Tensor, # [day, stock]
            w:int, # window length
           )->Tensor: # [day, stock]
     "Rolling minimum of the last `w` days, NaN skipped (Qlib `Min(x, w)`)."
-    m = _window_extreme(x, _check_window(w), False)
-    return torch.where(m == math.inf, NAN, m)
+    return _window_extreme(x, _check_window(w), False, none_nan=True)
 
 # %% ../nbs/01_ops.ipynb #58f92c52
 def _window_sum(x:Tensor, # [day, stock] float64 (float32 for counts) with zeros where missing
@@ -517,20 +652,51 @@ def _moments(x:Tensor, # [day, stock]
 # %% ../nbs/01_ops.ipynb #18d24768
 @_jit
 def _nb_window_mean(x, w, mean): # [day, stock] float64 NaN-skipping mean (or sum) of the last w rows, w <= LOOP_MAX_WINDOW
-    # one pass instead of a count, a zeroed copy and two window sums: the same additions in the same order (oldest first,
-    # ±inf read as ±max float as nan_to_num does) as `_nb_window_sum` on the zeroed copy: the same values bit for bit
+    # the same additions in the same order (oldest first, from 0.0, ±inf read as ±max float as nan_to_num does) as
+    # `_nb_window_sum` on the zeroed copy: the same values bit for bit. A task takes WINDOW_ROWS days: it copies the rows
+    # their windows read once, NaN as 0 (adding 0.0 leaves a sum that started from 0.0 as it was), adds four rows per
+    # sweep of a day's row (one load and store of the partial sums per four values) and moves the count of present
+    # values along the days (counts are exact in any order)
     days, stocks = x.shape
     out = np.empty((days, stocks))
     big = np.finfo(np.float64).max
-    for t in numba.prange(days):
-        acc, n = np.zeros(stocks), np.zeros(stocks)
-        for i in range(max(0, t - w + 1), t + 1):
+    for task in numba.prange((days + WINDOW_ROWS - 1) // WINDOW_ROWS):
+        t0, t1 = task * WINDOW_ROWS, min(days, (task + 1) * WINDOW_ROWS)
+        r0 = max(0, t0 - w + 1)                          # the first row a window of the task reads
+        z, n = np.empty((t1 - r0, stocks)), np.zeros(stocks)
+        for i in range(r0, t1):
+            zi, xi = z[i - r0], x[i]
             for s in range(stocks):
-                v = x[i, s]
-                if v == v:
-                    acc[s] += min(max(v, -big), big); n[s] += 1.0
-        for s in range(stocks):
-            out[t, s] = np.nan if n[s] == 0 else acc[s] / n[s] if mean else acc[s]
+                v = xi[s]
+                zi[s] = min(max(v, -big), big) if v == v else 0.0
+        for i in range(r0, t0):
+            xi = x[i]
+            for s in range(stocks): n[s] += 1.0 if xi[s] == xi[s] else 0.0
+        for t in range(t0, t1):
+            xt, ot = x[t], out[t]
+            for s in range(stocks): n[s] += 1.0 if xt[s] == xt[s] else 0.0
+            if t - w >= r0:                              # the row that left the window
+                xo = x[t - w]
+                for s in range(stocks): n[s] -= 1.0 if xo[s] == xo[s] else 0.0
+            i, e = max(0, t - w + 1) - r0, t - r0 + 1   # the window's rows of z
+            if i + 4 <= e:
+                z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
+                for s in range(stocks): ot[s] = (0.0 + z0[s]) + z1[s] + z2[s] + z3[s]
+                i += 4
+            else:
+                z0 = z[i]
+                for s in range(stocks): ot[s] = 0.0 + z0[s]
+                i += 1
+            while i + 4 <= e:
+                z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
+                for s in range(stocks): ot[s] = ot[s] + z0[s] + z1[s] + z2[s] + z3[s]
+                i += 4
+            while i < e:
+                z0 = z[i]
+                for s in range(stocks): ot[s] += z0[s]
+                i += 1
+            for s in range(stocks):
+                ot[s] = np.nan if n[s] == 0 else ot[s] / n[s] if mean else ot[s]
     return out
 
 # %% ../nbs/01_ops.ipynb #71291f5c
