@@ -62,14 +62,6 @@ def _kernel(spec:Op):
     if k is None: raise FormulaError(f"the operator {spec.name} has no kernel: alphanb.ops has no '{spec.kernel}'")
     return k
 
-def _shifted(x:Tensor, # [day, stock]
-            )->Tensor: # [day, stock] x minus each stock's first value
-    "`x` minus each stock's first non-NaN value: the same variances and correlations, fewer digits lost to cancellation."
-    ok = ~torch.isnan(x)
-    first = ok.to(torch.uint8).argmax(0)                     # [stock] row of the first value (0 when none)
-    k = x.gather(0, first[None]).nan_to_num(0.)              # [1, stock] known from that day on: no look-ahead
-    return x - k
-
 # %% ../nbs/03b_evaluate.ipynb #a68740a1
 def data_span(panel, # a `Panel`
              )->tuple[Tensor, Tensor]: # [stock] row of each stock's first day of data, [day, stock] bool within its data
@@ -205,7 +197,7 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, share
         xs = _operands(spec, [_evaluate(panel, a, cache, memo, dtype, shared) for a in f.args], dtype)
         if spec.family == 'cross_section':
             xs = [torch.where(panel.member, xs[0], float('nan'))]
-        if spec.shifted: xs = [_shifted(a) for a in xs]
+        if spec.shifted: xs = [ops.minus_first(a) for a in xs]
         extra = [f.window, f.value][:1 + len(spec.params)] if spec.windowed else [f.offset] if spec.family == 'delay' else []
         kw = {'start': data_span(panel)[0]} if spec.start else {}
         out = _kernel(spec)(*xs, *extra, **kw)

@@ -21,10 +21,10 @@ __all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'WINDOW_ROWS', 'THREADS', 'POLIC
            'DIV', 'NEG', 'ABS', 'SIGN', 'MAX', 'MIN', 'SQUARE', 'FUSED_CHUNK', 'FUSED_LEAVES', 'FUSED_BLOCKS',
            'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay', 'ThreadPolicy', 'set_threads', 'ts_max',
            'ts_min', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med',
-           'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'finite_float32', 'add', 'sub',
-           'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate', 'fused', 'jump', 'decay',
-           'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin',
-           'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
+           'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'minus_first', 'finite_float32',
+           'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate', 'fused', 'jump',
+           'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax',
+           'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -1075,6 +1075,33 @@ def cs_zscore(x:Tensor, # [day, stock]
     dev = torch.where(ok, x.double() - m, 0.)
     sd = (dev.pow(2).sum(1, keepdim=True) / (n - 1)).sqrt()
     return torch.where(ok & (n > 1) & (sd > 0), (x.double() - m) / sd, NAN).to(x.dtype)
+
+# %% ../nbs/01_ops.ipynb #01db55b5
+@_jit
+def _nb_minus_first(x, big): # [day, stock] x minus each stock's first present value, read as nan_to_num reads it
+    # (±inf as ±big, the dtype's largest value), 0 for a stock with none
+    days, stocks = x.shape
+    k, todo = np.zeros(stocks, x.dtype), np.ones(stocks, np.bool_)
+    left = stocks
+    for t in range(days):                                # the rows until every stock has shown a value
+        if left == 0: break
+        xt = x[t]
+        for s in range(stocks):
+            if todo[s] and xt[s] == xt[s]:
+                k[s] = min(max(xt[s], -big), big); todo[s] = False; left -= 1
+    out = np.empty_like(x)
+    for task in numba.prange((days + WINDOW_ROWS - 1) // WINDOW_ROWS):
+        for t in range(task * WINDOW_ROWS, min(days, (task + 1) * WINDOW_ROWS)):
+            xt, ot = x[t], out[t]
+            for s in range(stocks): ot[s] = xt[s] - k[s]
+    return out
+
+def minus_first(x:Tensor, # [day, stock]
+               )->Tensor: # [day, stock] in x's dtype
+    "`x` minus each stock's first non-NaN value (0 for none): variances and correlations as they were, fewer digits lost."
+    if _compiled(x): return torch.from_numpy(_nb_minus_first(_np(x), float(torch.finfo(x.dtype).max)))
+    first = (~torch.isnan(x)).to(torch.uint8).argmax(0)         # [stock] row of the first value (0 when none)
+    return x - x.gather(0, first[None]).nan_to_num(0.)           # [1, stock] known from that day on: no look-ahead
 
 # %% ../nbs/01_ops.ipynb #a3d01bdf
 def _pair(x, y, c=None): # both operands as tensors of one floating dtype (that of `c` when neither is a tensor)
