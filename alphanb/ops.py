@@ -332,6 +332,42 @@ def _nb_rank_signs(x, w): # [day, stock] sum over the window's earlier days of s
                 elif d < 0: out[t, s] -= 1
     return out
 
+# %% ../nbs/01_ops.ipynb #09ea7fa1
+@_jit(inner=True)
+def _nb_zeroed_rows(x, r0, t1): # [t1 - r0, stock] float64 rows r0 .. t1-1 of x, a missing value as 0 (±inf as ±max
+    # float, as nan_to_num reads it): what a task of the window loops sums
+    big = np.finfo(np.float64).max
+    z = np.empty((t1 - r0, x.shape[1]))
+    for i in range(r0, t1):
+        zi, xi = z[i - r0], x[i]
+        for s in range(x.shape[1]):
+            v = xi[s]
+            zi[s] = min(max(v, -big), big) if v == v else 0.0
+    return z
+
+@_jit(inner=True)
+def _nb_count_row(n, xi, step): # n += step where the row xi has a value: a window's count moving along the days
+    for s in range(n.size): n[s] += step if xi[s] == xi[s] else 0.0
+
+@_jit(inner=True)
+def _nb_rows_sum(o, z, i, e): # o = z[i] + z[i+1] + ... + z[e-1] from 0.0, oldest row first (e > i), four rows a sweep
+    if i + 4 <= e:
+        z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
+        for s in range(o.size): o[s] = (0.0 + z0[s]) + z1[s] + z2[s] + z3[s]
+        i += 4
+    else:
+        z0 = z[i]
+        for s in range(o.size): o[s] = 0.0 + z0[s]
+        i += 1
+    while i + 4 <= e:
+        z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
+        for s in range(o.size): o[s] = o[s] + z0[s] + z1[s] + z2[s] + z3[s]
+        i += 4
+    while i < e:
+        z0 = z[i]
+        for s in range(o.size): o[s] += z0[s]
+        i += 1
+
 # %% ../nbs/01_ops.ipynb #8f1ab0c3
 @_jit
 def _nb_window_shape(x, w, kind): # [day, stock] float64 skewness (kind 3), excess kurtosis (4) or mean absolute deviation
@@ -342,44 +378,17 @@ def _nb_window_shape(x, w, kind): # [day, stock] float64 skewness (kind 3), exce
     # By tasks of days as `_nb_window_mean` (a missing value's deviation adds 0.0, which leaves a sum from 0.0 as it was)
     days, stocks = x.shape
     out = np.empty((days, stocks))
-    big = np.finfo(np.float64).max
     for task in numba.prange((days + WINDOW_ROWS - 1) // WINDOW_ROWS):
         t0, t1 = task * WINDOW_ROWS, min(days, (task + 1) * WINDOW_ROWS)
         r0 = max(0, t0 - w + 1)
-        z, n = np.empty((t1 - r0, stocks)), np.zeros(stocks)
+        z, n = _nb_zeroed_rows(x, r0, t1), np.zeros(stocks)
         m, c2, c3, c4 = np.empty(stocks), np.empty(stocks), np.empty(stocks), np.empty(stocks)
-        for i in range(r0, t1):
-            zi, xi = z[i - r0], x[i]
-            for s in range(stocks):
-                v = xi[s]
-                zi[s] = min(max(v, -big), big) if v == v else 0.0
-        for i in range(r0, t0):
-            xi = x[i]
-            for s in range(stocks): n[s] += 1.0 if xi[s] == xi[s] else 0.0
+        for i in range(r0, t0): _nb_count_row(n, x[i], 1.0)
         for t in range(t0, t1):
-            xt = x[t]
-            for s in range(stocks): n[s] += 1.0 if xt[s] == xt[s] else 0.0
-            if t - w >= r0:
-                xo = x[t - w]
-                for s in range(stocks): n[s] -= 1.0 if xo[s] == xo[s] else 0.0
+            _nb_count_row(n, x[t], 1.0)
+            if t - w >= r0: _nb_count_row(n, x[t - w], -1.0)   # the row that left the window
             lo = max(0, t - w + 1)
-            i, e = lo - r0, t - r0 + 1
-            if i + 4 <= e:
-                z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
-                for s in range(stocks): m[s] = (0.0 + z0[s]) + z1[s] + z2[s] + z3[s]
-                i += 4
-            else:
-                z0 = z[i]
-                for s in range(stocks): m[s] = 0.0 + z0[s]
-                i += 1
-            while i + 4 <= e:
-                z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
-                for s in range(stocks): m[s] = m[s] + z0[s] + z1[s] + z2[s] + z3[s]
-                i += 4
-            while i < e:
-                z0 = z[i]
-                for s in range(stocks): m[s] += z0[s]
-                i += 1
+            _nb_rows_sum(m, z, lo - r0, t - r0 + 1)
             for s in range(stocks): m[s] = m[s] / n[s]
             c2[:] = 0.0; c3[:] = 0.0; c4[:] = 0.0
             i = lo
@@ -659,42 +668,16 @@ def _nb_window_mean(x, w, mean): # [day, stock] float64 NaN-skipping mean (or su
     # values along the days (counts are exact in any order)
     days, stocks = x.shape
     out = np.empty((days, stocks))
-    big = np.finfo(np.float64).max
     for task in numba.prange((days + WINDOW_ROWS - 1) // WINDOW_ROWS):
         t0, t1 = task * WINDOW_ROWS, min(days, (task + 1) * WINDOW_ROWS)
         r0 = max(0, t0 - w + 1)                          # the first row a window of the task reads
-        z, n = np.empty((t1 - r0, stocks)), np.zeros(stocks)
-        for i in range(r0, t1):
-            zi, xi = z[i - r0], x[i]
-            for s in range(stocks):
-                v = xi[s]
-                zi[s] = min(max(v, -big), big) if v == v else 0.0
-        for i in range(r0, t0):
-            xi = x[i]
-            for s in range(stocks): n[s] += 1.0 if xi[s] == xi[s] else 0.0
+        z, n = _nb_zeroed_rows(x, r0, t1), np.zeros(stocks)
+        for i in range(r0, t0): _nb_count_row(n, x[i], 1.0)
         for t in range(t0, t1):
-            xt, ot = x[t], out[t]
-            for s in range(stocks): n[s] += 1.0 if xt[s] == xt[s] else 0.0
-            if t - w >= r0:                              # the row that left the window
-                xo = x[t - w]
-                for s in range(stocks): n[s] -= 1.0 if xo[s] == xo[s] else 0.0
-            i, e = max(0, t - w + 1) - r0, t - r0 + 1   # the window's rows of z
-            if i + 4 <= e:
-                z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
-                for s in range(stocks): ot[s] = (0.0 + z0[s]) + z1[s] + z2[s] + z3[s]
-                i += 4
-            else:
-                z0 = z[i]
-                for s in range(stocks): ot[s] = 0.0 + z0[s]
-                i += 1
-            while i + 4 <= e:
-                z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
-                for s in range(stocks): ot[s] = ot[s] + z0[s] + z1[s] + z2[s] + z3[s]
-                i += 4
-            while i < e:
-                z0 = z[i]
-                for s in range(stocks): ot[s] += z0[s]
-                i += 1
+            _nb_count_row(n, x[t], 1.0)
+            if t - w >= r0: _nb_count_row(n, x[t - w], -1.0)   # the row that left the window
+            ot = out[t]
+            _nb_rows_sum(ot, z, max(0, t - w + 1) - r0, t - r0 + 1)
             for s in range(stocks):
                 ot[s] = np.nan if n[s] == 0 else ot[s] / n[s] if mean else ot[s]
     return out
