@@ -507,8 +507,9 @@ def np_log(x):
 # %% ../nbs/10a_jq_strategy.ipynb #8dfcc202
 @_quiet
 def np_pow(x, y):
-    "x ** y (Qlib `Power`), NaN where it is infinite (beyond float64's range) or complex."
-    return _finite(np.power(x, y))
+    "x ** y (Qlib `Power`), NaN where it is infinite (beyond float64's range) or complex; a negative base to a whole power as ±|x| ** y."
+    folded = np.power(-x, y) * np.where(np.abs(np.fmod(y, 2)) == 1, -1., 1.)   # alphanb's (numpy is slow on negative bases)
+    return _finite(np.where((x < 0) & (y == np.floor(y)), folded, np.power(x, y)))
 
 # %% ../nbs/10a_jq_strategy.ipynb #d47e1107
 def np_gate(c, x, y):

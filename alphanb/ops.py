@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_ops.ipynb #cb8d6a6b
 from __future__ import annotations
-import math, numbers, os, sys, time
+import ctypes, math, numbers, os, sys, time
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
@@ -17,14 +17,15 @@ try: import numba
 except ImportError: numba = None   # the tensor kernels below work without it, more slowly on the CPU
 
 # %% auto #0
-__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'WINDOW_ROWS', 'THREADS', 'POLICY', 'COPY', 'CONST', 'WIDEN', 'ADD', 'SUB', 'MUL',
-           'DIV', 'NEG', 'ABS', 'SIGN', 'MAX', 'MIN', 'SQUARE', 'FUSED_CHUNK', 'FUSED_LEAVES', 'FUSED_BLOCKS',
-           'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay', 'ThreadPolicy', 'set_threads', 'ts_max',
-           'ts_min', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad', 'ts_rank', 'ts_med',
-           'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore', 'minus_first', 'finite_float32',
-           'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater', 'less', 'gate', 'fused', 'jump',
-           'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi', 'ts_quantile', 'ts_count', 'ts_argmax',
-           'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema', 'ts_zscore']
+__all__ = ['NAN', 'KERNELS', 'LOOP_MAX_WINDOW', 'WINDOW_ROWS', 'THREADS', 'POLICY', 'KEEP_MEMORY', 'COPY', 'CONST', 'WIDEN',
+           'ADD', 'SUB', 'MUL', 'DIV', 'NEG', 'ABS', 'SIGN', 'MAX', 'MIN', 'SQUARE', 'FUSED_CHUNK', 'FUSED_LEAVES',
+           'FUSED_BLOCKS', 'JUMP_WINDOW', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'delay', 'ThreadPolicy', 'set_threads',
+           'keep_memory', 'ts_max', 'ts_min', 'ts_sum', 'ts_mean', 'ts_var', 'ts_std', 'ts_skew', 'ts_kurt', 'ts_mad',
+           'ts_rank', 'ts_med', 'ts_delta', 'ts_wma', 'ts_ema', 'ts_cov', 'ts_corr', 'cs_rank', 'cs_zscore',
+           'minus_first', 'finite_float32', 'add', 'sub', 'mul', 'div', 'neg', 'abs', 'log', 'sign', 'pow', 'greater',
+           'less', 'gate', 'fused', 'jump', 'decay', 'max3', 'tsum20', 'ts_slope', 'ts_rsquare', 'ts_resi',
+           'ts_quantile', 'ts_count', 'ts_argmax', 'ts_argmin', 'and_', 'or_', 'not_', 'qlib_wma', 'qlib_ema',
+           'ts_zscore']
 
 # %% ../nbs/01_ops.ipynb #9c07d659
 NAN = float('nan')
@@ -587,6 +588,20 @@ def set_threads(setting='auto', # 'auto': the cores other processes leave free; 
     POLICY.set(setting); POLICY.error = None
     THREADS, _BLAS_AT = POLICY.setting, -math.inf   # the BLAS libraries too, at the next loop
 
+# %% ../nbs/01_ops.ipynb #e20a560e
+KEEP_MEMORY = os.environ.get('ALPHANB_KEEP_MEMORY', '1') != '0'   # whether importing alphanb calls keep_memory()
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3                     # glibc's mallopt parameters (malloc.h)
+
+def keep_memory(on:bool=True, # keep freed arrays' pages for the next ones; False: glibc's default thresholds (128 KiB)
+               )->bool: # whether the C library took the setting: False where it has no glibc `mallopt`
+    "Let malloc reuse the pages of freed `[day, stock]` arrays instead of returning them to the system after each kernel."
+    try: mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError): return False
+    heap, trim = (32 * 2**20, 2**30) if on else (128 * 2**10, 128 * 2**10)
+    return bool(mallopt(_M_MMAP_THRESHOLD, heap)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
+
+if KEEP_MEMORY: keep_memory()
+
 # %% ../nbs/01_ops.ipynb #6b2a91f8
 def _window_extreme(x:Tensor, # [day, stock]
                     w:int, # window length
@@ -990,51 +1005,75 @@ def ts_corr(x:Tensor, # [day, stock]
 
 # %% ../nbs/01_ops.ipynb #b1d16445
 @_jit
-def _nb_rank_keys(bits): # [day, stock] uint32 bits of float32 values (no -0, NaN positive) -> uint64 sort keys: the
-    # value's bits made to sort as unsigned integers in the values' order, above the stock's column
+def _nb_rank_keys(bits, sign, up, cut): # [day, stock] bits of float values (no -0, one NaN) -> uint64 sort keys: the value's
+    # bits made to sort as unsigned integers in the values' order (moved `up` to 64 bits), the lowest `cut` of them
+    # replaced by the stock's column
     days, stocks = bits.shape
     out = np.empty((days, stocks), np.uint64)
+    keep = ~((np.uint64(1) << np.uint64(cut)) - np.uint64(1))
     for t in numba.prange(days):
         for s in range(stocks):
             b = bits[t, s]
-            u = ~b if b >= np.uint32(0x80000000) else b | np.uint32(0x80000000)   # negatives reversed, below positives
-            out[t, s] = (np.uint64(u) << np.uint64(32)) | np.uint64(s)
+            u = np.uint64(~b if b >= sign else b | sign) << np.uint64(up)   # negatives reversed, below positives
+            out[t, s] = (u & keep) | np.uint64(s)
     return out
 
+@_jit(inner=True)
+def _nb_tie_ranks(out, keys, x, t, i, j, n, mask): # out[t] of sorted positions i..j, whose keys share their value bits
+    T = out.dtype.type
+    a, c = i, x[t, np.int64(keys[t, i] & mask)]
+    for k in range(i + 1, j + 2):                    # each run of equal values: one tie group
+        if k <= j and x[t, np.int64(keys[t, k] & mask)] == c: continue
+        r = T((a + k - 1) / 2 + 1) / T(n)
+        for m in range(a, k): out[t, np.int64(keys[t, m] & mask)] = r
+        if k <= j: a, c = k, x[t, np.int64(keys[t, k] & mask)]
+
 @_jit
-def _nb_sorted_ranks(keys, last): # keys sorted along each day; `last`: the key of NaN (above every value) -> float32
-    # [day, stock] average 1-based rank of each tie group / the day's count, NaN where the value is NaN
+def _nb_sorted_ranks(keys, x, cut, last, out): # keys sorted along each day; x the values; `last`: NaN's key >> cut
+    # out [day, stock] = the average 1-based rank of each tie group / the day's count, NaN where the value is NaN
     days, stocks = keys.shape
-    out = np.empty((days, stocks), np.float32)
+    c = np.uint64(cut)
+    mask = (np.uint64(1) << c) - np.uint64(1)
     for t in numba.prange(days):
         n = 0
         for j in range(stocks):
-            if (keys[t, j] >> np.uint64(32)) < last: n += 1
+            if (keys[t, j] >> c) < last: n += 1
         i = 0
         while i < n:
-            v, j = keys[t, i] >> np.uint64(32), i
-            while j + 1 < n and (keys[t, j + 1] >> np.uint64(32)) == v: j += 1
-            r = np.float32((i + j) / 2 + 1) / np.float32(n)
-            for k in range(i, j + 1): out[t, np.int64(keys[t, k] & np.uint64(0xFFFFFFFF))] = r
+            v, j = keys[t, i] >> c, i
+            while j + 1 < n and (keys[t, j + 1] >> c) == v: j += 1
+            if j == i:                               # no tie (most values): no call
+                out[t, np.int64(keys[t, i] & mask)] = out.dtype.type(i + 1) / out.dtype.type(n)
+                i += 1
+                continue
+            for k in range(i + 1, j + 1):            # values that differ only in the bits the column took: in their order
+                m, y = k, keys[t, k]
+                while m > i and x[t, np.int64(keys[t, m - 1] & mask)] > x[t, np.int64(y & mask)]:
+                    keys[t, m] = keys[t, m - 1]; m -= 1
+                keys[t, m] = y
+            _nb_tie_ranks(out, keys, x, t, i, j, n, mask)
             i = j + 1
-        for k in range(n, stocks): out[t, np.int64(keys[t, k] & np.uint64(0xFFFFFFFF))] = np.nan
+        for k in range(n, stocks): out[t, np.int64(keys[t, k] & mask)] = np.nan
     return out
 
-def _sorted_rank(x:Tensor, # [day, stock] float32 on the CPU
-                )->Tensor: # [day, stock] float32 `cs_rank`
-    "`cs_rank` of float32 values through numpy's vectorised sort of (value, column) keys instead of an argsort."
+def _sorted_rank(x:Tensor, # [day, stock] float32 or float64 on the CPU
+                )->Tensor: # [day, stock] `cs_rank`, in x's dtype
+    "`cs_rank` through numpy's vectorised sort of (value, column) keys instead of an argsort."
     v = _np(x)
-    v = np.where(np.isnan(v), np.float32(np.nan), v + np.float32(0))   # one NaN, and -0 as +0 (a tie with it)
-    keys = _nb_rank_keys(v.view(np.uint32))
+    v = np.where(np.isnan(v), v.dtype.type(np.nan), v + v.dtype.type(0))   # one NaN, and -0 as +0 (a tie with it)
+    uint, sign = (np.uint32, np.uint32(2**31)) if v.dtype == np.float32 else (np.uint64, np.uint64(2**63))
+    up = 64 - 8 * v.dtype.itemsize
+    cut = 32 if up else max(1, (v.shape[1] - 1).bit_length())          # float64: its lowest bits give way to the column
+    keys = _nb_rank_keys(v.view(uint), sign, up, cut)
     keys.sort(axis=1)
-    last = np.uint64(np.float32(np.nan).view(np.uint32) | np.uint32(0x80000000))   # NaN's key: above +inf's
-    return torch.from_numpy(_nb_sorted_ranks(keys, last))
+    last = (np.uint64(v.dtype.type(np.nan).view(uint) | sign) << np.uint64(up)) >> np.uint64(cut)   # NaN's: above +inf's
+    return torch.from_numpy(_nb_sorted_ranks(keys, v, cut, last, np.empty_like(v)))
 
 # %% ../nbs/01_ops.ipynb #3a69ed91
 def cs_rank(x:Tensor, # [day, stock]
            )->Tensor: # [day, stock] in (0, 1], NaN where x is NaN
     "Cross-sectional percentile rank per day (average rank of ties / count), NaN excluded."
-    if _compiled(x) and x.dtype == torch.float32: return _sorted_rank(x)
+    if _compiled(x) and x.dtype in (torch.float32, torch.float64) and x.shape[1] < 2**20: return _sorted_rank(x)
     days, stocks = x.shape
     ok = ~torch.isnan(x)
     srt, order = torch.sort(x, dim=1)                                   # [day, stock], NaN last
@@ -1165,9 +1204,25 @@ def abs(x:Tensor, # [day, stock]
     return torch.abs(x)
 
 # %% ../nbs/01_ops.ipynb #e9711876
+@_jit
+def _nb_log_operand(x): # [n] x, with 1 where x is not > 0 (numpy's vectorised log takes a slow path on each of those)
+    out = np.empty_like(x)
+    for i in numba.prange(x.size):
+        v = x[i]
+        out[i] = v if v > 0 else 1.
+    return out
+
+@_jit
+def _nb_log_result(out, x): # [n] in place: NaN where x is not > 0
+    for i in numba.prange(out.size): out[i] = out[i] if x[i] > 0 else np.nan
+    return out
+
 def log(x:Tensor, # [day, stock]
        )->Tensor: # [day, stock] NaN where x <= 0
     "Natural log, NaN where `x` <= 0."
+    if _compiled(x):                             # numpy's vectorised log: 2-4x torch's on the CPU, the JoinQuant strategy's bits
+        a = _np(x).reshape(-1)
+        return torch.from_numpy(_nb_log_result(np.log(_nb_log_operand(a)), a)).view(x.shape)
     return torch.log(torch.where(x > 0, x, NAN))
 
 # %% ../nbs/01_ops.ipynb #7593183c
@@ -1186,15 +1241,51 @@ def sign(x:Tensor, # [day, stock]
     return torch.where(torch.isnan(x), NAN, torch.sign(x))
 
 # %% ../nbs/01_ops.ipynb #52ab23e8
+_POW_BITS = {np.dtype(np.float64): (np.int64, 52, 0x7FF, 1023, 1025., -1080.),   # int view, exponent field, and the
+             np.dtype(np.float32): (np.int32, 23, 0xFF, 127, 129., -152.)}         # powers of 2 beyond sure over/underflow
+
+@_jit
+def _nb_pow_operands(x, y, bits, shift, field, bias, over, under):
+    # [n] |x| and y, with 1 for both in the cells numpy's vectorised pow takes a slow path on (~100 ns a value, against 2),
+    # and each cell's case: 0 computed, 1 x or y NaN, 2 x zero, 3 complex (x < 0, y not whole), 4 sure to overflow, 5 to
+    # underflow to zero (from x's binary exponent e: |x| in [2^e, 2^(e+1)), so y log2|x| lies between y e and y (e + 1))
+    xc, yc, case = np.empty_like(x), np.empty_like(y), np.empty(x.size, np.uint8)
+    for i in numba.prange(x.size):
+        a, b = x[i], y[i]
+        f = (bits[i] >> shift) & field                      # a normal number's biased exponent lies in 1 .. field - 1
+        e = np.float64(f - bias)
+        lo, hi = min(b * e, b * (e + 1)), max(b * e, b * (e + 1))
+        sure = (f > 0) & (f < field) & (np.abs(b) < np.inf)
+        k = (1 if (a != a) | (b != b) else 2 if a == 0 else 3 if (a < 0) & (a != -np.inf) & (b != np.floor(b))
+             else 4 if sure & (lo >= over) else 5 if sure & (hi <= under) else 0)
+        case[i] = k
+        xc[i] = np.abs(a) if k == 0 else 1.
+        yc[i] = b if k == 0 else 1.
+    return xc, yc, case
+
+@_jit
+def _nb_pow_result(out, x, y, case): # [n] in place: pow of the cells set aside by their case, the sign of x < 0, NaN for ±inf
+    for i in numba.prange(out.size):                                    # (choices, not branches: the loop is vectorised)
+        a, b, v, k = x[i], y[i], out[i], case[i]
+        odd = (b == np.floor(b)) & (np.floor(b * .5) * 2. != b)
+        sign = -1. if (a < 0) & odd else 1.                             # ±|x| ** y for x < 0 and y whole (and x = -inf)
+        at_nan = 1. if (b == 0) | (a == 1) else np.nan                 # pow(nan, 0) = pow(1, nan) = 1
+        at_zero = 1. if b == 0 else (a if odd else 0.) if b > 0 else np.inf   # ±0 to an odd power keeps its sign
+        v = sign * v if k == 0 else at_nan if k == 1 else at_zero if k == 2 else sign * 0. if k == 5 else np.nan
+        out[i] = np.nan if np.abs(v) == np.inf else v
+    return out
+
 def pow(x, # [day, stock] or a number: the base
         y, # [day, stock] or a number: the exponent
        )->Tensor: # [day, stock] NaN where the result would be ±inf or complex
-    "x ** y (Qlib `Power`), NaN where numpy would give ±inf."
+    "x ** y (Qlib `Power`), NaN where numpy would give ±inf; a negative base to a whole power as ±|x| ** y."
     x, y = _pair(x, y)
-    if _compiled(x) and x.shape == y.shape and x.dtype == y.dtype:   # numpy's (libm's) pow: the JoinQuant strategy's
-        with np.errstate(all='ignore'): out = np.power(_np(x), _np(y))   # bits, and 2-4x faster than torch's on the CPU
-        out[np.isinf(out)] = np.nan
-        return torch.from_numpy(out)
+    if _compiled(x) and x.shape == y.shape and x.dtype == y.dtype:   # numpy's vectorised pow: the JoinQuant strategy's
+        a, b = _np(x).reshape(-1), _np(y).reshape(-1)                 # bits, and 2-4x faster than torch's on the CPU
+        view, *how = _POW_BITS[a.dtype]
+        xc, yc, case = _nb_pow_operands(a, b, a.view(view), *how)
+        with np.errstate(all='ignore'): out = np.power(xc, yc)
+        return torch.from_numpy(_nb_pow_result(out, a, b, case)).view(x.shape)
     return _finite(torch.pow(x, y))
 
 # %% ../nbs/01_ops.ipynb #d5606b1f
