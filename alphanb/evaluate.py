@@ -197,7 +197,8 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, share
         xs = _operands(spec, [_evaluate(panel, a, cache, memo, dtype, shared) for a in f.args], dtype)
         if spec.family == 'cross_section':
             xs = [torch.where(panel.member, xs[0], float('nan'))]
-        if spec.shifted: xs = [ops.minus_first(a) for a in xs]
+        if spec.shifted and not (spec.anchored and f.window <= ops.LOOP_MAX_WINDOW and ops._compiled(xs[0])):
+            xs = [ops.minus_first(a) for a in xs]
         extra = [f.window, f.value][:1 + len(spec.params)] if spec.windowed else [f.offset] if spec.family == 'delay' else []
         kw = {'start': data_span(panel)[0]} if spec.start else {}
         out = _kernel(spec)(*xs, *extra, **kw)

@@ -26,7 +26,7 @@ __all__ = ['INDEX_CODES', 'JQ_ONLY', 'operator_table_source', 'parity_error', 'f
 def _np_extra(s)->int|None: return None if s.windowed or s.family == 'delay' else s.lookback
 
 def _operator_tables(ns:dict, # the strategy's namespace, where its numpy kernels are defined
-                    )->tuple[dict, set, set, set]: # NP_OPERATORS, SHIFTED, SPAN, START
+                    )->tuple[dict, set, set, set, set]: # NP_OPERATORS, SHIFTED, SPAN, START, ANCHORED
     "The strategy's operator tables from the records: name -> (family, numpy kernel, days read beyond today; None: the window)."
     def kernel(s):
         fn = getattr(np, s.np_kernel[3:], None) if s.np_kernel.startswith('np.') else ns.get(s.np_kernel)
@@ -35,7 +35,7 @@ def _operator_tables(ns:dict, # the strategy's namespace, where its numpy kernel
         return fn
     table = {o: (s.family, kernel(s), _np_extra(s)) for o, s in OPERATORS.items()}
     return (table, {o for o, s in OPERATORS.items() if s.shifted}, {o for o, s in OPERATORS.items() if s.span},
-            {o for o, s in OPERATORS.items() if s.start})
+            {o for o, s in OPERATORS.items() if s.start}, {o for o, s in OPERATORS.items() if s.anchored})
 
 # %% ../nbs/10_joinquant.ipynb #ed3a7b12
 def operator_table_source()->str:
@@ -44,6 +44,7 @@ def operator_table_source()->str:
     return '\n'.join(['NP_OPERATORS = {   # name -> (family, numpy kernel, days of history read beyond today; None: the window)',
                       *[f"    {o!r}: ({s.family!r}, {s.np_kernel}, {_np_extra(s)!r})," for o, s in OPERATORS.items()], '}',
                       f"SHIFTED = {names(lambda s: s.shifted)}   # inputs minus each stock's first value (fewer digits lost)",
+                      f"ANCHORED = {names(lambda s: s.anchored)}   # ... but not for windows up to LOOP_MAX_WINDOW (deviations from a value of the window)",
                       f"SPAN = {names(lambda s: s.span)}   # kept within each stock's data",
                       f"START = {names(lambda s: s.start)}   # count from each stock's first day of data",
                       f"EXACT32 = {names(lambda s: s.exact32)}   # in float32 on float32 operands (the float64 result, rounded)"])

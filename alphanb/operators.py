@@ -41,6 +41,8 @@ class Op:
     span: bool = False         # has a value where its inputs are missing: kept only on the days of each stock's data
     start: bool = False        # the kernel takes `start=` [stock], the row of each stock's first day of data
     shifted: bool = False      # inputs minus each stock's first value before the kernel (window sums of squares lose fewer digits)
+    anchored: bool = False     # ... but not for the compiled loops (windows up to ops.LOOP_MAX_WINDOW), which take deviations
+                               # from a value of each window: a shift would change only their rounding
     exact32: bool = False      # on float32 operands, float32 arithmetic gives the float64 result rounded to float32 (one IEEE
                                # operation, a selection or a move): computed in float32 when its operands are float32
     lookback: int = 0          # days before today it reads that no window says (AlphaGPT's operators with a window of their own)
@@ -149,8 +151,10 @@ def _rolling(name, kernel, qlib_name, gloss, phrase, stat, qlib=None, family='ro
 _ROLLING = [
     _rolling('Mean', 'ts_mean', 'Mean', 'rolling average', 'the average {x}', 'average', monotone=True),
     _rolling('Sum', 'ts_sum', 'Sum', 'rolling sum', 'the total {x}', 'total', monotone=True),
-    _rolling('Std', 'ts_std', 'Std', 'rolling volatility', 'the volatility of {o0}', 'volatility', min_window=2, shifted=True),
-    _rolling('Var', 'ts_var', 'Var', 'rolling variance', 'the variance of {o0}', 'variance', min_window=2, shifted=True),
+    _rolling('Std', 'ts_std', 'Std', 'rolling volatility', 'the volatility of {o0}', 'volatility', min_window=2, shifted=True,
+             anchored=True),
+    _rolling('Var', 'ts_var', 'Var', 'rolling variance', 'the variance of {o0}', 'variance', min_window=2, shifted=True,
+             anchored=True),
     _rolling('Skew', 'ts_skew', 'Skew', 'rolling skewness', 'the skewness of {o0}', 'skewness', min_window=3),
     _rolling('Kurt', 'ts_kurt', 'Kurt', 'rolling kurtosis', 'the kurtosis (tail heaviness) of {o0}', 'kurtosis', min_window=4),
     _rolling('Med', 'ts_med', 'Med', 'rolling median', 'the median {x}', 'median', monotone=True),
@@ -188,9 +192,9 @@ _ROLLING = [
              "Qlib's exponential average {x} since the first day loaded", 'exponential average (Qlib)', monotone=True,
              vocabulary=None),
     _rolling('Corr', 'ts_corr', 'Corr', 'rolling correlation', 'the correlation of {o0} and {o1}', None,
-             'Corr({x},{y},{w})', 'pair_rolling', commutative=True, min_window=2, shifted=True),
+             'Corr({x},{y},{w})', 'pair_rolling', commutative=True, min_window=2, shifted=True, anchored=True),
     _rolling('Cov', 'ts_cov', 'Cov', 'rolling covariance', 'the covariance of {o0} and {o1}', None,
-             'Cov({x},{y},{w})', 'pair_rolling', commutative=True, min_window=2, shifted=True),
+             'Cov({x},{y},{w})', 'pair_rolling', commutative=True, min_window=2, shifted=True, anchored=True),
 ]
 
 # %% ../nbs/02_operators.ipynb #c8f45b01
