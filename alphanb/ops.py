@@ -596,7 +596,7 @@ def keep_memory(on:bool=True, # keep freed arrays' pages for the next ones; Fals
                )->bool: # whether the C library took the setting: False where it has no glibc `mallopt`
     "Let malloc reuse the pages of freed `[day, stock]` arrays instead of returning them to the system after each kernel."
     try: mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError): return False
+    except (OSError, AttributeError, TypeError): return False   # no C library to load by name, or no mallopt in it
     heap, trim = (32 * 2**20, 2**30) if on else (128 * 2**10, 128 * 2**10)
     return bool(mallopt(_M_MMAP_THRESHOLD, heap)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
 

@@ -508,7 +508,7 @@ def np_log(x):
 @_quiet
 def np_pow(x, y):
     "x ** y (Qlib `Power`), NaN where it is infinite (beyond float64's range) or complex; a negative base to a whole power as ±|x| ** y."
-    folded = np.power(-x, y) * np.where(np.abs(np.fmod(y, 2)) == 1, -1., 1.)   # alphanb's (numpy is slow on negative bases)
+    folded = np.power(np.abs(x), y) * np.where(np.abs(np.fmod(y, 2)) == 1, -1., 1.)   # alphanb's (numpy is slow on negative bases)
     return _finite(np.where((x < 0) & (y == np.floor(y)), folded, np.power(x, y)))
 
 # %% ../nbs/10a_jq_strategy.ipynb #d47e1107
