@@ -1220,7 +1220,7 @@ def _nb_log_result(out, x): # [n] in place: NaN where x is not > 0
 def log(x:Tensor, # [day, stock]
        )->Tensor: # [day, stock] NaN where x <= 0
     "Natural log, NaN where `x` <= 0."
-    if _compiled(x):                             # numpy's vectorised log: 2-4x torch's on the CPU, the JoinQuant strategy's bits
+    if _compiled(x) and x.dtype in (torch.float32, torch.float64):   # numpy's vectorised log: 2-4x torch's, the strategy's bits
         a = _np(x).reshape(-1)
         return torch.from_numpy(_nb_log_result(np.log(_nb_log_operand(a)), a)).view(x.shape)
     return torch.log(torch.where(x > 0, x, NAN))
@@ -1280,8 +1280,8 @@ def pow(x, # [day, stock] or a number: the base
        )->Tensor: # [day, stock] NaN where the result would be ±inf or complex
     "x ** y (Qlib `Power`), NaN where numpy would give ±inf; a negative base to a whole power as ±|x| ** y."
     x, y = _pair(x, y)
-    if _compiled(x) and x.shape == y.shape and x.dtype == y.dtype:   # numpy's vectorised pow: the JoinQuant strategy's
-        a, b = _np(x).reshape(-1), _np(y).reshape(-1)                 # bits, and 2-4x faster than torch's on the CPU
+    if _compiled(x) and x.shape == y.shape and x.dtype == y.dtype and x.dtype in (torch.float32, torch.float64):
+        a, b = _np(x).reshape(-1), _np(y).reshape(-1)   # numpy's vectorised pow: the strategy's bits, 2-4x torch's on the CPU
         view, *how = _POW_BITS[a.dtype]
         xc, yc, case = _nb_pow_operands(a, b, a.view(view), *how)
         with np.errstate(all='ignore'): out = np.power(xc, yc)
