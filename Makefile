@@ -30,7 +30,9 @@ train-30min: install
 	$(BIN)/alphanb demo-data --freq 30min --out runs/demo30min/data
 	$(BIN)/alphanb train --data runs/demo30min/data --freq 30min --universe csi300 --out runs/demo30min
 
-# nbdev_clean and nbdev_export must leave the tree as committed; then the notebooks, then pytest.
+# nbdev_clean and nbdev_export must leave the tree as committed; then the notebooks, then pytest on TEST_WORKERS workers,
+# each taking one test at a time, the longest first (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: install
 	@before=$$(git status --porcelain --untracked-files=all -- nbs alphanb 2>/dev/null; git diff -- nbs alphanb 2>/dev/null | sha1sum); \
 	$(BIN)/nbdev_clean || { echo "nbdev_clean failed"; exit 1; }; \
@@ -41,7 +43,7 @@ test: install
 	  git status --short -- nbs alphanb; exit 1; fi
 	$(BIN)/python tools/readme.py --check
 	$(MAKE) --no-print-directory docs
-	@$(BIN)/pytest tests; rc=$$?; \
+	@$(BIN)/pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 1 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 # The notebooks run as tests (nbdev's rules: a failing cell fails the run) and keep their outputs; Sphinx with myst-nb

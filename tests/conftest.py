@@ -37,9 +37,22 @@ def synthetic_market(tmp_path_factory):
     return make
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'long(seconds): a test that takes about this long on two cores; the longest start first')
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests first, longest first (the rest keep their order): `make test` runs two pytest workers, each taking the
+    next test when it finishes one, so that the longest do not start last and leave one worker running alone."""
+    def seconds(item):
+        m = item.get_closest_marker('long')
+        return -float(m.kwargs.get('seconds', m.args[0] if m.args else 1)) if m else 0.
+    items.sort(key=seconds)
+
+
 @pytest.fixture(scope='session')
 def ray_cluster():
-    "A local Ray cluster of two CPUs started by the tests (skipped without Ray), stopped at the end of the session."
+    "A local Ray cluster of two CPUs started by the tests (skipped without Ray), stopped at the end of the session (one per pytest worker that needs it)."
     ray = pytest.importorskip('ray')
     if ray.is_initialized(): ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, object_store_memory=100 * 2**20)

@@ -167,6 +167,7 @@ def _args(tmp_path, demo_data, **kw):
     return argparse.Namespace(**a)
 
 
+@pytest.mark.long(seconds=10)
 def test_backtest_command_writes_results(tmp_path, demo_data, capsys):
     m = backtest_command(_args(tmp_path, demo_data))
     out = tmp_path/'out'

@@ -17,6 +17,7 @@ def _cli(*args, timeout=300):
     return subprocess.run([sys.executable, '-m', 'alphanb', 'baseline', *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.long(seconds=15)
 def test_cli_demo_last_line_is_json(demo_data):
     p = _cli('--data', demo_data, *DEMO_SPANS, '--features', 'classic', '--model', 'linear')
     assert p.returncode == 0, p.stderr

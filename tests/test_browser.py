@@ -44,6 +44,7 @@ def voila(tmp_path):
     yield url
     proc.terminate(); proc.wait(10); log.close()
 
+@pytest.mark.long(seconds=18)
 def test_inspector_in_chromium(voila, tmp_path):
     from playwright.sync_api import sync_playwright, expect
     with sync_playwright() as pw:

@@ -58,6 +58,7 @@ def test_token_round_trip(seed):
 
 @quick
 @given(seeds)
+@pytest.mark.long(seconds=11)
 def test_canonical_form_is_stable_and_keeps_values(seed):
     f = formula(seed, depth=4)
     c = f.canonical()

@@ -115,6 +115,7 @@ def compare(market, f:Formula, q:np.ndarray)->dict:
     return out
 
 
+@pytest.mark.long(seconds=24)
 def test_random_formulas_match_qlib(market):
     grammar = Grammar(windows=(5, 10, 20), ops='qlib')
     # IdxMax/IdxMin of a computed series are left to Alpha158 and QLIB_STRINGS: where two days of the window tie in exact
@@ -201,6 +202,7 @@ def market300(cn_data):
     return _market(cn_data, _members(cn_data, 'csi300', '2019-01-01', END), '2017-07-01', '2019-01-01', END)
 
 
+@pytest.mark.long(seconds=27)
 def test_alpha158_matches_qlib(market300):
     "Qlib's Alpha158, all 158 expressions, read by `Formula.from_qlib` and computed by alphanb, equal pyqlib's own values."
     from qlib.contrib.data.loader import Alpha158DL

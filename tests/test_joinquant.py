@@ -117,11 +117,13 @@ def test_parity_on_real_data(cn_data, tmp_path):
     check(res)
 
 
-@pytest.mark.parametrize('universe', ['csi300', 'csi500'])
+@pytest.mark.parametrize('universe', [pytest.param('csi300', marks=pytest.mark.long(seconds=25)),
+                                      pytest.param('csi500', marks=pytest.mark.long(seconds=50))])
 def test_parity_of_the_committed_pool(cn_data, tmp_path, universe):
-    "The pool alphanb mined and committed for each universe, four months of 2019 with its history: the same values and book."
+    "The pool alphanb mined and committed for each universe, four months of 2019 with its history, a rebalance every ten days: the same values and book."
     if not POOLS[universe].exists(): pytest.skip(f'{POOLS[universe]} is not in this checkout')
-    res = parity(tmp_path, cn_data, universe, '2018-08-01', '2019-01-02', '2019-04-30', anchor='2010-01-04', factors=POOLS[universe])
+    res = parity(tmp_path, cn_data, universe, '2018-08-01', '2019-01-02', '2019-04-30', anchor='2010-01-04', factors=POOLS[universe],
+                 rules={**RULES, 'rebalance': 10})
     check(res)
 
 

@@ -73,6 +73,7 @@ def test_lgb_on_factors(demo_data, scratch, monkeypatch):
           f"(ICIR {rank_ic.mean() / rank_ic.std():.2f}) over {len(rank_ic)} days")
 
 
+@pytest.mark.long(seconds=13)
 def test_qrun(demo_data, scratch, monkeypatch):
     "The `qrun` command runs the example workflow end to end: signal, its IC analysis and the backtest are recorded."
     qrun = Path(sys.executable).parent/'qrun'

@@ -52,6 +52,7 @@ def test_ray_blocks_equal_one_pass(cluster, demo_data):
     finally: ev.close()
 
 
+@pytest.mark.long(seconds=12)
 def test_killed_worker_is_replaced_with_the_same_figures(cluster, demo_data):
     ev = ShardedEvaluator(demo_data, 'csi300', '2018-06-01', '2019-10-31', lookback=29, block_days=120, ray='local', workers=2)
     try:
@@ -65,6 +66,7 @@ def test_killed_worker_is_replaced_with_the_same_figures(cluster, demo_data):
     finally: ev.close()
 
 
+@pytest.mark.long(seconds=17)
 def test_larger_synthetic_market(cluster, synthetic_market):
     "A market the generator makes wider and longer than the demo: blocks on two workers equal one pass."
     out = synthetic_market(400, 900, 3)
@@ -76,6 +78,7 @@ def test_larger_synthetic_market(cluster, synthetic_market):
     finally: ev.close()
 
 
+@pytest.mark.long(seconds=10)
 def test_evaluate_command_on_ray(cluster, demo_data, tmp_path):
     "`alphanb evaluate --ray local --block-days N` prints the figures of the command without them."
     from alphanb.cli import main

@@ -35,6 +35,7 @@ def close(a, b, tol=1e-9):
     return a == b
 
 
+@pytest.mark.long(seconds=13)
 def test_sharded_training_equals_one_process(cluster, tmp_path):
     """`alphanb train --ray` over two workers writes the pool, figures and log of the same run in one process (rewards on every
     3rd train day: blocks of 280 days start off the step, so each worker's first day number matters)."""
@@ -61,6 +62,7 @@ def test_sharded_training_equals_one_process(cluster, tmp_path):
     assert one['pool'].size == len(b)
 
 
+@pytest.mark.long(seconds=14)
 def test_a_killed_worker_changes_nothing(cluster, tmp_path):
     "A worker killed between steps is restarted by Ray and rebuilds its members: the run ends with the uninterrupted pool."
     ref = Trainer(settings(tmp_path/'one', **{'ppo/steps': 4}))
@@ -80,6 +82,7 @@ def test_a_killed_worker_changes_nothing(cluster, tmp_path):
     assert close(ref.env.pool.ic, tr.env.pool.ic, 1e-12)
 
 
+@pytest.mark.long(seconds=15)
 def test_resume_on_a_cluster_from_a_one_process_checkpoint(cluster, tmp_path):
     "A run stopped in one process continues on a cluster (and the reverse) to the same pool: the checkpoint does not depend on where it ran."
     full = train(settings(tmp_path/'full', **{'ppo/steps': 4}), progress=False, verbose=False)
@@ -98,6 +101,7 @@ def test_blocks_shorter_than_the_longest_history_are_refused(tmp_path):
         Trainer(settings(tmp_path, **{'run/ray': 'local', 'run/block_days': 100}))
 
 
+@pytest.mark.long(seconds=15)
 def test_bench_train_scale(cluster, tmp_path):
     "`alphanb bench train --scale`: one process, then 1 and 2 workers, on the same steps; bytes per step; a projection."
     from alphanb.bench import bench_train_scale
@@ -110,6 +114,7 @@ def test_bench_train_scale(cluster, tmp_path):
     assert fs == sorted(fs) and fs[0] > 0
 
 
+@pytest.mark.long(seconds=31)
 def test_larger_synthetic_market(cluster, tmp_path, synthetic_market):
     "A market the generator makes wider and longer than the demo (500 stocks x 1 200 days): two workers, the pool of one process."
     data = synthetic_market(500, 1200, 5)

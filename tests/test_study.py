@@ -13,6 +13,7 @@ def _cli(*args, timeout=300):
                           timeout=timeout, env=ENV)
 
 
+@pytest.mark.long(seconds=45)
 def test_cli_demo_end_to_end(demo_data, tmp_path):
     out, scratch = tmp_path/'study', tmp_path/'scratch'
     t = time.perf_counter()
@@ -67,6 +68,7 @@ def test_real_data_folds(cn_data):
     assert folds[0].train == (cal[60], cal[cal.year == 2015][-1])
 
 
+@pytest.mark.long(seconds=28)
 def test_trainings_on_ray_make_the_same_pools(ray_cluster, demo_data, tmp_path, monkeypatch):
     "`study(..., ray=...)`: each training a Ray task; the pools equal those of local processes."
     import alphanb.study as st
@@ -99,6 +101,7 @@ def _training_pids(scratch):
     return out
 
 
+@pytest.mark.long(seconds=32)
 def test_a_killed_ray_worker_resumes_the_training(ray_cluster, demo_data, tmp_path):
     """The Ray worker of a training is killed after its first checkpoint: its training dies with it, Ray runs the task again,
     and it resumes from the checkpoint to the pool of a training never interrupted."""
@@ -129,10 +132,11 @@ def test_a_killed_ray_worker_resumes_the_training(ray_cluster, demo_data, tmp_pa
     assert [int(l.split(',')[0]) for l in log[1:]] == list(range(1, 13))   # every step once: one writer at a time
 
 
+@pytest.mark.long(seconds=30)
 def test_a_killed_study_takes_its_trainings_with_it(demo_data, tmp_path):
     "A study killed outright (SIGKILL: no chance to stop its trainings) leaves none running; run again, it resumes them."
     out, scratch = tmp_path/'study', tmp_path/'scratch'
-    args = ['--data', demo_data, *TINY, '--steps', '40', '--out', out, '--scratch', scratch, '--set', 'run/checkpoint_every', '2']
+    args = ['--data', demo_data, *TINY, '--steps', '20', '--no-baselines', '--out', out, '--scratch', scratch, '--set', 'run/checkpoint_every', '2']
     p = subprocess.Popen([sys.executable, '-m', 'alphanb', 'study', *map(str, args)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(1200):
         if len(_training_pids(scratch)) == 2 and list(scratch.rglob('checkpoint.pt')): break

@@ -79,6 +79,7 @@ def test_resume_equals_uninterrupted_risk_seeking(tmp_path, small):
         FormulaEnv(small[0], small[1], reward='best')                  # the environment used directly says the same
 
 
+@pytest.mark.long(seconds=10)
 def test_train_command_on_demo(tmp_path, demo_data):
     out = tmp_path/'run'
     p = subprocess.run([sys.executable, '-m', 'alphanb', 'train', '--data', str(demo_data), '--universe', 'csi300', '--steps', '1',

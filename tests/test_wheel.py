@@ -3,6 +3,8 @@ imports, and `alphanb train` in an empty folder trains on the demo market the wh
 import json, shutil, subprocess, sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ['alphanb', 'data/demo', 'setup.py', 'settings.ini', 'pyproject.toml', 'README.md']
 DEV_ONLY = ['nbdev', 'execnb', 'pytest', 'hypothesis']
@@ -12,6 +14,7 @@ def run(cmd, **kw)->subprocess.CompletedProcess:
     assert r.returncode == 0, f"{' '.join(map(str, cmd))} exited with {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     return r
 
+@pytest.mark.long(seconds=110)
 def test_wheel_installs_and_trains_in_a_clean_venv(tmp_path):
     src = tmp_path/'src'                                  # a copy, so that the build leaves nothing in the tree
     for s in SOURCES:
@@ -24,8 +27,10 @@ def test_wheel_installs_and_trains_in_a_clean_venv(tmp_path):
     venv = tmp_path/'venv'
     run([sys.executable, '-m', 'venv', venv])
     py, cli = venv/'bin'/'python', venv/'bin'/'alphanb'
-    run([py, '-m', 'pip', 'install', '-q', 'torch==2.13.0'])   # by its pin, as `make install` does: no CUDA build
-    run([py, '-m', 'pip', 'install', '-q', wheel])
+    # torch by its pin, as `make install` does (no CUDA build); --no-compile: the few modules the test imports compile when
+    # imported instead of every module of every package at install (which took half of this test's time)
+    run([py, '-m', 'pip', 'install', '-q', '--no-compile', 'torch==2.13.0'])
+    run([py, '-m', 'pip', 'install', '-q', '--no-compile', wheel])
     found = run([py, '-c', f'import importlib.util as u; print([m for m in {DEV_ONLY!r} if u.find_spec(m)])']).stdout.strip()
     assert found == '[]', f'dev requirements in the clean venv: {found}'
     where = run([py, '-c', 'import alphanb, alphanb.train as t; print(alphanb.__file__); print(t.resolve_data("data/demo"))'],

@@ -22,6 +22,8 @@ from nbdev.process import NBProcessor
 from nbdev.processors import add_show_docs
 
 HIDDEN = {'hide', 'export', 'exporti', 'default_exp'}          # cells whose code the docs do not show
+# the longest notebooks (a minute or more on two cores) start first, so that the workers end together
+LONG = ('14_study', '15_bench', '01_ops', '12_baseline', '13_qlib', 'train', '16_scoring', '03d_novelty')
 DIRECTIVE = re.compile(r'^#\|.*$\n?', re.MULTILINE)
 
 def run_one(fn:Path, out:Path, skip:set, root:Path)->tuple[bool, float, str]:
@@ -84,6 +86,7 @@ def main(argv=None)->int:
         return 0 if ok else 1
     out = Path(a.out).resolve()
     files = [Path(f).resolve() for f in a.notebooks] or sorted(f.resolve() for f in nbs.glob('*.ipynb') if not f.name.startswith('_'))
+    files.sort(key=lambda f: LONG.index(f.stem) if f.stem in LONG else len(LONG))
     t0 = time.time()
     with ThreadPoolExecutor(a.n_workers) as ex: res = list(ex.map(lambda f: _launch(f, out), files))
     failed = [(f, err) for f, (ok, _, err) in zip(files, res) if not ok]
