@@ -38,7 +38,7 @@ def synthetic_market(tmp_path_factory):
 
 
 def pytest_configure(config):
-    config.addinivalue_line('markers', 'long(seconds): a test that takes about this long on two cores; the longest start first')
+    config.addinivalue_line('markers', 'long(seconds): a test that takes about this many seconds run alone; the longest start first')
 
 
 def pytest_collection_modifyitems(config, items):
