@@ -42,6 +42,9 @@ test: install
 	  echo "nbdev_clean/nbdev_export changed files: the notebooks and alphanb/ were not committed clean and in sync:"; \
 	  git status --short -- nbs alphanb; exit 1; fi
 	$(BIN)/python tools/readme.py --check
+	@# the package's bytecode, written once: where Python does not write it (PYTHONDONTWRITEBYTECODE), every process of the
+	@# run would compile alphanb again
+	$(BIN)/python -m compileall -qq alphanb
 	$(MAKE) --no-print-directory docs
 	@$(BIN)/pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 1 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
