@@ -1038,7 +1038,8 @@ def study(data=None, # Qlib data directory; the config's (else the embedded demo
     reused = sum((r.dir/'result.json').exists() for r in runs)
     n_trained = train_runs([r for r in runs if not (r.dir/'result.json').exists()], jobs, progress, ray) if train else 0
     scored = 0
-    for ens in (False, True):                                     # every run's choice first: the pooled ensembles read them all
+    pooling = pool_universes and len(us) > 1                      # pooled ensembles read every universe's choices: those first;
+    for ens in ((False, True) if pooling else (True,)):           # else each fold's runs and ensemble in one pass (one load)
         for u in us:
             for f in folds:
                 fr = [r for r in runs if r.fold == f]
