@@ -649,6 +649,7 @@ def _node(tree, bars, member, cache):
         fam, fn, _ = NP_OPERATORS[op]
         args = [_node(a, bars, member, cache) for a in tree['args']]
         if not (op in EXACT32 and all(a.dtype == DTYPE for a in args)): args = [np.asarray(a, np.float64) for a in args]
+        if op == 'Pow' and tree['args'][1]['op'] == 'Const': args[1] = float(tree['args'][1]['value'])   # a number, as alphanb's
         if fam == 'cross_section' and member is not None: args = [np.where(member, args[0], np.nan)]
         if op in SHIFTED and not (op in ANCHORED and tree['window'] <= LOOP_MAX_WINDOW): args = [_shifted(a) for a in args]
         with np.errstate(all='ignore'):

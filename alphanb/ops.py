@@ -1279,12 +1279,14 @@ def pow(x, # [day, stock] or a number: the base
         y, # [day, stock] or a number: the exponent
        )->Tensor: # [day, stock] NaN where the result would be ±inf or complex
     "x ** y (Qlib `Power`), NaN where numpy would give ±inf; a negative base to a whole power as ±|x| ** y."
+    number = isinstance(x, Tensor) and isinstance(y, (int, float))  # a constant exponent: numpy's path for a number
     x, y = _pair(x, y)
-    if _compiled(x) and x.shape == y.shape and x.dtype == y.dtype and x.dtype in (torch.float32, torch.float64):
-        a, b = _np(x).reshape(-1), _np(y).reshape(-1)   # numpy's vectorised pow: the strategy's bits, 2-4x torch's on the CPU
+    if _compiled(x) and x.dtype in (torch.float32, torch.float64) and (number or (x.shape == y.shape and x.dtype == y.dtype)):
+        a = _np(x).reshape(-1)                          # numpy's vectorised pow: the strategy's bits, 2-4x torch's on the CPU
+        b = np.full(a.shape, y.item(), a.dtype) if number else _np(y).reshape(-1)   # (the passes read it per cell)
         view, *how = _POW_BITS[a.dtype]
         xc, yc, case = _nb_pow_operands(a, b, a.view(view), *how)
-        with np.errstate(all='ignore'): out = np.power(xc, yc)
+        with np.errstate(all='ignore'): out = np.power(xc, b[:1].item() if number else yc)   # x ** 0.5 as a square root, etc.
         return torch.from_numpy(_nb_pow_result(out, a, b, case)).view(x.shape)
     return _finite(torch.pow(x, y))
 

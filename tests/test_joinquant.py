@@ -260,7 +260,8 @@ def test_every_operator_equals_bit_for_bit(demo_data):
     "Each operator alone: the strategy's numpy value (float32) equals evaluate_formula's in every cell, NaN where it is NaN."
     panel = load_panel(demo_data, 'csi300')
     bars, member = {f: panel[f].numpy() for f in panel.fields}, panel.member.numpy()
-    forms = example_formulas()
+    forms = example_formulas() + [f'Pow({x}, {e})' for x in ('$close', 'Returns', '$close - Mean($close, 5)')   # constant exponents:
+                                  for e in (0.5, 2, -1, 3, -0.5, 1.5)]                                 # a number on both sides
     assert len(forms) > 100 and {f.split('(')[0] for f in forms} >= {'Std', 'Var', 'Cov', 'Corr', 'Skew', 'Kurt', 'Rank'}
     differ = []
     for text in forms:
