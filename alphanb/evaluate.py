@@ -194,7 +194,7 @@ def _evaluate(panel, f:Formula, cache:FormulaCache|None, memo:dict, dtype, share
     if spec.windowed and f.offset:
         out = ops.delay(_evaluate(panel, Formula(f.op, f.args, window=f.window, value=f.value), cache, memo, dtype, shared), f.offset)
     else:
-        number = f.op == 'Pow' and f.args[1].op == 'Const'      # a constant exponent goes to the kernel as a number
+        number = spec.number and f.args[1].op == 'Const'        # a constant second operand goes to the kernel as a number
         xs = _operands(spec, [_evaluate(panel, a, cache, memo, dtype, shared) for a in (f.args[:1] if number else f.args)], dtype)
         if number: xs = [*xs, f.args[1].value]
         if spec.family == 'cross_section':

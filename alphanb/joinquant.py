@@ -47,7 +47,8 @@ def operator_table_source()->str:
                       f"ANCHORED = {names(lambda s: s.anchored)}   # ... but not for windows up to LOOP_MAX_WINDOW (deviations from a value of the window)",
                       f"SPAN = {names(lambda s: s.span)}   # kept within each stock's data",
                       f"START = {names(lambda s: s.start)}   # count from each stock's first day of data",
-                      f"EXACT32 = {names(lambda s: s.exact32)}   # in float32 on float32 operands (the float64 result, rounded)"])
+                      f"EXACT32 = {names(lambda s: s.exact32)}   # in float32 on float32 operands (the float64 result, rounded)",
+                      f"NUMBER = {names(lambda s: s.number)}   # a constant second operand passed as a number (numpy's path for one)"])
 
 # %% ../nbs/10_joinquant.ipynb #d982697e
 def parity_error(a, # values to check, e.g. the strategy's `[day, stock]`

@@ -43,6 +43,8 @@ class Op:
     shifted: bool = False      # inputs minus each stock's first value before the kernel (window sums of squares lose fewer digits)
     anchored: bool = False     # ... but not for the compiled loops (windows up to ops.LOOP_MAX_WINDOW), which take deviations
                                # from a value of each window: a shift would change only their rounding
+    number: bool = False       # a constant second operand reaches the kernel as a number, not a panel (numpy's path for a
+                               # number: Pow's x ** 0.5 as a square root, as Qlib's Power gets it)
     exact32: bool = False      # on float32 operands, float32 arithmetic gives the float64 result rounded to float32 (one IEEE
                                # operation, a selection or a move): computed in float32 when its operands are float32
     lookback: int = 0          # days before today it reads that no window says (AlphaGPT's operators with a window of their own)
@@ -114,7 +116,8 @@ _ELEMENTWISE = [
        exact32=True),
     Op('Div', 'binary', 'div', 'np_div', _QDIV.format('{x}', '{y}'), 'Div', 'ratio', infix='/', elementwise=True,
        exact32=True),
-    Op('Pow', 'binary', 'pow', 'np_pow', 'Power({x},{y})', 'Power', 'power', '{o0} to the power {o1}', elementwise=True),
+    Op('Pow', 'binary', 'pow', 'np_pow', 'Power({x},{y})', 'Power', 'power', '{o0} to the power {o1}', elementwise=True,
+       number=True),
     Op('Greater', 'binary', 'greater', 'np.maximum', 'Greater({x},{y})', 'Greater', 'larger of two',
        'the larger of {o0} and {o1}', monotone=True, commutative=True, elementwise=True,
        exact32=True),

@@ -1286,7 +1286,7 @@ def pow(x, # [day, stock] or a number: the base
         b = np.full(a.shape, y.item(), a.dtype) if number else _np(y).reshape(-1)   # (the passes read it per cell)
         view, *how = _POW_BITS[a.dtype]
         xc, yc, case = _nb_pow_operands(a, b, a.view(view), *how)
-        with np.errstate(all='ignore'): out = np.power(xc, b[:1].item() if number else yc)   # x ** 0.5 as a square root, etc.
+        with np.errstate(all='ignore'): out = np.power(xc, y.item() if number else yc)   # x ** 0.5 as a square root, etc.
         return torch.from_numpy(_nb_pow_result(out, a, b, case)).view(x.shape)
     return _finite(torch.pow(x, y))
 

@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['DTYPE', 'LOOP_MAX_WINDOW', 'np_gt', 'np_ge', 'np_lt', 'np_le', 'np_eq', 'np_ne', 'NP_OPERATORS', 'SHIFTED',
-           'ANCHORED', 'SPAN', 'START', 'EXACT32', 'FEATURE_LOOKBACK', 'FACTORS_FILE', 'MODEL_FILE', 'RAW_BAR_FIELDS',
-           'RECORD', 'SELLS', 'as_f32', 'f32', 'np_delay', 'np_ts_sum', 'np_ts_mean', 'np_ts_var', 'np_ts_std',
-           'np_ts_skew', 'np_ts_kurt', 'np_ts_mad', 'np_ts_med', 'np_ts_max', 'np_ts_min', 'np_ts_rank', 'np_ts_delta',
-           'np_ts_wma', 'np_ts_ema', 'np_ts_cov', 'np_ts_corr', 'np_ts_slope', 'np_ts_rsquare', 'np_ts_resi',
-           'np_ts_quantile', 'np_ts_count', 'np_ts_argmax', 'np_ts_argmin', 'np_qlib_wma', 'np_qlib_ema', 'ema_memory',
-           'np_and', 'np_or', 'np_not', 'np_cs_rank', 'np_cs_zscore', 'np_div', 'np_log', 'np_pow', 'np_gate',
-           'np_jump', 'np_decay', 'np_max3', 'np_tsum20', 'np_ts_zscore', 'tree_lookback', 'data_span', 'np_evaluate',
-           'np_features', 'jq_code', 'qlib_symbol', 'anchor_factors', 'load_bars', 'needed_rows', 'member_mask',
-           'zscore_day', 'combine_signal', 'top_k', 'load_export', 'stamp_tax_on', 'initialize', 'fen', 'buy_sizes',
-           'bar_stamps', 'factor_values', 'trade']
+           'ANCHORED', 'SPAN', 'START', 'EXACT32', 'NUMBER', 'FEATURE_LOOKBACK', 'FACTORS_FILE', 'MODEL_FILE',
+           'RAW_BAR_FIELDS', 'RECORD', 'SELLS', 'as_f32', 'f32', 'np_delay', 'np_ts_sum', 'np_ts_mean', 'np_ts_var',
+           'np_ts_std', 'np_ts_skew', 'np_ts_kurt', 'np_ts_mad', 'np_ts_med', 'np_ts_max', 'np_ts_min', 'np_ts_rank',
+           'np_ts_delta', 'np_ts_wma', 'np_ts_ema', 'np_ts_cov', 'np_ts_corr', 'np_ts_slope', 'np_ts_rsquare',
+           'np_ts_resi', 'np_ts_quantile', 'np_ts_count', 'np_ts_argmax', 'np_ts_argmin', 'np_qlib_wma', 'np_qlib_ema',
+           'ema_memory', 'np_and', 'np_or', 'np_not', 'np_cs_rank', 'np_cs_zscore', 'np_div', 'np_log', 'np_pow',
+           'np_gate', 'np_jump', 'np_decay', 'np_max3', 'np_tsum20', 'np_ts_zscore', 'tree_lookback', 'data_span',
+           'np_evaluate', 'np_features', 'jq_code', 'qlib_symbol', 'anchor_factors', 'load_bars', 'needed_rows',
+           'member_mask', 'zscore_day', 'combine_signal', 'top_k', 'load_export', 'stamp_tax_on', 'initialize', 'fen',
+           'buy_sizes', 'bar_stamps', 'factor_values', 'trade']
 
 # %% ../nbs/10a_jq_strategy.ipynb #c194c525
 try: from jqdata import *   # JoinQuant's API: get_price, order_target_value, run_daily, g, log, ...
@@ -606,6 +606,7 @@ ANCHORED = {'Std', 'Var', 'Corr', 'Cov'}   # ... but not for windows up to LOOP_
 SPAN = {'Gt', 'Ge', 'Lt', 'Le', 'Eq', 'Ne', 'And', 'Or', 'Not', 'IdxMax', 'IdxMin', 'Count', 'QlibWMA'}   # kept within each stock's data
 START = {'IdxMax', 'IdxMin', 'QlibWMA'}   # count from each stock's first day of data
 EXACT32 = {'Abs', 'Sign', 'Neg', 'Add', 'Sub', 'Mul', 'Div', 'Greater', 'Less', 'Gate', 'Delta', 'Rank', 'Delay'}   # in float32 on float32 operands (the float64 result, rounded)
+NUMBER = {'Pow'}   # a constant second operand passed as a number (numpy's path for one)
 # <<< operator table
 FEATURE_LOOKBACK = {'Returns': 1, 'Liquidity': 59, 'Pressure': 0, 'FOMO': 19, 'Deviation': 19, 'LogVolume': 0}
 
@@ -649,7 +650,7 @@ def _node(tree, bars, member, cache):
         fam, fn, _ = NP_OPERATORS[op]
         args = [_node(a, bars, member, cache) for a in tree['args']]
         if not (op in EXACT32 and all(a.dtype == DTYPE for a in args)): args = [np.asarray(a, np.float64) for a in args]
-        if op == 'Pow' and tree['args'][1]['op'] == 'Const': args[1] = float(tree['args'][1]['value'])   # a number, as alphanb's
+        if op in NUMBER and tree['args'][1]['op'] == 'Const': args[1] = float(tree['args'][1]['value'])   # a number, as alphanb's
         if fam == 'cross_section' and member is not None: args = [np.where(member, args[0], np.nan)]
         if op in SHIFTED and not (op in ANCHORED and tree['window'] <= LOOP_MAX_WINDOW): args = [_shifted(a) for a in args]
         with np.errstate(all='ignore'):
